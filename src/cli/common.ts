@@ -1,0 +1,51 @@
+/** Pieces every command shares: backend start-up and where messages go. */
+import type { Command } from 'commander';
+import { useBackend } from '../backend.js';
+import type { GlobalOptions } from './main.js';
+
+/** Messages for people go to stderr, so stdout stays clean for tables and --json. */
+export function note(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
+
+export async function startBackend(command: Command): Promise<string> {
+  const { backend } = command.optsWithGlobals() as GlobalOptions;
+  const name = await useBackend(backend);
+  note(`lowrank: tfjs backend ${name}`);
+  return name;
+}
+
+import { Option } from 'commander';
+import { UserError } from '../errors.js';
+import type { PixelOptions } from '../data/images.js';
+
+export interface ImageFlags {
+  scale: string;
+  offset: string;
+  standardize?: boolean;
+  labels?: string;
+}
+
+/** Image options shared by compress (--data) and bench. */
+export function addImageOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--scale <x>', 'multiply 0–255 pixels by this').default('0.00392156862745098', '1/255'))
+    .option('--offset <x>', 'add this after scaling', '0')
+    .option('--standardize', 'per image zero mean and unit variance instead of --scale/--offset')
+    .option('--labels <file>', 'class names in output order, one per line (default: sorted subfolder names)');
+}
+
+export function pixelOptions(flags: ImageFlags): PixelOptions {
+  const scale = Number(flags.scale);
+  const offset = Number(flags.offset);
+  if (!Number.isFinite(scale)) throw new UserError(`--scale ${flags.scale}: give a number`);
+  if (!Number.isFinite(offset)) throw new UserError(`--offset ${flags.offset}: give a number`);
+  return { scale, offset, standardize: flags.standardize ?? false };
+}
+
+/** A whole number ≥ min from a flag. */
+export function intFlag(value: string, flag: string, min = 1): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} ${value}: give a whole number ≥ ${min}`);
+  return n;
+}

@@ -1,0 +1,196 @@
+/**
+ * Sample images for data reconstruction and accuracy checks: a folder read recursively, labels
+ * from each image's class subfolder, decoded and resized by sharp, streamed in batches so memory
+ * is bounded by the batch and not by the folder.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.js';
+
+export interface PixelOptions {
+  /** Multiplies each 0–255 pixel (default 1/255). */
+  scale: number;
+  /** Added after scaling (default 0). */
+  offset: number;
+  /** Per image: zero mean, unit variance (replaces scale/offset). */
+  standardize: boolean;
+}
+
+export const DEFAULT_PIXELS: PixelOptions = { scale: 1 / 255, offset: 0, standardize: false };
+
+export interface ImageEntry {
+  file: string;
+  /** Class index, or null for images at the folder's top level. */
+  label: number | null;
+}
+
+export interface ImageSet {
+  root: string;
+  entries: ImageEntry[];
+  /** Class names in output order; empty when no image is labeled. */
+  classes: string[];
+}
+
+/** What a model expects: input height, width and channels. */
+export interface InputSize {
+  height: number;
+  width: number;
+  channels: number;
+}
+
+function walk(dir: string, out: string[]): void {
+  for (const name of fs.readdirSync(dir).sort()) {
+    if (name.startsWith('.')) continue;
+    const p = path.join(dir, name);
+    const stat = fs.statSync(p);
+    if (stat.isDirectory()) walk(p, out);
+    else if (stat.isFile()) out.push(p);
+  }
+}
+
+/**
+ * Lists a folder's files (every file is a candidate: sharp decides what is an image). Labels are
+ * the first subfolder under the root; classes are the sorted folder names, or those of `labelsFile`.
+ */
+export function listImages(root: string, labelsFile?: string): ImageSet {
+  const dir = path.resolve(root);
+  if (!fs.existsSync(dir)) throw new UserError(`${root}: no such folder; give a folder of images (one subfolder per class)`);
+  if (!fs.statSync(dir).isDirectory()) throw new UserError(`${root}: not a folder; give a folder of images (one subfolder per class)`);
+  const files: string[] = [];
+  walk(dir, files);
+  if (files.length === 0) throw new UserError(`${root}: the folder holds no files; add images (PNG or JPEG)`);
+  const folderOf = (file: string) => {
+    const parts = path.relative(dir, file).split(path.sep);
+    return parts.length > 1 ? parts[0] : null;
+  };
+  let classes: string[];
+  if (labelsFile) {
+    if (!fs.existsSync(labelsFile)) throw new UserError(`--labels ${labelsFile}: no such file`);
+    classes = fs.readFileSync(labelsFile, 'utf8').split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+    if (classes.length === 0) throw new UserError(`--labels ${labelsFile}: the file lists no class names`);
+  } else {
+    classes = [...new Set(files.map(folderOf).filter((f): f is string => f !== null))].sort();
+  }
+  const index = new Map(classes.map((c, i) => [c, i]));
+  const entries = files.map((file) => {
+    const folder = folderOf(file);
+    if (folder === null) return { file, label: null };
+    const label = index.get(folder);
+    if (label === undefined) throw new UserError(`${root}: folder '${folder}' is not a class listed in ${labelsFile}`);
+    return { file, label };
+  });
+  return { root: dir, entries, classes };
+}
+
+/** A seeded PRNG (mulberry32): same seed, same sample. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function shuffled<T>(items: T[], seed: number): T[] {
+  const out = items.slice();
+  const random = seededRandom(seed);
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Splits off a held-out fraction (at least one image each side), reproducibly. */
+export function splitHoldout(entries: ImageEntry[], fraction: number, seed: number): { fit: ImageEntry[]; holdout: ImageEntry[] } {
+  if (!(fraction > 0 && fraction < 1)) throw new UserError(`--holdout ${fraction}: give a fraction between 0 and 1`);
+  if (entries.length < 2) throw new UserError(`only ${entries.length} image: data reconstruction needs at least 2 (some to fit, some to check)`);
+  const order = shuffled(entries, seed);
+  const n = Math.min(entries.length - 1, Math.max(1, Math.round(entries.length * fraction)));
+  return { holdout: order.slice(0, n), fit: order.slice(n) };
+}
+
+/** Decodes one image to `size` as float pixels, or returns null when it is not a readable image. */
+export async function decodeImage(file: string, size: InputSize, pixels: PixelOptions): Promise<Float32Array | null> {
+  if (size.channels !== 1 && size.channels !== 3) {
+    throw new UserError(`the model takes ${size.channels}-channel input; images can feed 1- or 3-channel models only`);
+  }
+  let raw: Buffer;
+  try {
+    let image = sharp(file, { failOn: 'error' });
+    const meta = await image.metadata();
+    if (meta.width !== size.width || meta.height !== size.height) image = image.resize(size.width, size.height, { fit: 'fill' });
+    image = size.channels === 1 ? image.removeAlpha().greyscale() : image.removeAlpha().toColourspace('srgb');
+    const out = await image.raw().toBuffer({ resolveWithObject: true });
+    if (out.info.channels !== size.channels) return null;
+    raw = out.data;
+  } catch {
+    return null;
+  }
+  const x = new Float32Array(raw.length);
+  if (pixels.standardize) {
+    let mean = 0;
+    for (let i = 0; i < raw.length; i++) mean += raw[i];
+    mean /= raw.length;
+    let variance = 0;
+    for (let i = 0; i < raw.length; i++) variance += (raw[i] - mean) ** 2;
+    const std = Math.sqrt(variance / raw.length) || 1;
+    for (let i = 0; i < raw.length; i++) x[i] = (raw[i] - mean) / std;
+  } else {
+    for (let i = 0; i < raw.length; i++) x[i] = raw[i] * pixels.scale + pixels.offset;
+  }
+  return x;
+}
+
+export interface ImageBatch {
+  x: tf.Tensor4D;
+  labels: (number | null)[];
+}
+
+export interface BatchStats {
+  /** Files sharp could not read as images. */
+  skipped: string[];
+  decoded: number;
+}
+
+/**
+ * Streams decoded batches of `entries`. Unreadable files are skipped and counted in `stats`;
+ * the caller disposes each batch's tensor.
+ */
+export async function* imageBatches(
+  entries: ImageEntry[], size: InputSize, batchSize: number, pixels: PixelOptions, stats: BatchStats,
+): AsyncGenerator<ImageBatch> {
+  const per = size.height * size.width * size.channels;
+  for (let start = 0; start < entries.length; start += batchSize) {
+    const chunk = entries.slice(start, start + batchSize);
+    const decoded = await Promise.all(chunk.map((e) => decodeImage(e.file, size, pixels)));
+    const ok = chunk.filter((_, i) => decoded[i] !== null);
+    chunk.forEach((e, i) => decoded[i] === null && stats.skipped.push(e.file));
+    if (ok.length === 0) continue;
+    const data = new Float32Array(ok.length * per);
+    let k = 0;
+    for (const d of decoded) if (d) data.set(d, (k++) * per);
+    stats.decoded += ok.length;
+    yield { x: tf.tensor4d(data, [ok.length, size.height, size.width, size.channels]), labels: ok.map((e) => e.label) };
+  }
+}
+
+/** The model's single image input as height, width, channels. */
+export function inputSizeOf(inputShape: (number | null)[], what: string): InputSize {
+  if (inputShape.length !== 4 || inputShape.slice(1).some((v) => v === null)) {
+    throw new UserError(`${what}: input shape ${JSON.stringify(inputShape)} is not a fixed-size image (batch, height, width, channels)`);
+  }
+  return { height: inputShape[1]!, width: inputShape[2]!, channels: inputShape[3]! };
+}
+
+/** Message for the end of a run that skipped files. */
+export function skippedNote(stats: BatchStats): string | null {
+  if (stats.skipped.length === 0) return null;
+  const shown = stats.skipped.slice(0, 3).map((f) => path.basename(f)).join(', ');
+  return `skipped ${stats.skipped.length} unreadable or non-image file${stats.skipped.length > 1 ? 's' : ''} (${shown}${stats.skipped.length > 3 ? ', …' : ''})`;
+}

@@ -1,0 +1,244 @@
+/**
+ * Reading and writing tfjs LayersModel files (model.json + binary weight shards).
+ * Reading validates everything a user can get wrong and reports it as one line naming the file;
+ * writing goes through a temporary directory renamed into place, so no half-written model remains.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { UserError, firstLine } from '../errors.js';
+
+export interface ModelFiles {
+  /** Absolute path of model.json. */
+  jsonPath: string;
+  artifacts: tf.io.ModelArtifacts;
+  /** Bytes of all weight shards on disk. */
+  weightBytes: number;
+}
+
+export interface LoadedModel extends ModelFiles {
+  model: tf.LayersModel;
+}
+
+/** A model.json path, or a directory holding one. */
+export function resolveModelJson(input: string): string {
+  let p = path.resolve(input);
+  if (!fs.existsSync(p)) throw new UserError(`${input}: no such file or directory; give a model.json or a folder holding one`);
+  if (fs.statSync(p).isDirectory()) {
+    p = path.join(p, 'model.json');
+    if (!fs.existsSync(p)) throw new UserError(`${input}: folder has no model.json; give the model.json path`);
+  }
+  return p;
+}
+
+const BYTES_PER_ELEMENT: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
+
+function specBytes(spec: tf.io.WeightsManifestEntry): number {
+  const dtype = spec.quantization?.dtype ?? spec.dtype;
+  const size = BYTES_PER_ELEMENT[dtype];
+  if (size === undefined) throw new Error(`weight ${spec.name} has unsupported dtype ${dtype}`);
+  return spec.shape.reduce((a, b) => a * b, 1) * size;
+}
+
+/** Reads and validates model.json and its shards, without building the model. */
+export function readModelFiles(input: string): ModelFiles {
+  const jsonPath = resolveModelJson(input);
+  const shown = path.relative(process.cwd(), jsonPath) || jsonPath;
+  let json: any;
+  try {
+    json = JSON.parse(fs.readFileSync(jsonPath, 'utf8'));
+  } catch (err) {
+    throw new UserError(`${shown}: not valid JSON (${firstLine(err)}); is this a tfjs model.json?`);
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new UserError(`${shown}: not a tfjs model.json (expected an object with modelTopology and weightsManifest)`);
+  }
+  const topology = json.modelTopology;
+  if (json.format === 'graph-model' || (topology && (topology.node !== undefined || topology.versions !== undefined))) {
+    throw new UserError(
+      `${shown}: is a tfjs GraphModel (converted from a TensorFlow graph); lowrank needs a LayersModel (Keras format): convert the Keras model with tensorflowjs_converter --output_format tfjs_layers_model`,
+    );
+  }
+  if (json.format !== undefined && json.format !== 'layers-model') {
+    throw new UserError(`${shown}: format '${json.format}' is not a tfjs LayersModel`);
+  }
+  if (!topology || typeof topology !== 'object') {
+    throw new UserError(`${shown}: has no modelTopology; not a tfjs LayersModel model.json`);
+  }
+  const manifest = json.weightsManifest;
+  if (!Array.isArray(manifest)) throw new UserError(`${shown}: has no weightsManifest; not a tfjs LayersModel model.json`);
+
+  const dir = path.dirname(jsonPath);
+  const specs: tf.io.WeightsManifestEntry[] = [];
+  const buffers: Buffer[] = [];
+  let weightBytes = 0;
+  for (const group of manifest) {
+    if (!group || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
+      throw new UserError(`${shown}: a weightsManifest group lacks paths or weights`);
+    }
+    const expected = group.weights.reduce((sum: number, spec: tf.io.WeightsManifestEntry) => sum + specBytes(spec), 0);
+    let actual = 0;
+    const groupBuffers: Buffer[] = [];
+    for (const shard of group.paths as string[]) {
+      const shardPath = path.resolve(dir, shard);
+      const rel = path.relative(dir, shardPath);
+      if (rel.startsWith('..') || path.isAbsolute(rel)) {
+        throw new UserError(`${shown}: weight shard path '${shard}' leaves the model's folder; shards must sit beside model.json`);
+      }
+      if (!fs.existsSync(shardPath)) {
+        throw new UserError(`${shown}: weight shard '${shard}' is missing; copy it beside model.json`);
+      }
+      const data = fs.readFileSync(shardPath);
+      groupBuffers.push(data);
+      actual += data.length;
+    }
+    if (actual < expected) {
+      throw new UserError(`${shown}: weight shards hold ${actual} bytes but the manifest needs ${expected}: a shard is truncated`);
+    }
+    if (actual > expected) {
+      throw new UserError(`${shown}: weight shards hold ${actual} bytes but the manifest needs only ${expected}: a shard is oversized or from another model`);
+    }
+    specs.push(...group.weights);
+    buffers.push(...groupBuffers);
+    weightBytes += actual;
+  }
+  const joined = Buffer.concat(buffers);
+  const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
+  return {
+    jsonPath,
+    weightBytes,
+    artifacts: {
+      modelTopology: topology,
+      weightSpecs: specs,
+      weightData,
+      format: json.format,
+      generatedBy: json.generatedBy,
+      convertedBy: json.convertedBy,
+      userDefinedMetadata: json.userDefinedMetadata,
+    },
+  };
+}
+
+/** Builds a tfjs LayersModel from in-memory artifacts, turning tfjs' errors into one-line ones. */
+export async function buildModel(artifacts: tf.io.ModelArtifacts, shown: string): Promise<tf.LayersModel> {
+  try {
+    return await tf.loadLayersModel(tf.io.fromMemory(artifacts));
+  } catch (err) {
+    const message = firstLine(err);
+    const unknown = /Unknown (?:layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]+)/.exec(message);
+    if (unknown) {
+      throw new UserError(`${shown}: unknown layer class '${unknown[1]}'; lowrank loads stock tfjs layers only (register no custom classes)`);
+    }
+    if (/weight|shape mismatch|variable/i.test(message)) {
+      throw new UserError(`${shown}: the weights do not match the topology (${message})`);
+    }
+    throw new UserError(`${shown}: cannot build the model (${message})`);
+  }
+}
+
+export async function loadModel(input: string): Promise<LoadedModel> {
+  const files = readModelFiles(input);
+  const model = await buildModel(files.artifacts, path.relative(process.cwd(), files.jsonPath) || files.jsonPath);
+  return { ...files, model };
+}
+
+/** The artifacts tfjs itself would save for `model` (canonical topology and weight specs). */
+export async function modelArtifacts(model: tf.LayersModel): Promise<tf.io.ModelArtifacts> {
+  let captured: tf.io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      captured = artifacts;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  if (!captured) throw new Error('tfjs saved no artifacts');
+  return captured;
+}
+
+/** Converter-sized shards. */
+export const SHARD_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Fails early, before any work, if `outDir` cannot become the output: it exists (without force),
+ * it is the input's own folder, or its parent cannot be created.
+ */
+export function checkOutputDir(outDir: string, force: boolean, inputJsonPath?: string): void {
+  const out = path.resolve(outDir);
+  if (inputJsonPath && path.resolve(path.dirname(inputJsonPath)) === out) {
+    throw new UserError(`--out ${outDir} is the input model's folder; the input is never modified: choose another folder`);
+  }
+  if (fs.existsSync(out) && !force) {
+    throw new UserError(`--out ${outDir} already exists; choose a new folder or pass --force to replace it`);
+  }
+  if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) {
+    throw new UserError(`--out ${outDir} exists and is not a folder`);
+  }
+  let parent = path.dirname(out);
+  while (!fs.existsSync(parent)) parent = path.dirname(parent);
+  if (!fs.statSync(parent).isDirectory()) {
+    throw new UserError(`--out ${outDir}: ${parent} is a file, not a folder`);
+  }
+  try {
+    fs.accessSync(parent, fs.constants.W_OK);
+  } catch {
+    throw new UserError(`--out ${outDir}: ${parent} is not writable`);
+  }
+}
+
+export interface SavedModel {
+  jsonPath: string;
+  weightBytes: number;
+  shards: number;
+}
+
+/** Writes `model` as model.json + 4 MiB shards into `outDir`, atomically. */
+export async function saveModel(
+  model: tf.LayersModel,
+  outDir: string,
+  options: { force?: boolean; userDefinedMetadata?: {} } = {},
+): Promise<SavedModel> {
+  checkOutputDir(outDir, options.force ?? false);
+  const artifacts = await modelArtifacts(model);
+  const weightData = artifacts.weightData === undefined ? new ArrayBuffer(0) : tf.io.CompositeArrayBuffer.join(artifacts.weightData);
+  const out = path.resolve(outDir);
+  const shardCount = Math.max(1, Math.ceil(weightData.byteLength / SHARD_BYTES));
+  const paths = Array.from({ length: shardCount }, (_, i) => `group1-shard${i + 1}of${shardCount}.bin`);
+  const json = {
+    format: 'layers-model',
+    generatedBy: artifacts.generatedBy,
+    convertedBy: 'lowrank',
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths, weights: artifacts.weightSpecs ?? [] }],
+    ...(options.userDefinedMetadata ? { userDefinedMetadata: options.userDefinedMetadata } : {}),
+  };
+
+  const parent = path.dirname(out);
+  let tmp: string;
+  try {
+    fs.mkdirSync(parent, { recursive: true });
+    tmp = fs.mkdtempSync(path.join(parent, `.${path.basename(out)}.partial-`));
+  } catch (err) {
+    throw new UserError(`--out ${outDir}: cannot create the folder (${firstLine(err)})`);
+  }
+  try {
+    const bytes = new Uint8Array(weightData);
+    for (let i = 0; i < shardCount; i++) {
+      fs.writeFileSync(path.join(tmp, paths[i]), bytes.subarray(i * SHARD_BYTES, Math.min(bytes.length, (i + 1) * SHARD_BYTES)));
+    }
+    fs.writeFileSync(path.join(tmp, 'model.json'), JSON.stringify(json));
+    fs.chmodSync(tmp, 0o777 & ~process.umask()); // mkdtemp makes it private
+    if (fs.existsSync(out)) {
+      // --force: move the old folder aside first so a failure never leaves neither.
+      const old = `${tmp}-old`;
+      fs.renameSync(out, old);
+      fs.renameSync(tmp, out);
+      fs.rmSync(old, { recursive: true, force: true });
+    } else {
+      fs.renameSync(tmp, out);
+    }
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw new UserError(`--out ${outDir}: cannot write the model (${firstLine(err)})`);
+  }
+  return { jsonPath: path.join(out, 'model.json'), weightBytes: weightData.byteLength, shards: shardCount };
+}

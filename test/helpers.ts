@@ -1,0 +1,59 @@
+/** Shared test plumbing: run the CLI, make temp folders, find fixtures. */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Repository root (tests run from dist/test). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const FIXTURES = path.join(ROOT, 'fixtures');
+export const CHARCNN = path.join(FIXTURES, 'charcnn', 'model.json');
+export const RESIDUAL = path.join(FIXTURES, 'residual', 'model.json');
+export const NESTED = path.join(FIXTURES, 'nested', 'model.json');
+export const FASHION_TRAIN = path.join(FIXTURES, 'fashion', 'train');
+export const FASHION_TEST = path.join(FIXTURES, 'fashion', 'test');
+
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bin/lowrank.js in a fresh Node process. */
+export function runCli(args: string[], cwd = ROOT): CliRun {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'lowrank.js'), ...args], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The error line of a failed run: its last stderr line (the first ones name the backend). */
+export function errorLine(run: CliRun): string {
+  const lines = run.stderr.trim().split('\n');
+  return lines[lines.length - 1];
+}
+
+export function tempDir(prefix = 'lowrank-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Copies a model folder so a test may damage it. */
+export function copyModel(jsonPath: string): string {
+  const dir = tempDir();
+  fs.cpSync(path.dirname(jsonPath), dir, { recursive: true });
+  return path.join(dir, 'model.json');
+}
+
+/** Hash of every file in a folder, to prove an input was left untouched. */
+export function folderSnapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of fs.readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (fs.statSync(p).isFile()) out[name] = fs.readFileSync(p).toString('base64');
+  }
+  return out;
+}
