@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { conv2dMacs, convGeometry, layerMacs, type Basis } from './cost.js';
 import { UserError } from './errors.js';
-import { modelArtifacts } from './model/io.js';
+import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import { schemeFor, type ConvLayer, type NewLayer, type Replacement, type Scheme } from './schemes.js';
@@ -142,7 +142,7 @@ export async function compressModel(model: tf.LayersModel, options: CompressOpti
   const layers = listLayers(model);
   const { chosen, defaulted } = chooseLayers(layers, options);
   if (defaulted) log(defaulted);
-  const topology = (await modelArtifacts(model)).modelTopology;
+  const topology = modelTopology(model);
 
   const totalMacsBefore = layers.reduce((a, l) => a + (layerMacs(l) ?? 0), 0);
   const replacements = new Map<string, NewLayer[]>();

@@ -84,7 +84,8 @@ function callMacs(layer: LayerInfo, call: number): number | null {
     }
     case 'SeparableConv2D': {
       const g = convGeometry(layer, call);
-      const m = c.depthMultiplier ?? 1;
+      // getConfig() of a tfjs SeparableConv2D omits the multiplier; the layer knows it.
+      const m = (layer.layer as any).depthMultiplier ?? c.depthMultiplier ?? 1;
       return g.outH * g.outW * g.C * m * (g.kh * g.kw + g.N);
     }
     case 'Conv2DTranspose': {

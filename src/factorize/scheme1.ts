@@ -131,7 +131,8 @@ export function scheme1Factorize(kernel: Float32Array, d: KernelDims, rank: numb
     let gp: Float64Array | null = null;
     let gq: Float64Array | null = null;
     if (separable) {
-      ({ p: gp, q: gq } = rankOneBasis(groupBasis, M, kh, kw));
+      // With kh·kw basis filters the unit filters e_i⊗e_j span everything: exact, no search needed.
+      ({ p: gp, q: gq } = M === D ? unitBasis(kh, kw) : rankOneBasis(groupBasis, M, kh, kw));
       groupBasis = outerBasis(gp, gq, M, kh, kw);
       groupCoeff = slices.map((f) => fitCoefficients(f, N, D, groupBasis, M));
       let err = slices.reduce((s, f, g) => s + squaredError(f, N, D, groupBasis, groupCoeff[g], M), 0);
@@ -183,6 +184,19 @@ function rankOneBasis(basis: Float64Array, M: number, kh: number, kw: number): {
       let s = 0;
       for (let j = 0; j < kw; j++) s += basis[m * D + i * kw + j] * vectors![j * kw];
       p[m * kh + i] = sigma > 0 ? s / root : 0;
+    }
+  }
+  return { p, q };
+}
+
+function unitBasis(kh: number, kw: number): { p: Float64Array; q: Float64Array } {
+  const M = kh * kw;
+  const p = new Float64Array(M * kh);
+  const q = new Float64Array(M * kw);
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      p[(i * kw + j) * kh + i] = 1;
+      q[(i * kw + j) * kw + j] = 1;
     }
   }
   return { p, q };

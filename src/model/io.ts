@@ -102,8 +102,9 @@ export function readModelFiles(input: string): ModelFiles {
     buffers.push(...groupBuffers);
     weightBytes += actual;
   }
-  const joined = Buffer.concat(buffers);
-  const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
+  // Shards stay separate buffers (tfjs reads weights across them): no extra copy of a large model.
+  const weightData = buffers.map((b) =>
+    b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? (b.buffer as ArrayBuffer) : b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
   return {
     jsonPath,
     weightBytes,
@@ -125,7 +126,7 @@ export async function buildModel(artifacts: tf.io.ModelArtifacts, shown: string)
     return await tf.loadLayersModel(tf.io.fromMemory(artifacts));
   } catch (err) {
     const message = firstLine(err);
-    const unknown = /Unknown (?:layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]+)/.exec(message);
+    const unknown = /Unknown (?:layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]*[A-Za-z0-9_])/.exec(message);
     if (unknown) {
       throw new UserError(`${shown}: unknown layer class '${unknown[1]}'; lowrank loads stock tfjs layers only (register no custom classes)`);
     }
@@ -139,20 +140,42 @@ export async function buildModel(artifacts: tf.io.ModelArtifacts, shown: string)
 export async function loadModel(input: string): Promise<LoadedModel> {
   const files = readModelFiles(input);
   const model = await buildModel(files.artifacts, path.relative(process.cwd(), files.jsonPath) || files.jsonPath);
+  // The weights now live in the model's tensors; let the file bytes go.
+  files.artifacts.weightData = undefined;
   return { ...files, model };
 }
 
-/** The artifacts tfjs itself would save for `model` (canonical topology and weight specs). */
-export async function modelArtifacts(model: tf.LayersModel): Promise<tf.io.ModelArtifacts> {
-  let captured: tf.io.ModelArtifacts | undefined;
-  await model.save(
-    tf.io.withSaveHandler(async (artifacts) => {
-      captured = artifacts;
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-    }),
-  );
-  if (!captured) throw new Error('tfjs saved no artifacts');
-  return captured;
+/** The model's Keras-style topology, as tfjs would save it (without touching the weights). */
+export function modelTopology(model: tf.LayersModel): any {
+  const topology = model.toJSON(null, false) as any;
+  restoreDepthMultipliers(topology, model);
+  return topology;
+}
+
+/**
+ * tfjs 4.x SeparableConv2D.getConfig() omits depth_multiplier, so a saved multiplier > 1 reloads
+ * as 1 and the weights no longer fit. Put it back from the live layers.
+ */
+function restoreDepthMultipliers(topology: any, model: tf.LayersModel): void {
+  const multipliers = new Map<string, number>();
+  const collect = (m: tf.LayersModel) => {
+    for (const layer of m.layers) {
+      if (layer instanceof tf.LayersModel) collect(layer);
+      else if (layer.getClassName() === 'SeparableConv2D') multipliers.set(layer.name, (layer as any).depthMultiplier);
+    }
+  };
+  collect(model);
+  if (multipliers.size === 0) return;
+  const visit = (node: any) => {
+    if (Array.isArray(node)) node.forEach(visit);
+    else if (node && typeof node === 'object') {
+      if (node.class_name === 'SeparableConv2D' && node.config && multipliers.has(node.config.name)) {
+        node.config.depth_multiplier = multipliers.get(node.config.name);
+      }
+      Object.values(node).forEach(visit);
+    }
+  };
+  visit(topology);
 }
 
 /** Converter-sized shards. */
@@ -191,27 +214,65 @@ export interface SavedModel {
   shards: number;
 }
 
-/** Writes `model` as model.json + 4 MiB shards into `outDir`, atomically. */
+/** Writes byte chunks into consecutive files of at most SHARD_BYTES each. */
+class ShardWriter {
+  readonly paths: string[] = [];
+  private fd: number | null = null;
+  private used = 0;
+  bytes = 0;
+
+  constructor(private readonly dir: string) {}
+
+  write(data: Uint8Array): void {
+    let offset = 0;
+    while (offset < data.length) {
+      if (this.fd === null || this.used === SHARD_BYTES) this.next();
+      const n = Math.min(SHARD_BYTES - this.used, data.length - offset);
+      fs.writeSync(this.fd!, data, offset, n);
+      offset += n;
+      this.used += n;
+      this.bytes += n;
+    }
+  }
+
+  private next(): void {
+    this.close();
+    this.paths.push(`shard${this.paths.length + 1}`);
+    this.fd = fs.openSync(path.join(this.dir, this.paths[this.paths.length - 1]), 'w');
+    this.used = 0;
+  }
+
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+  }
+
+  /** Renames the shards to the converter's group1-shardIofN.bin names. */
+  finish(): string[] {
+    this.close();
+    if (this.paths.length === 0) this.next();
+    this.close();
+    const n = this.paths.length;
+    return this.paths.map((p, i) => {
+      const name = `group1-shard${i + 1}of${n}.bin`;
+      fs.renameSync(path.join(this.dir, p), path.join(this.dir, name));
+      return name;
+    });
+  }
+}
+
+/**
+ * Writes `model` as model.json + 4 MiB shards into `outDir`, atomically. Weights are streamed
+ * one tensor at a time, so saving never holds a second full copy of a large model.
+ */
 export async function saveModel(
   model: tf.LayersModel,
   outDir: string,
   options: { force?: boolean; userDefinedMetadata?: {} } = {},
 ): Promise<SavedModel> {
   checkOutputDir(outDir, options.force ?? false);
-  const artifacts = await modelArtifacts(model);
-  const weightData = artifacts.weightData === undefined ? new ArrayBuffer(0) : tf.io.CompositeArrayBuffer.join(artifacts.weightData);
+  const topology = modelTopology(model);
   const out = path.resolve(outDir);
-  const shardCount = Math.max(1, Math.ceil(weightData.byteLength / SHARD_BYTES));
-  const paths = Array.from({ length: shardCount }, (_, i) => `group1-shard${i + 1}of${shardCount}.bin`);
-  const json = {
-    format: 'layers-model',
-    generatedBy: artifacts.generatedBy,
-    convertedBy: 'lowrank',
-    modelTopology: artifacts.modelTopology,
-    weightsManifest: [{ paths, weights: artifacts.weightSpecs ?? [] }],
-    ...(options.userDefinedMetadata ? { userDefinedMetadata: options.userDefinedMetadata } : {}),
-  };
-
   const parent = path.dirname(out);
   let tmp: string;
   try {
@@ -221,10 +282,23 @@ export async function saveModel(
     throw new UserError(`--out ${outDir}: cannot create the folder (${firstLine(err)})`);
   }
   try {
-    const bytes = new Uint8Array(weightData);
-    for (let i = 0; i < shardCount; i++) {
-      fs.writeFileSync(path.join(tmp, paths[i]), bytes.subarray(i * SHARD_BYTES, Math.min(bytes.length, (i + 1) * SHARD_BYTES)));
+    const writer = new ShardWriter(tmp);
+    const specs: tf.io.WeightsManifestEntry[] = [];
+    // The names tfjs itself saves under (a weight's original, non-uniquified name).
+    for (const { name, tensor } of (model as any).getNamedWeights() as { name: string; tensor: tf.Tensor }[]) {
+      const values = await tensor.data();
+      writer.write(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      specs.push({ name, shape: tensor.shape, dtype: tensor.dtype as tf.io.WeightsManifestEntry['dtype'] });
     }
+    const paths = writer.finish();
+    const json = {
+      format: 'layers-model',
+      generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+      convertedBy: 'lowrank',
+      modelTopology: topology,
+      weightsManifest: [{ paths, weights: specs }],
+      ...(options.userDefinedMetadata ? { userDefinedMetadata: options.userDefinedMetadata } : {}),
+    };
     fs.writeFileSync(path.join(tmp, 'model.json'), JSON.stringify(json));
     fs.chmodSync(tmp, 0o777 & ~process.umask()); // mkdtemp makes it private
     if (fs.existsSync(out)) {
@@ -236,9 +310,10 @@ export async function saveModel(
     } else {
       fs.renameSync(tmp, out);
     }
+    return { jsonPath: path.join(out, 'model.json'), weightBytes: writer.bytes, shards: paths.length };
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true });
+    if (err instanceof UserError) throw err;
     throw new UserError(`--out ${outDir}: cannot write the model (${firstLine(err)})`);
   }
-  return { jsonPath: path.join(out, 'model.json'), weightBytes: weightData.byteLength, shards: shardCount };
 }

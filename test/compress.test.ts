@@ -1,0 +1,213 @@
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { Matrix, SVD } from 'ml-matrix';
+import { useBackend } from '../src/backend.js';
+import { compressModel, type CompressOptions } from '../src/compress.js';
+import { convGeometry } from '../src/cost.js';
+import { scheme2Matrix } from '../src/factorize/reshape.js';
+import { loadModel, saveModel } from '../src/model/io.js';
+import { listLayers } from '../src/model/layers.js';
+import { schemeFor, type SchemeOptions } from '../src/schemes.js';
+import { CHARCNN, NESTED, RESIDUAL, ROOT, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+
+before(async () => {
+  await useBackend('wasm');
+});
+
+const VARIANTS: (SchemeOptions & { title: string })[] = [
+  { title: 'scheme 2', scheme: 2, basis: 'per-channel', separable: false },
+  { title: 'scheme 1 per-channel', scheme: 1, basis: 'per-channel', separable: false },
+  { title: 'scheme 1 shared', scheme: 1, basis: 'shared', separable: false },
+  { title: 'scheme 1 separable', scheme: 1, basis: 'per-channel', separable: true },
+];
+
+function fullRanks(model: tf.LayersModel, names: string[], variant: SchemeOptions): Map<string, number> {
+  const scheme = schemeFor(variant);
+  const layers = listLayers(model);
+  return new Map(names.map((n) => [n, scheme.fullRank(convGeometry(layers.find((l) => l.name === n)!))]));
+}
+
+function outputs(model: tf.LayersModel, x: tf.Tensor): Float32Array[] {
+  return ([model.predict(x)].flat() as tf.Tensor[]).map((t) => t.dataSync() as Float32Array);
+}
+
+/** max |a − b| over all outputs, relative to the largest |a|. */
+function relativeMaxDiff(a: Float32Array[], b: Float32Array[]): number {
+  let diff = 0;
+  let scale = 0;
+  a.forEach((ya, o) => ya.forEach((v, i) => {
+    diff = Math.max(diff, Math.abs(v - b[o][i]));
+    scale = Math.max(scale, Math.abs(v));
+  }));
+  return diff / scale;
+}
+
+function randomBatch(model: tf.LayersModel, n = 4): tf.Tensor {
+  return tf.randomUniform([n, ...(model.inputs[0].shape.slice(1) as number[])], 0, 1, 'float32', 11);
+}
+
+async function expectFullRankExact(model: tf.LayersModel, names: string[], variant: SchemeOptions): Promise<void> {
+  const options: CompressOptions = { ...variant, rank: fullRanks(model, names, variant), layers: names, force: true };
+  const result = await compressModel(model, options);
+  const x = randomBatch(model);
+  const diff = relativeMaxDiff(outputs(model, x), outputs(result.model, x));
+  assert.ok(diff < 1e-4, `outputs differ by ${diff.toExponential(2)} of their scale`);
+  for (const l of result.layers) assert.ok(l.filterError < 1e-3, `${l.name} filter error ${l.filterError}`);
+}
+
+describe('compress at full rank reproduces the model', () => {
+  for (const variant of VARIANTS) {
+    test(`${variant.title}: charcnn conv2+conv3`, async () => {
+      await expectFullRankExact((await loadModel(CHARCNN)).model, ['conv2', 'conv3'], variant);
+    });
+    test(`${variant.title}: residual model (merge input, model output, stride 2, dilation 2, no bias)`, async () => {
+      await expectFullRankExact((await loadModel(RESIDUAL)).model, ['branch_b', 'down', 'side'], variant);
+    });
+  }
+  test('a conv inside a nested model is replaced in place', async () => {
+    const { model } = await loadModel(NESTED);
+    await expectFullRankExact(model, ['bb_conv2'], VARIANTS[0]);
+  });
+});
+
+/** A functional model covering the geometry cases: every conv named g_*. */
+function geometryModel(): tf.LayersModel {
+  const input = tf.input({ shape: [13, 11, 3] });
+  const conv = (name: string, x: tf.SymbolicTensor, args: Partial<Parameters<typeof tf.layers.conv2d>[0]>) =>
+    tf.layers.conv2d({ name, filters: 5, kernelSize: 3, ...args, kernelInitializer: tf.initializers.glorotNormal({ seed: name.length }) } as any).apply(x) as tf.SymbolicTensor;
+  const a = conv('g_same_even', input, { kernelSize: [4, 2], padding: 'same', strides: 2, activation: 'relu' });
+  const b = conv('g_valid_even', input, { kernelSize: [2, 4], padding: 'valid', strides: [2, 1], useBias: false });
+  const c = conv('g_dilated', input, { kernelSize: [3, 2], padding: 'same', dilationRate: 2, activation: 'relu' });
+  const d = conv('g_stride_same', c, { kernelSize: [5, 3], padding: 'same', strides: 2 });
+  const merged = tf.layers.add({ name: 'merge' }).apply([a, d]) as tf.SymbolicTensor;
+  const e = conv('g_out', merged, { kernelSize: [2, 2], padding: 'valid', useBias: false });
+  return tf.model({ inputs: input, outputs: [e, b] });
+}
+
+describe('geometry: every padding/stride/dilation/kernel case keeps the exact output', () => {
+  for (const variant of VARIANTS) {
+    test(variant.title, async () => {
+      const model = geometryModel();
+      await expectFullRankExact(model, ['g_same_even', 'g_valid_even', 'g_dilated', 'g_stride_same', 'g_out'], variant);
+    });
+  }
+});
+
+function exactSingularValues(kernel: tf.Tensor): number[] {
+  const [kh, kw, C, N] = kernel.shape;
+  const m = scheme2Matrix(kernel.dataSync() as Float32Array, { kh, kw, C, N });
+  const rows = C * kh;
+  const cols = kw * N;
+  const mat = new Matrix(rows, cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) mat.set(i, j, m[i * cols + j]);
+  return new SVD(mat, { autoTranspose: true, computeLeftSingularVectors: false, computeRightSingularVectors: false }).diagonal;
+}
+
+describe('scheme 2 filter error', () => {
+  test('equals the Eckart–Young optimum, and the error recomputed from the saved weights', async () => {
+    const { model } = await loadModel(CHARCNN);
+    const kernel = listLayers(model).find((l) => l.name === 'conv2')!.layer.getWeights()[0];
+    const sigma = exactSingularValues(kernel);
+    const total = sigma.reduce((a, s) => a + s * s, 0);
+    const out = path.join(tempDir(), 'c');
+    for (const rank of [1, 8, 40, 200]) {
+      const result = await compressModel(model, { scheme: 2, rank, layers: ['conv2'], force: true });
+      const optimum = Math.sqrt(sigma.slice(rank).reduce((a, s) => a + s * s, 0) / total);
+      const reported = result.layers[0].filterError;
+      assert.ok(Math.abs(reported - optimum) < 1e-4 * Math.max(optimum, 1e-2), `rank ${rank}: ${reported} vs Eckart–Young ${optimum}`);
+      await saveModel(result.model, out, { force: true });
+      const saved = listLayers((await loadModel(out)).model);
+      const v = saved.find((l) => l.name === 'conv2_v')!.layer.getWeights()[0];
+      const h = saved.find((l) => l.name === 'conv2_h')!.layer.getWeights()[0];
+      // Ŵ[i,j,c,n] = Σ_k v[i,0,c,k]·h[0,j,k,n]
+      const recomposed = tf.tidy(() => tf.einsum('ick,jkn->ijcn', v.squeeze([1]), h.squeeze([0])));
+      const err = tf.tidy(() => tf.norm(tf.sub(kernel, recomposed)).div(tf.norm(kernel)).dataSync()[0]);
+      assert.ok(Math.abs(err - reported) < 1e-4 * Math.max(reported, 1e-2), `rank ${rank}: saved weights give ${err}, reported ${reported}`);
+    }
+  });
+});
+
+describe('compress CLI', () => {
+  test('writes a model that plain tfjs loads and runs in a separate process, leaving the input untouched', () => {
+    const out = path.join(tempDir(), 'small');
+    const input = folderSnapshot(path.dirname(CHARCNN));
+    const run = runCli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=12,conv3=16', '--out', out, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout);
+    assert.deepEqual(Object.keys(report), ['backend', 'input', 'output', 'scheme', 'totalMacsBefore', 'totalMacsAfter', 'theoreticalSpeedup', 'layers', 'skipped']);
+    assert.deepEqual(report.layers.map((l: any) => l.newLayers), [['conv2_v', 'conv2_h'], ['conv3_v', 'conv3_h']]);
+    assert.ok(report.theoreticalSpeedup > 1);
+    assert.deepEqual(folderSnapshot(path.dirname(CHARCNN)), input);
+    const script = `
+      import * as tf from '@tensorflow/tfjs';
+      import * as fs from 'node:fs';
+      const dir = ${JSON.stringify(out)};
+      const json = JSON.parse(fs.readFileSync(dir + '/model.json', 'utf8'));
+      const buffers = json.weightsManifest.flatMap((g) => g.paths.map((p) => fs.readFileSync(dir + '/' + p)));
+      const data = Buffer.concat(buffers);
+      const model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: json.weightsManifest.flatMap((g) => g.weights), weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.length) }));
+      const y = model.predict(tf.ones([2, 24, 24, 1]));
+      console.log(JSON.stringify({ shape: y.shape, sum: y.sum().dataSync()[0], layers: model.layers.map((l) => l.name) }));
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const got = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.deepEqual(got.shape, [2, 10]);
+    assert.ok(Math.abs(got.sum - 2) < 1e-4, 'softmax rows sum to 1');
+    assert.deepEqual(got.layers, ['conv1', 'conv2_v', 'conv2_h', 'conv3_v', 'conv3_h', 'conv4', 'flatten', 'softmax']);
+  });
+
+  const bad: [string, string[], RegExp][] = [
+    ['an unknown layer', ['--layers', 'conv9', '--rank', '4'], /no layer named 'conv9'; eligible Conv2D layers: conv1, conv2, conv3, conv4/],
+    ['a layer that is not a conv', ['--layers', 'flatten', '--rank', '4'], /flatten is a Flatten, not a Conv2D/],
+    ['rank 0', ['--layers', 'conv2', '--rank', '0'], /needs a rank from 1 to 432/],
+    ['a rank above full rank', ['--layers', 'conv2', '--rank', '433'], /needs a rank from 1 to 432/],
+    ['a malformed rank', ['--layers', 'conv2', '--rank', 'conv2:4'], /--rank 'conv2:4'/],
+    ['scheme 1 rank above the basis size', ['--scheme', '1', '--layers', 'conv2', '--rank', '82'], /needs a rank from 1 to 81/],
+  ];
+  for (const [title, args, pattern] of bad) {
+    test(`bad input: ${title}`, () => {
+      const parent = tempDir();
+      const out = path.join(parent, 'out');
+      const run = runCli(['compress', CHARCNN, '--out', out, ...args]);
+      assert.notEqual(run.code, 0);
+      assert.match(errorLine(run), pattern);
+      assert.deepEqual(fs.readdirSync(parent), [], 'nothing written');
+    });
+  }
+
+  test('bad input: an existing --out needs --force', () => {
+    const out = tempDir();
+    fs.writeFileSync(path.join(out, 'keep.txt'), 'x');
+    const run = runCli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '8', '--out', out]);
+    assert.notEqual(run.code, 0);
+    assert.match(errorLine(run), /already exists; choose a new folder or pass --force/);
+    assert.deepEqual(fs.readdirSync(out), ['keep.txt']);
+    const forced = runCli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '8', '--out', out, '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['group1-shard1of1.bin', 'model.json']);
+  });
+
+  test('bad input: an unwritable --out leaves nothing behind', () => {
+    const parent = tempDir();
+    fs.writeFileSync(path.join(parent, 'file'), 'x');
+    const run = runCli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '8', '--out', path.join(parent, 'file', 'out')]);
+    assert.notEqual(run.code, 0);
+    assert.match(errorLine(run), /is a file, not a folder/);
+    assert.deepEqual(fs.readdirSync(parent), ['file']);
+  });
+
+  test('a rank that saves nothing is skipped with a warning; --force replaces it', () => {
+    const out = path.join(tempDir(), 'o');
+    const run = runCli(['compress', CHARCNN, '--rank', 'conv2=8,conv3=1000', '--out', out, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout);
+    assert.deepEqual(report.layers.map((l: any) => l.name), ['conv2']);
+    assert.equal(report.skipped[0].name, 'conv3');
+    assert.match(run.stderr, /warning: left conv3 as it is/);
+  });
+});

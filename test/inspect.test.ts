@@ -1,0 +1,41 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CHARCNN, NESTED, RESIDUAL, runCli } from './helpers.js';
+
+describe('inspect', () => {
+  test('the charcnn table: conv2 carries most of the MACs', () => {
+    const run = runCli(['inspect', CHARCNN]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /conv2\s+Conv2D\s+9×9\s+48→128\s+1,1\s+8×8×128\s+31\.85M\s+9\d\.\d%/);
+    assert.match(run.stdout, /total\s+33\.90M\s+100%/);
+    assert.match(run.stdout, /Scheme 2 ranks/);
+    assert.match(run.stderr, /tfjs backend (wasm|tensorflow)/);
+  });
+
+  test('--json keeps the interface fields and exact MACs', () => {
+    const run = runCli(['inspect', CHARCNN, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const r = JSON.parse(run.stdout);
+    for (const key of ['backend', 'model', 'totalMacs', 'totalParams', 'layers']) assert.ok(key in r, key);
+    const conv2 = r.layers.find((l: any) => l.name === 'conv2');
+    assert.deepEqual(
+      { kernelSize: conv2.kernelSize, inChannels: conv2.inChannels, outChannels: conv2.outChannels, strides: conv2.strides, outputShape: conv2.outputShape, macs: conv2.macs, params: conv2.params },
+      { kernelSize: [9, 9], inChannels: 48, outChannels: 128, strides: [1, 1], outputShape: [8, 8, 128], macs: 8 * 8 * 128 * 81 * 48, params: 81 * 48 * 128 + 128 },
+    );
+    assert.equal(r.totalMacs, r.layers.reduce((a: number, l: any) => a + (l.macs ?? 0), 0));
+    assert.ok(Math.abs(r.layers.reduce((a: number, l: any) => a + l.macShare, 0) - 1) < 1e-9);
+    const s2 = conv2.scheme2;
+    assert.equal(s2.fullRank, 432);
+    assert.ok(s2.breakEvenRank > 0 && s2.breakEvenRank < 432);
+    const e = s2.energyRanks;
+    assert.ok(1 <= e['0.9'] && e['0.9'] <= e['0.95'] && e['0.95'] <= e['0.99'] && e['0.99'] <= 432);
+    assert.equal(r.layers.find((l: any) => l.name === 'conv4').scheme2, null, '1×1 convs have no Scheme 2 summary');
+  });
+
+  test('functional and nested models are listed layer by layer under the inner names', () => {
+    const residual = JSON.parse(runCli(['inspect', RESIDUAL, '--json']).stdout);
+    assert.ok(['stem', 'branch_a', 'branch_b', 'add', 'down', 'side', 'gap', 'logits'].every((n) => residual.layers.some((l: any) => l.name === n)));
+    const nested = JSON.parse(runCli(['inspect', NESTED, '--json']).stdout);
+    assert.deepEqual(nested.layers.map((l: any) => l.name), ['bb_conv1', 'bb_conv2', 'bb_gap', 'head']);
+  });
+});
