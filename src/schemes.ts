@@ -7,6 +7,7 @@ import {
   scheme1BreakEvenRank, scheme1FullRank, scheme1Macs, scheme1Params,
   scheme2BreakEvenRank, scheme2FullRank, scheme2Macs, scheme2Params, type Basis, type ConvGeometry,
 } from './cost.js';
+import { UserError } from './errors.js';
 import { relativeError, type KernelDims } from './factorize/reshape.js';
 import { scheme1Factorize, scheme1Kernel, type Scheme1Factors } from './factorize/scheme1.js';
 import { scheme2Factorize, scheme2Kernel, type Scheme2Factors } from './factorize/scheme2.js';
@@ -169,6 +170,11 @@ export function scheme1(basis: Basis, separable: boolean): Scheme {
     params: (g, rank) => scheme1Params(g, rank, separable),
     async replace(conv, rank) {
       const g = conv.geometry;
+      if (separable && (g.dh > 1 || g.dw > 1)) {
+        throw new UserError(
+          `${conv.name} is dilated, and tfjs' DepthwiseConv2D ignores dilation, so --separable cannot realise it; use --scheme 2, or --scheme 1 without --separable`,
+        );
+      }
       const d = dimsOf(g);
       const f = scheme1Factorize(conv.kernel, d, rank, basis, separable);
       const w = scheme1Weights(f, g);

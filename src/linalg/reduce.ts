@@ -6,6 +6,7 @@
 // (one r×r·r×b product and one r×2b·2b×r product per panel, ≈ 2n³ flops in total).
 import * as tf from '@tensorflow/tfjs';
 import { allocBand } from './band.js';
+import { take } from './tfmat.js';
 
 /**
  * Reduces the symmetric n×n float32 tensor `g` (not disposed) to a band matrix with bandwidth b,
@@ -20,7 +21,7 @@ export function denseToBand(g: tf.Tensor2D, n: number, b: number): { ab: Float64
       const r = n - c0;
       const nb = Math.min(b, r);
       // Top block rows [0, nb) of the current trailing matrix: diagonal block + panel (transposed).
-      const top = tf.tidy(() => (r === nb ? a : a.slice([0, 0], [nb, r]))).dataSync() as Float32Array;
+      const top = r === nb ? (a.dataSync() as Float32Array) : take(a.slice([0, 0], [nb, r]));
       for (let q = 0; q < nb; q++) {
         for (let p = q; p < nb; p++) ab[(c0 + q) * ld + (p - q)] = top[p * r + q];
       }

@@ -1,0 +1,256 @@
+/**
+ * Fitting one replaced layer to data (the paper's eq. 4): minimise Σ‖Y − Ŷ‖² over the sample
+ * images, Y = W*Φ the original layer's linear response and Ŷ the replacement's on Φ̃, starting from
+ * the filter-reconstruction factors.
+ *
+ * 1. Adam on all factors (and an output offset that folds into the bias) over minibatches of
+ *    cached samples, with the forward/backward of factors.ts. All factors move together: holding
+ *    the last factor at its exact optimum after every step would need the whole data set per step.
+ *    Learning rates are relative to each factor's scale (η·rms), warmed up and cosine-decayed.
+ * 2. The last linear factor (Scheme 2: horizontal; Scheme 1: the 1×1 pointwise) and the offset are
+ *    then solved exactly given the others, from normal equations accumulated over every fitting
+ *    image: Adam leaves it near but not at its optimum, and the solve costs one pass.
+ *
+ * Both minimise the data error plus a small multiple of the filter-reconstruction error,
+ *   ½·Σ‖Y − Ŷ‖²/R + ½·κ·μ·‖W − Ŵ‖²,   μ = mean squared patch entry,
+ * which is the data error with the patch second moment shrunk toward μ·I (κ = its weight): with
+ * few images per input dimension (conv3 of the character CNN sees one 8×8×128 patch per image) the
+ * plain data optimum fits the samples and not the layer; the prior keeps it close to the layer's own
+ * kernel where the samples say nothing. The filter-reconstruction start is kept if the result is not
+ * better on the fitting images.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { seededRandom } from '../data/images.js';
+import type { FactoredLayer } from './factors.js';
+import { solveSymmetric } from './linalg.js';
+import { conv, matMulT, pad2d, paddingOf } from './ops.js';
+import type { LayerCache } from './data.js';
+
+export interface FitOptions {
+  iterations: number;
+  /** Images per minibatch. */
+  batch: number;
+  seed: number;
+  /** Weight of the filter-reconstruction prior (see above). */
+  kappa: number;
+  /** Adam step as a fraction of each factor's rms. */
+  lr: number;
+}
+
+export const DEFAULT_FIT: Omit<FitOptions, 'seed'> = { iterations: 300, batch: 32, kappa: 0.05, lr: 0.01 };
+
+export interface FitProgress {
+  iteration(done: number, total: number, relativeError: number): void;
+  solve(done: number, total: number): void;
+}
+
+export interface FitResult {
+  factors: tf.Tensor[];
+  /** Added to the layer's bias (null when the layer has none). */
+  offset: Float32Array | null;
+  /** Relative error ‖Y − Ŷ‖/‖Y‖ on the fitting images, of the start and of the kept factors. */
+  fitError: { filter: number; data: number };
+  /** The same for the factors Adam ended with, before the exact solve (diagnostic). */
+  adamError: number;
+  kept: 'data' | 'filter';
+  iterations: number;
+}
+
+/** Mean over rows and patch entries of the squared layer input: μ. */
+function patchEnergy(fl: FactoredLayer, x: tf.Tensor4D): { sum: number; rows: number } {
+  const g = fl.g;
+  return tf.tidy(() => {
+    const [h, w] = paddingOf(g);
+    const sq = pad2d(x, h, w).square().sum(3, true) as tf.Tensor4D;
+    const ones = tf.ones([g.kh, g.kw, 1, 1]) as tf.Tensor4D;
+    const e = conv(sq, ones, [g.sh, g.sw], [g.dh, g.dw]);
+    return { sum: e.sum().dataSync()[0], rows: e.size };
+  });
+}
+
+function rms(t: tf.Tensor): number {
+  return tf.tidy(() => Math.sqrt(t.square().mean().dataSync()[0])) || 1;
+}
+
+/** Seeded minibatches of image indices, epoch by epoch. */
+function minibatches(n: number, batch: number, seed: number): () => number[] {
+  const random = seededRandom(seed);
+  let order: number[] = [];
+  let pos = n;
+  return () => {
+    const out: number[] = [];
+    while (out.length < batch) {
+      if (pos >= n) {
+        order = Array.from({ length: n }, (_, i) => i);
+        for (let i = n - 1; i > 0; i--) {
+          const j = Math.floor(random() * (i + 1));
+          [order[i], order[j]] = [order[j], order[i]];
+        }
+        pos = 0;
+      }
+      out.push(order[pos++]);
+    }
+    return out;
+  };
+}
+
+export async function fitLayer(
+  fl: FactoredLayer, cache: LayerCache, hasBias: boolean, options: FitOptions, progress: FitProgress,
+): Promise<FitResult> {
+  const g = fl.g;
+  const N = g.N;
+  const start = fl.initial();
+  const factors = start.map((t) => t.clone());
+  let offset: tf.Tensor1D | null = hasBias ? tf.zeros([N]) : null;
+
+  // μ from the cached inputs.
+  let energy = 0;
+  let rows = 0;
+  for (let i = 0; i < cache.n; i += options.batch) {
+    const x = cache.x!.slice(i, Math.min(options.batch, cache.n - i)) as tf.Tensor4D;
+    const e = patchEnergy(fl, x);
+    x.dispose();
+    energy += e.sum;
+    rows += e.rows;
+  }
+  const mu = energy / Math.max(1, rows) / (g.kh * g.kw * g.C);
+  const prior = options.kappa * mu;
+
+  // 1. Adam.
+  const iterations = cache.n > 0 ? options.iterations : 0;
+  if (iterations > 0) {
+    const batch = Math.min(options.batch, cache.n);
+    const next = minibatches(cache.n, batch, options.seed);
+    const yScale = tf.tidy(() => Math.sqrt(cache.y!.square().mean().dataSync()[0])) || 1;
+    const rates = [...start.map((t) => options.lr * rms(t)), options.lr * yScale];
+    const params: tf.Tensor[] = offset ? [...factors, offset] : [...factors];
+    const m = params.map((p) => tf.zerosLike(p));
+    const v = params.map((p) => tf.zerosLike(p));
+    const beta1 = 0.9;
+    const beta2 = 0.999;
+    const warmup = Math.max(1, Math.round(iterations * 0.05));
+    let smoothed = NaN;
+    for (let t = 1; t <= iterations; t++) {
+      const sample = cache.gather(next());
+      const { sse, grads, offsetGrad } = fl.step(sample.x, params.slice(0, factors.length), sample.y, offset);
+      const reg = prior > 0 ? fl.filterObjective(params.slice(0, factors.length)) : null;
+      const r = sample.y.shape[0];
+      const ratio = tf.tidy(() => sse.div(sample.y.square().sum()).dataSync()[0]);
+      const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
+      const all = offsetGrad ? [...grads, offsetGrad] : grads;
+      tf.tidy(() => {
+        for (let p = 0; p < params.length; p++) {
+          let gp = all[p].div(r);
+          if (reg && p < factors.length) gp = gp.add(reg.grads[p].mul(prior / 2));
+          const mp = m[p].mul(beta1).add(gp.mul(1 - beta1));
+          const vp = v[p].mul(beta2).add(gp.square().mul(1 - beta2));
+          const mhat = mp.div(1 - beta1 ** t);
+          const vhat = vp.div(1 - beta2 ** t);
+          const next = params[p].sub(mhat.div(vhat.sqrt().add(1e-12)).mul(rates[p] * schedule));
+          tf.dispose([m[p], v[p], params[p]]);
+          m[p] = tf.keep(mp);
+          v[p] = tf.keep(vp);
+          params[p] = tf.keep(next);
+        }
+      });
+      tf.dispose([sample.x, sample.y, sse, ...all, ...(reg ? [reg.value, ...reg.grads] : [])]);
+      smoothed = Number.isNaN(smoothed) ? ratio : 0.9 * smoothed + 0.1 * ratio;
+      progress.iteration(t, iterations, Math.sqrt(smoothed));
+      if (t % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    for (let p = 0; p < factors.length; p++) factors[p] = params[p];
+    if (offset) offset = params[factors.length] as tf.Tensor1D;
+    tf.dispose([...m, ...v]);
+  }
+
+  // 2. Exact solve of the last factor (and offset) over every fitting image, with the start's and
+  //    the Adam result's errors measured in the same pass.
+  const n = fl.lastFanIn;
+  const dim = n + (hasBias ? 1 : 0);
+  const gram = new Float64Array(dim * dim);
+  const rhs = new Float64Array(dim * N);
+  let yy = 0;
+  let sseStart = 0;
+  let sseAdam = 0;
+  let total = 0;
+  let done = 0;
+  const zeros = offset ? tf.zerosLike(offset) : null;
+  for await (const s of cache.all(options.batch)) {
+    const r = s.y.shape[0];
+    const [gramB, rhsB, colB, ySumB, stats] = tf.tidy(() => {
+      const d = fl.design(s.x, factors);
+      const gb = matMulT(d, d);
+      const rb = matMulT(d, s.y);
+      const err = (f: tf.Tensor[], o: tf.Tensor1D | null) => {
+        let e = fl.forward(s.x, f).sub(s.y);
+        if (o) e = e.add(o);
+        return e.square().sum();
+      };
+      const st = tf.stack([s.y.square().sum(), err(start, zeros), err(factors, offset)]);
+      return [gb, rb, d.sum(0), s.y.sum(0), st];
+    });
+    const [gd, rd, cd, yd, sd] = [gramB, rhsB, colB, ySumB, stats].map((t) => t.dataSync());
+    tf.dispose([gramB, rhsB, colB, ySumB, stats, s.x, s.y]);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) gram[i * dim + j] += gd[i * n + j];
+      for (let c = 0; c < N; c++) rhs[i * N + c] += rd[i * N + c];
+    }
+    if (hasBias) {
+      for (let i = 0; i < n; i++) {
+        gram[i * dim + n] += cd[i];
+        gram[n * dim + i] += cd[i];
+      }
+      gram[n * dim + n] += r;
+      for (let c = 0; c < N; c++) rhs[n * N + c] += yd[c];
+    }
+    yy += sd[0];
+    sseStart += sd[1];
+    sseAdam += sd[2];
+    total += r;
+    done += s.x.shape[0];
+    progress.solve(done, cache.total);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  zeros?.dispose();
+
+  // Normal equations of ½Σ‖Y − DA − o‖² + ½·κμR·‖W − Ŵ(A)‖².
+  const weight = prior * total;
+  const reg = fl.filterNormal(factors);
+  const a = Float64Array.from(gram);
+  const b = Float64Array.from(rhs);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) a[i * dim + j] += weight * reg.gram[i * n + j];
+    for (let c = 0; c < N; c++) b[i * N + c] += weight * reg.rhs[i * N + c];
+  }
+  const solution = solveSymmetric(a, b, dim, N);
+  // Data error of the solution from the accumulated statistics: yy − 2⟨A, rhs⟩ + ⟨A, gram·A⟩.
+  let sseSolved = yy;
+  for (let i = 0; i < dim; i++) {
+    for (let c = 0; c < N; c++) {
+      let q = 0;
+      for (let j = 0; j < dim; j++) q += gram[i * dim + j] * solution[j * N + c];
+      sseSolved += solution[i * N + c] * (q - 2 * rhs[i * N + c]);
+    }
+  }
+  const lastShape = factors[fl.last].shape;
+  const solvedLast = tf.tensor(Float32Array.from(solution.subarray(0, n * N)), lastShape);
+  const solvedOffset = hasBias ? Float32Array.from(solution.subarray(n * N, dim * N)) : null;
+
+  let result: { factors: tf.Tensor[]; offset: Float32Array | null; sse: number } = {
+    factors: factors.map((t, i) => (i === fl.last ? solvedLast : t)), offset: solvedOffset, sse: Math.max(0, sseSolved),
+  };
+  // Never worse than the start on the fitting images: keep the filter reconstruction otherwise.
+  const kept: 'data' | 'filter' = result.sse < sseStart ? 'data' : 'filter';
+  if (kept === 'filter') result = { factors: start, offset: hasBias ? new Float32Array(N) : null, sse: sseStart };
+  const keep = new Set(result.factors);
+  tf.dispose([...start, ...factors, solvedLast, ...(offset ? [offset] : [])].filter((t) => !keep.has(t)));
+  const rel = (sse: number) => Math.sqrt(sse / Math.max(yy, 1e-30));
+  return {
+    factors: result.factors,
+    offset: result.offset,
+    fitError: { filter: rel(sseStart), data: rel(result.sse) },
+    adamError: rel(sseAdam),
+    kept,
+    iterations,
+  };
+}
