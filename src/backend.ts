@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 
+import { UserError } from './errors.js';
+
 export type BackendChoice = 'auto' | 'node' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: BackendChoice[] = ['auto', 'node', 'wasm', 'cpu'];
-
-import { UserError } from './errors.js';
 
 /**
  * Activates a tfjs backend and returns its name as tfjs reports it ('tensorflow', 'wasm' or 'cpu').
@@ -11,6 +11,9 @@ import { UserError } from './errors.js';
  * without that host, so it is only ever imported dynamically and 'auto' falls back to wasm.
  */
 export async function useBackend(choice: BackendChoice): Promise<string> {
+  // Production mode: no debug checks, and no "install tfjs-node" banner when the cpu backend
+  // builds models (see model/io.ts).
+  tf.enableProdMode();
   if (!BACKEND_CHOICES.includes(choice)) {
     throw new UserError(`unknown backend '${choice}': use one of ${BACKEND_CHOICES.join(', ')}`);
   }
@@ -48,9 +51,4 @@ async function tryWasm(): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** The backend that can run `op` on the active one's behalf (wasm lacks a few kernels). */
-export function hasKernel(kernelName: string): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
 }

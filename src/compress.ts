@@ -22,6 +22,8 @@ export interface CompressOptions {
   separable?: boolean;
   /** Replace layers even where the rank saves no MACs. */
   force?: boolean;
+  /** The model's saved topology (a loaded model's own); default: the model's toJSON(). */
+  topology?: any;
 }
 
 export interface LayerResult {
@@ -40,6 +42,8 @@ export interface LayerResult {
 
 export interface CompressResult {
   model: tf.LayersModel;
+  /** The rewritten topology to save with `model`. */
+  topology: any;
   scheme: Scheme;
   totalMacsBefore: number;
   totalMacsAfter: number;
@@ -142,7 +146,7 @@ export async function compressModel(model: tf.LayersModel, options: CompressOpti
   const layers = listLayers(model);
   const { chosen, defaulted } = chooseLayers(layers, options);
   if (defaulted) log(defaulted);
-  const topology = modelTopology(model);
+  const topology = options.topology ?? modelTopology(model);
 
   const totalMacsBefore = layers.reduce((a, l) => a + (layerMacs(l) ?? 0), 0);
   const replacements = new Map<string, NewLayer[]>();
@@ -191,6 +195,7 @@ export async function compressModel(model: tf.LayersModel, options: CompressOpti
   const totalMacsAfter = totalMacsBefore - saved;
   return {
     model: compressed,
+    topology: newTopology,
     scheme,
     totalMacsBefore,
     totalMacsAfter,

@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.js';
+import { buildModel } from './model/io.js';
 import { listLayers } from './model/layers.js';
 import type { NewLayer } from './schemes.js';
 
@@ -125,7 +126,7 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
 export async function buildRewrittenModel(
   original: tf.LayersModel, topology: any, replacements: Map<string, NewLayer[]>,
 ): Promise<tf.LayersModel> {
-  const model = await tf.models.modelFromJSON({ modelTopology: topology });
+  const model = await buildModel(topology, 'the rewritten model');
   const originals = new Map(listLayers(original).map((l) => [l.name, l.layer]));
   const fresh = new Map<string, NewLayer>();
   for (const layers of replacements.values()) for (const l of layers) fresh.set(l.config.name, l);

@@ -47,7 +47,7 @@ describe('model I/O: round trip', () => {
     test(`load → save → load is bit-identical (${name})`, async () => {
       const a = await loadModel(fixture);
       const out = path.join(tempDir(), 'copy');
-      const saved = await saveModel(a.model, out);
+      const saved = await saveModel(a.model, out, { topology: a.topology });
       const b = await loadModel(saved.jsonPath);
       const la = listLayers(a.model);
       const lb = listLayers(b.model);
@@ -84,7 +84,7 @@ describe('model I/O: round trip', () => {
       const dir = tempDir();
       const specs: tf.io.WeightsManifestEntry[] = [];
       const chunks: ArrayBuffer[] = [];
-      for (const spec of float.artifacts.weightSpecs!) {
+      for (const spec of float.weights.map((w) => w.spec)) {
         const tensor = original.model.getWeights()[specs.length];
         const values = tensor.dataSync() as Float32Array;
         if (dtype === 'float16') {

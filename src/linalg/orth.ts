@@ -12,6 +12,9 @@ import * as tf from '@tensorflow/tfjs';
 import { invertUpper } from './eigen.js';
 import { Rng } from './rng.js';
 
+/** Counters for diagnostics (benchmarks/tests). */
+export const orthStats = { calls: 0, passes: 0, replaced: 0 };
+
 /** Squared pivot below which a column is treated as dependent on the earlier ones. */
 const DEPENDENT_PIVOT2 = 1e-4;
 
@@ -110,13 +113,16 @@ function replaceColumns(z: tf.Tensor2D, cols: number[], rng: Rng): tf.Tensor2D {
  */
 export function orthonormalize(z: tf.Tensor2D, passes: number, rng: Rng): tf.Tensor2D {
   const l = z.shape[1];
+  orthStats.calls++;
   let cur = z;
   let done = 0;
   let attempts = 0;
   try {
     while (done < passes) {
       const res = cholQRPass(cur, l);
+      orthStats.passes++;
       if (res.q === null) {
+        orthStats.replaced += res.deficient.length;
         if (++attempts > 4) throw new Error('orthonormalize: could not build a full-rank basis');
         const next = replaceColumns(cur, res.deficient, rng);
         if (cur !== z) cur.dispose();

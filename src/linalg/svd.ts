@@ -38,6 +38,10 @@ export interface SvdInfo {
   iterations: number;
   /** Extra A-based refinement sweeps (steep spectra). */
   polish: number;
+  /** Products with G (subspace path). */
+  products?: number;
+  /** Largest Chebyshev filter degree used (subspace path). */
+  degree?: number;
 }
 
 export let lastSvdInfo: SvdInfo = { path: 'dense', block: 0, iterations: 0, polish: 0 };
@@ -46,6 +50,12 @@ export let lastSvdInfo: SvdInfo = { path: 'dense', block: 0, iterations: 0, poli
 const DENSE_EIG_MAX = 256;
 /** Bandwidth of the two-stage reduction (balances tf panel overhead vs JS bulge chasing). */
 const BAND = 32;
+/** Subspace iteration limits: outer iterations, products with G, Chebyshev degree. */
+const MAX_OUTER = 12;
+const MAX_PRODUCTS = 40;
+const MAX_DEGREE = 6;
+/** Largest T_d(x₁) allowed: the filter's dynamic range inside one float32 column. */
+const CHEB_RANGE = 1e5;
 /** Products with at most this many multiply-adds are done in float64 JS, larger ones on the backend. */
 const JS_MADDS = 3e7;
 
@@ -132,7 +142,7 @@ function denseSvd(a: Float32Array, m: number, n: number, k: number, rng: Rng): T
  * orthonormal set; re-orthonormalisation changes UΣVᵀ only at that level). Float64 JS when cheap,
  * else on the backend with `tAt` = Aᵀ (n×m) if given.
  */
-function rightVectors(a: Float32Array, m: number, n: number, u: Float32Array | Float64Array, s: Float64Array, k: number, tAt: tf.Tensor2D | null, rng: Rng): Float32Array {
+function rightVectors(a: Float32Array, m: number, n: number, u: Float32Array | Float64Array, s: Float64Array, k: number, tAt: tf.Tensor2D | null, rng: Rng, passes = 2): Float32Array {
   const tiny = s[0] * 1e-7;
   const inv = new Float64Array(k);
   for (let j = 0; j < k; j++) inv[j] = s[j] > tiny && s[j] > 0 ? 1 / s[j] : 0;
@@ -147,7 +157,7 @@ function rightVectors(a: Float32Array, m: number, n: number, u: Float32Array | F
   try {
     const u32 = u instanceof Float32Array ? u : Float32Array.from(u);
     const y = tf.tidy(() => tf.mul(tf.matMul(at, tf.tensor2d(u32, [m, k])), tf.tensor2d(Float32Array.from(inv), [1, k])) as tf.Tensor2D);
-    const q = orthonormalize(y, 2, rng);
+    const q = orthonormalize(y, passes, rng);
     y.dispose();
     return take(q);
   } finally {
@@ -187,45 +197,85 @@ function subspaceSvd(a: Float32Array, m: number, n: number, k: number, l: number
     const z0 = keep(tf.tidy(() => tf.matMul(g, tf.tensor2d(rng.gaussianArray(m * l), [m, l]))) as tf.Tensor2D);
     let q = keep(orthonormalize(z0, 1, rng));
     drop(z0);
-    let z: tf.Tensor2D;
-    const maxIter = 30;
+    let products = 1;
     let prev = -Infinity;
     let prevGain = Infinity;
+    // Predicted per-iteration contraction of the rank-k energy defect for the filter just applied.
+    let rhoPred = 0.99;
+    let z: tf.Tensor2D;
+    let h: Float64Array;
     for (let it = 1; ; it++) {
-      z = keep(tf.matMul(g, q) as tf.Tensor2D);
       info.iterations = it;
-      // Energy captured by the best k columns of the block (diagonal of QᵀGQ): a lower bound on the
-      // sum of the top-k Ritz values (Ky Fan), exact once the block has converged.
+      z = keep(tf.matMul(g, q) as tf.Tensor2D);
+      products++;
       const qq = q;
       const zz = z;
-      const sorted = Float64Array.from(take(tf.tidy(() => tf.sum(tf.mul(qq, zz), 0))))
-        .sort()
-        .reverse();
+      h = Float64Array.from(take(tf.tidy(() => tf.matMul(tf.transpose(qq), zz))));
+      // Ritz values of the block (values only; ≈ (4/3)ℓ³ flops in JS).
+      const theta = symmetricEigen(h, l, false).values;
       let captured = 0;
-      for (let j = 0; j < k; j++) captured += sorted[j];
+      for (let j = 0; j < k; j++) captured += theta[j];
       const residual = Math.max(normA2 - captured, 0);
       const gain = captured - prev;
       prev = captured;
-      // Geometric convergence: what is left to gain ≈ gain·ρ/(1−ρ), ρ ≈ gain/previous gain.
-      const rho = it >= 3 ? Math.min(0.99, Math.max(0.5, gain / prevGain)) : 0.99;
+      // Geometric convergence: what is left to gain ≈ gain·ρ/(1−ρ), with ρ the larger of the
+      // filter's predicted contraction and the observed ratio of successive gains.
+      // (The prediction assumes b ≥ λ_{ℓ+1}, which the first Ritz estimates undershoot: until a ratio
+      // has been observed, do not trust it below 0.3.)
+      const rhoObs = it >= 3 && prevGain > 0 ? gain / prevGain : 0.3;
+      const rho = Math.min(0.99, Math.max(1e-4, rhoPred, rhoObs));
       prevGain = gain;
       const remaining = (gain * rho) / (1 - rho);
-      const noise = 1e-6 * captured; // float32 resolution of `captured`
-      if (it >= 3 && (remaining <= 1e-5 * residual || gain <= noise)) break;
-      if (it >= maxIter) break;
-      const next = keep(orthonormalize(z, 1, rng));
+      const noise = 1e-6 * captured; // float32 resolution of the Ritz values
+      // remaining ≤ 2e-4·residual ⇒ rank-k error within ≈ 1e-4 (relative) of the limit.
+      if (it >= 2 && (remaining <= 2e-4 * residual || gain <= noise)) break;
+      if (it >= MAX_OUTER || products >= MAX_PRODUCTS) break;
+      // Chebyshev filter T_d((2G − b)/b) with b = smallest Ritz value: damps the unwanted part of the
+      // spectrum ([0, b]) like e^{−d·acosh(x)} rather than the (λ_{ℓ+1}/λ_k)^d of plain powers — a
+      // big win for flat spectra. d is capped so that T_d(x₁) ≤ 1e5 (float32 dynamic range inside a
+      // column); steep spectra get d = 1 (≈ plain power iteration).
+      const b = theta[l - 1];
+      let y: tf.Tensor2D;
+      if (b > 1e-6 * theta[0]) {
+        const x1 = (2 * theta[0]) / b - 1;
+        let d = 1;
+        while (d < MAX_DEGREE && Math.cosh((d + 1) * Math.acosh(x1)) <= CHEB_RANGE) d++;
+        d = Math.max(1, Math.min(d, MAX_PRODUCTS - products));
+        const xk = (2 * theta[k - 1]) / b - 1;
+        const td = xk > 1 ? Math.cosh(d * Math.acosh(xk)) : 1;
+        rhoPred = 1 / (td * td);
+        const c = 2 / b;
+        let y0 = q;
+        let y1 = keep(tf.tidy(() => tf.sub(tf.mul(zz, c), qq)) as tf.Tensor2D);
+        for (let j = 2; j <= d; j++) {
+          const a0 = y0;
+          const a1 = y1;
+          const y2 = keep(tf.tidy(() => tf.sub(tf.sub(tf.mul(tf.matMul(g, a1), 2 * c), tf.mul(a1, 2)), a0)) as tf.Tensor2D);
+          products++;
+          if (y0 !== q) drop(y0);
+          y0 = y1;
+          y1 = y2;
+        }
+        if (y0 !== q) drop(y0);
+        y = y1;
+        info.degree = Math.max(info.degree ?? 0, d);
+      } else {
+        y = z;
+        rhoPred = theta[l - 1] > 0 ? Math.pow(theta[l - 1] / theta[k - 1], 2) : 1e-4;
+      }
+      const next = keep(orthonormalize(y, 1, rng));
+      if (y !== z) drop(y);
       drop(z);
       drop(q);
       q = next;
     }
-    // Rayleigh–Ritz on G: H = QᵀZ = QᵀGQ.
+    // Rayleigh–Ritz on G: H = QᵀZ = QᵀGQ (already formed for the last block).
     const qFinal = q;
-    const zFinal = z;
-    const h = Float64Array.from(take(tf.tidy(() => tf.matMul(tf.transpose(qFinal), zFinal))));
     drop(z);
     const rr = symmetricEigen(h, l, true);
     const theta = rr.values;
     const w = rr.vectors as Float64Array;
+    info.products = products;
     const steep = !(theta[k - 1] > 1e-3 * theta[0]);
     if (!steep) {
       const wk = new Float32Array(l * k);
@@ -234,14 +284,15 @@ function subspaceSvd(a: Float32Array, m: number, n: number, k: number, l: number
       for (let j = 0; j < k; j++) s[j] = Math.sqrt(Math.max(theta[j], 0));
       const u = take(tf.tidy(() => tf.matMul(qFinal, tf.tensor2d(wk, [l, k]))));
       drop(q);
-      return { u, s, v: rightVectors(a, m, n, u, s, k, tAt, rng) };
+      // U holds exact Ritz vectors, so AᵀU/σ is orthonormal up to rounding: one pass suffices.
+      return { u, s, v: rightVectors(a, m, n, u, s, k, tAt, rng, 1) };
     }
     // Steep spectrum: one-sided refinement of the whole Ritz block, then float64 Rayleigh–Ritz.
     let u = keep(tf.tidy(() => tf.matMul(qFinal, tf.tensor2d(Float32Array.from(w), [l, l]))) as tf.Tensor2D);
     drop(q);
     // Each sweep shrinks the out-of-block error by ≈ θ_ℓ/θ_k.
     const ratio = theta[l - 1] > 0 ? Math.min(0.95, theta[l - 1] / theta[k - 1]) : 0;
-    const sweeps = ratio > 0 ? Math.min(8, Math.max(2, Math.ceil(Math.log(1e-6) / Math.log(ratio)))) : 2;
+    const sweeps = ratio > 0 ? Math.min(6, Math.max(2, Math.ceil(Math.log(1e-4) / Math.log(ratio)))) : 2;
     for (let sw = 0; sw < sweeps; sw++) {
       const y = keep(tf.matMul(tAt, u) as tf.Tensor2D);
       const vb = keep(orthonormalize(y, 1, rng));

@@ -8,12 +8,23 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
 
+export interface ShardFile {
+  path: string;
+  bytes: number;
+}
+
+/** A validated model.json with its weight layout; weight bytes stay on disk until loaded. */
 export interface ModelFiles {
   /** Absolute path of model.json. */
   jsonPath: string;
-  artifacts: tf.io.ModelArtifacts;
+  /** The Keras-style topology exactly as the file has it. */
+  topology: any;
+  /** Every weight, in manifest order, with where its bytes start in the concatenated shards. */
+  weights: { spec: tf.io.WeightsManifestEntry; offset: number; bytes: number }[];
+  shards: ShardFile[];
   /** Bytes of all weight shards on disk. */
   weightBytes: number;
+  userDefinedMetadata?: {};
 }
 
 export interface LoadedModel extends ModelFiles {
@@ -33,17 +44,19 @@ export function resolveModelJson(input: string): string {
 
 const BYTES_PER_ELEMENT: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
 
-function specBytes(spec: tf.io.WeightsManifestEntry): number {
+function specBytes(spec: tf.io.WeightsManifestEntry, shown: string): number {
   const dtype = spec.quantization?.dtype ?? spec.dtype;
   const size = BYTES_PER_ELEMENT[dtype];
-  if (size === undefined) throw new Error(`weight ${spec.name} has unsupported dtype ${dtype}`);
+  if (size === undefined || !Array.isArray(spec.shape)) throw new UserError(`${shown}: weight ${spec.name} has an unsupported dtype or no shape`);
   return spec.shape.reduce((a, b) => a * b, 1) * size;
 }
 
-/** Reads and validates model.json and its shards, without building the model. */
+const shownPath = (p: string): string => path.relative(process.cwd(), p) || p;
+
+/** Reads and validates model.json and the sizes of its shards, without reading weight bytes. */
 export function readModelFiles(input: string): ModelFiles {
   const jsonPath = resolveModelJson(input);
-  const shown = path.relative(process.cwd(), jsonPath) || jsonPath;
+  const shown = shownPath(jsonPath);
   let json: any;
   try {
     json = JSON.parse(fs.readFileSync(jsonPath, 'utf8'));
@@ -69,28 +82,32 @@ export function readModelFiles(input: string): ModelFiles {
   if (!Array.isArray(manifest)) throw new UserError(`${shown}: has no weightsManifest; not a tfjs LayersModel model.json`);
 
   const dir = path.dirname(jsonPath);
-  const specs: tf.io.WeightsManifestEntry[] = [];
-  const buffers: Buffer[] = [];
+  const weights: ModelFiles['weights'] = [];
+  const shards: ShardFile[] = [];
   let weightBytes = 0;
   for (const group of manifest) {
     if (!group || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
       throw new UserError(`${shown}: a weightsManifest group lacks paths or weights`);
     }
-    const expected = group.weights.reduce((sum: number, spec: tf.io.WeightsManifestEntry) => sum + specBytes(spec), 0);
+    let expected = 0;
+    for (const spec of group.weights as tf.io.WeightsManifestEntry[]) {
+      const bytes = specBytes(spec, shown);
+      weights.push({ spec, offset: weightBytes + expected, bytes });
+      expected += bytes;
+    }
     let actual = 0;
-    const groupBuffers: Buffer[] = [];
     for (const shard of group.paths as string[]) {
       const shardPath = path.resolve(dir, shard);
       const rel = path.relative(dir, shardPath);
       if (rel.startsWith('..') || path.isAbsolute(rel)) {
         throw new UserError(`${shown}: weight shard path '${shard}' leaves the model's folder; shards must sit beside model.json`);
       }
-      if (!fs.existsSync(shardPath)) {
+      if (!fs.existsSync(shardPath) || !fs.statSync(shardPath).isFile()) {
         throw new UserError(`${shown}: weight shard '${shard}' is missing; copy it beside model.json`);
       }
-      const data = fs.readFileSync(shardPath);
-      groupBuffers.push(data);
-      actual += data.length;
+      const bytes = fs.statSync(shardPath).size;
+      shards.push({ path: shardPath, bytes });
+      actual += bytes;
     }
     if (actual < expected) {
       throw new UserError(`${shown}: weight shards hold ${actual} bytes but the manifest needs ${expected}: a shard is truncated`);
@@ -98,50 +115,107 @@ export function readModelFiles(input: string): ModelFiles {
     if (actual > expected) {
       throw new UserError(`${shown}: weight shards hold ${actual} bytes but the manifest needs only ${expected}: a shard is oversized or from another model`);
     }
-    specs.push(...group.weights);
-    buffers.push(...groupBuffers);
     weightBytes += actual;
   }
-  // Shards stay separate buffers (tfjs reads weights across them): no extra copy of a large model.
-  const weightData = buffers.map((b) =>
-    b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? (b.buffer as ArrayBuffer) : b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
-  return {
-    jsonPath,
-    weightBytes,
-    artifacts: {
-      modelTopology: topology,
-      weightSpecs: specs,
-      weightData,
-      format: json.format,
-      generatedBy: json.generatedBy,
-      convertedBy: json.convertedBy,
-      userDefinedMetadata: json.userDefinedMetadata,
-    },
-  };
+  return { jsonPath, topology, weights, shards, weightBytes, userDefinedMetadata: json.userDefinedMetadata };
 }
 
-/** Builds a tfjs LayersModel from in-memory artifacts, turning tfjs' errors into one-line ones. */
-export async function buildModel(artifacts: tf.io.ModelArtifacts, shown: string): Promise<tf.LayersModel> {
+/** Reads `bytes` bytes at `offset` of the concatenated shards (a weight may span two shards). */
+function readWeightBytes(shards: ShardFile[], offset: number, bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  let shardStart = 0;
+  let filled = 0;
+  for (const shard of shards) {
+    const shardEnd = shardStart + shard.bytes;
+    if (filled < bytes && offset + filled < shardEnd && offset + filled >= shardStart) {
+      const from = offset + filled - shardStart;
+      const n = Math.min(bytes - filled, shard.bytes - from);
+      const fd = fs.openSync(shard.path, 'r');
+      try {
+        fs.readSync(fd, out, filled, n, from);
+      } finally {
+        fs.closeSync(fd);
+      }
+      filled += n;
+    }
+    shardStart = shardEnd;
+  }
+  return out;
+}
+
+/**
+ * A copy of a topology whose layers initialise every weight to zeros: building it is fast (no
+ * random numbers for weights that are overwritten at once). Only used to construct models; what
+ * lowrank saves is always the original topology.
+ */
+export function zeroInitialized(topology: any): any {
+  const copy = structuredClone(topology);
+  const visit = (node: any) => {
+    if (Array.isArray(node)) node.forEach(visit);
+    else if (node && typeof node === 'object') {
+      for (const key of Object.keys(node)) {
+        if (key.endsWith('_initializer') && node[key] && typeof node[key] === 'object') node[key] = { class_name: 'Zeros', config: {} };
+        else visit(node[key]);
+      }
+    }
+  };
+  visit(copy);
+  return copy;
+}
+
+/** Builds a tfjs LayersModel from a topology (weights zero), turning tfjs' errors into one-line ones. */
+export async function buildModel(topology: any, shown: string): Promise<tf.LayersModel> {
+  // Build on the cpu backend: its zeros are lazily committed pages, so a large model's
+  // placeholder weights cost no memory before the real ones (on the active backend) replace them.
+  const active = tf.getBackend();
   try {
-    return await tf.loadLayersModel(tf.io.fromMemory(artifacts));
+    if (active !== 'cpu') await tf.setBackend('cpu');
+    return await tf.models.modelFromJSON({ modelTopology: zeroInitialized(topology) });
   } catch (err) {
     const message = firstLine(err);
     const unknown = /Unknown (?:layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]*[A-Za-z0-9_])/.exec(message);
     if (unknown) {
       throw new UserError(`${shown}: unknown layer class '${unknown[1]}'; lowrank loads stock tfjs layers only (register no custom classes)`);
     }
-    if (/weight|shape mismatch|variable/i.test(message)) {
-      throw new UserError(`${shown}: the weights do not match the topology (${message})`);
-    }
     throw new UserError(`${shown}: cannot build the model (${message})`);
+  } finally {
+    if (tf.getBackend() !== active) await tf.setBackend(active);
   }
+}
+
+/**
+ * Loads the weights one at a time from disk into the model's variables, so a large model never
+ * has a second full copy in memory. Dequantization is tfjs' own (io.decodeWeights).
+ */
+async function loadWeights(model: tf.LayersModel, files: ModelFiles, shown: string): Promise<void> {
+  const variables = new Map<string, tf.LayerVariable>();
+  for (const v of model.weights) variables.set(v.originalName, v);
+  const mismatch = (detail: string) => new UserError(`${shown}: the weights do not match the topology (${detail})`);
+  const seen = new Set<string>();
+  for (const w of files.weights) {
+    const variable = variables.get(w.spec.name);
+    if (!variable) throw mismatch(`the file has a weight '${w.spec.name}' that no layer of the topology owns`);
+    if (JSON.stringify(variable.shape) !== JSON.stringify(w.spec.shape)) {
+      throw mismatch(`'${w.spec.name}' has shape [${w.spec.shape}] in the file but [${variable.shape}] in the topology`);
+    }
+    const bytes = readWeightBytes(files.shards, w.offset, w.bytes);
+    // Plain float32 goes straight in; quantized weights are dequantized by tfjs itself.
+    const tensor = w.spec.dtype === 'float32' && !w.spec.quantization
+      ? tf.tensor(new Float32Array(bytes.buffer, 0, bytes.length / 4), w.spec.shape, 'float32')
+      : tf.io.decodeWeights(bytes.buffer as ArrayBuffer, [w.spec])[w.spec.name];
+    variable.write(tensor);
+    tensor.dispose();
+    seen.add(w.spec.name);
+  }
+  const missing = [...variables.keys()].filter((n) => !seen.has(n));
+  if (missing.length) throw mismatch(`${missing.length} weight${missing.length > 1 ? 's' : ''} of the topology missing from the file: ${missing.slice(0, 4).join(', ')}${missing.length > 4 ? ', …' : ''}`);
 }
 
 export async function loadModel(input: string): Promise<LoadedModel> {
   const files = readModelFiles(input);
-  const model = await buildModel(files.artifacts, path.relative(process.cwd(), files.jsonPath) || files.jsonPath);
-  // The weights now live in the model's tensors; let the file bytes go.
-  files.artifacts.weightData = undefined;
+  const shown = shownPath(files.jsonPath);
+  const model = await buildModel(files.topology, shown);
+  await loadWeights(model, files, shown);
   return { ...files, model };
 }
 
@@ -268,10 +342,11 @@ class ShardWriter {
 export async function saveModel(
   model: tf.LayersModel,
   outDir: string,
-  options: { force?: boolean; userDefinedMetadata?: {} } = {},
+  options: { force?: boolean; userDefinedMetadata?: {}; topology?: any } = {},
 ): Promise<SavedModel> {
   checkOutputDir(outDir, options.force ?? false);
-  const topology = modelTopology(model);
+  // A model built by lowrank has zero initializers: save the topology it was built from.
+  const topology = options.topology ?? modelTopology(model);
   const out = path.resolve(outDir);
   const parent = path.dirname(out);
   let tmp: string;

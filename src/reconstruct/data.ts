@@ -103,71 +103,101 @@ export interface LayerSample {
 export type SampleFn = (images: tf.Tensor4D) => LayerSample;
 
 export class LayerCache {
-  /** Cached images, as (n, ...) tensors. */
-  x: tf.Tensor4D | null = null;
-  y: tf.Tensor2D | null = null;
-  /** Images in the cache, and rows of y per image. */
+  /** Cached images' inputs and targets, in JavaScript memory (a minibatch is assembled by copying). */
+  private xData: Float32Array | null = null;
+  private yData: Float32Array | null = null;
+  private xShape: number[] = [];
+  private yCols = 0;
+  /** Cached images, and rows of y per image. */
   n = 0;
   rowsPerImage = 0;
 
   constructor(private store: ImageStore, private sample: SampleFn, private budget: number) {}
 
+  private get xPer(): number {
+    return this.xShape.reduce((a, b) => a * b, 1);
+  }
+
+  private get yPer(): number {
+    return this.rowsPerImage * this.yCols;
+  }
+
   /** Fills the cache from the first images that fit the budget; reports images done. */
   async fill(onBatch: (done: number, total: number) => void): Promise<void> {
-    const xs: tf.Tensor4D[] = [];
-    const ys: tf.Tensor2D[] = [];
+    const xs: Float32Array[] = [];
+    const ys: Float32Array[] = [];
     let bytes = 0;
-    let done = 0;
     const total = this.store.count;
     for await (const b of this.store.batches()) {
       const s = this.sample(b.x);
       b.x.dispose();
       const n = s.x.shape[0];
-      const per = (s.x.size + s.y.size) * 4 / n;
-      const room = Math.max(0, Math.floor((this.budget - bytes) / per));
-      if (room < n) {
-        if (room > 0) {
-          xs.push(s.x.slice(0, room));
-          ys.push(s.y.slice(0, room * (s.y.shape[0] / n)));
-          done += room;
-        }
-        tf.dispose([s.x, s.y]);
-        break;
-      }
-      xs.push(s.x);
-      ys.push(s.y);
-      bytes += per * n;
-      done += n;
+      this.xShape = s.x.shape.slice(1);
       this.rowsPerImage = s.y.shape[0] / n;
-      onBatch(done, total);
+      this.yCols = s.y.shape[1];
+      const per = (this.xPer + this.yPer) * 4;
+      const take = Math.min(n, Math.floor((this.budget - bytes) / per));
+      if (take > 0) {
+        xs.push((s.x.dataSync() as Float32Array).subarray(0, take * this.xPer));
+        ys.push((s.y.dataSync() as Float32Array).subarray(0, take * this.yPer));
+        bytes += take * per;
+        this.n += take;
+      }
+      tf.dispose([s.x, s.y]);
+      onBatch(this.n, total);
+      if (take < n) break;
     }
-    if (xs.length === 0) throw new UserError('the data reconstruction cache budget holds no image of this layer; raise it');
-    this.x = xs.length === 1 ? xs[0] : tf.concat(xs, 0);
-    this.y = ys.length === 1 ? ys[0] : tf.concat(ys, 0);
-    if (xs.length > 1) tf.dispose([...xs, ...ys]);
-    this.n = this.x.shape[0];
-    this.rowsPerImage = this.y.shape[0] / this.n;
-    onBatch(done, total);
+    if (this.n === 0) throw new UserError('the data reconstruction cache budget holds no image of this layer; raise it');
+    const join = (parts: Float32Array[], length: number) => {
+      const out = new Float32Array(length);
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      return out;
+    };
+    this.xData = join(xs, this.n * this.xPer);
+    this.yData = join(ys, this.n * this.yPer);
+  }
+
+  private tensors(indices: ArrayLike<number>): LayerSample {
+    const m = indices.length;
+    const xPer = this.xPer;
+    const yPer = this.yPer;
+    const x = new Float32Array(m * xPer);
+    const y = new Float32Array(m * yPer);
+    for (let i = 0; i < m; i++) {
+      const k = indices[i];
+      x.set(this.xData!.subarray(k * xPer, (k + 1) * xPer), i * xPer);
+      y.set(this.yData!.subarray(k * yPer, (k + 1) * yPer), i * yPer);
+    }
+    return {
+      x: tf.tensor4d(x, [m, ...this.xShape] as [number, number, number, number]),
+      y: tf.tensor2d(y, [m * this.rowsPerImage, this.yCols]),
+    };
   }
 
   /** A minibatch of cached images by index. */
   gather(indices: number[]): LayerSample {
-    const [x, y] = tf.tidy(() => {
-      const idx = tf.tensor1d(indices, 'int32');
-      const r = this.rowsPerImage;
-      const cols = this.y!.shape[1];
-      return [tf.gather(this.x!, idx), tf.gather(this.y!.reshape([this.n, r * cols]), idx).reshape([indices.length * r, cols])];
-    });
-    return { x: x as tf.Tensor4D, y: y as tf.Tensor2D };
+    return this.tensors(indices);
+  }
+
+  /** Mean square of the cached targets. */
+  targetMeanSquare(): number {
+    let s = 0;
+    for (const v of this.yData!) s += v * v;
+    return s / this.yData!.length;
+  }
+
+  /** Cached images [start, start + count) as tensors. */
+  slice(start: number, count: number): LayerSample {
+    return this.tensors(Array.from({ length: count }, (_, i) => start + i));
   }
 
   /** Every fitting image's samples in batches: the cached ones, then the rest recomputed. */
   async *all(batch: number): AsyncGenerator<LayerSample> {
-    const r = this.rowsPerImage;
-    for (let start = 0; start < this.n; start += batch) {
-      const m = Math.min(batch, this.n - start);
-      yield { x: this.x!.slice(start, m), y: this.y!.slice(start * r, m * r) };
-    }
+    for (let start = 0; start < this.n; start += batch) yield this.slice(start, Math.min(batch, this.n - start));
     for await (const b of this.store.batches(this.n)) {
       const s = this.sample(b.x);
       b.x.dispose();
@@ -180,8 +210,7 @@ export class LayerCache {
   }
 
   dispose(): void {
-    tf.dispose([this.x!, this.y!]);
-    this.x = null;
-    this.y = null;
+    this.xData = null;
+    this.yData = null;
   }
 }

@@ -68,6 +68,12 @@ function patchEnergy(fl: FactoredLayer, x: tf.Tensor4D): { sum: number; rows: nu
   });
 }
 
+/**
+ * The prior's gradient changes slowly and costs as much as a few data steps on layers with few
+ * output positions (conv3: a 1024×K×1024 product), so it is refreshed every few steps.
+ */
+const PRIOR_EVERY = 8;
+
 function rms(t: tf.Tensor): number {
   return tf.tidy(() => Math.sqrt(t.square().mean().dataSync()[0])) || 1;
 }
@@ -107,9 +113,9 @@ export async function fitLayer(
   let energy = 0;
   let rows = 0;
   for (let i = 0; i < cache.n; i += options.batch) {
-    const x = cache.x!.slice(i, Math.min(options.batch, cache.n - i)) as tf.Tensor4D;
+    const { x, y } = cache.slice(i, Math.min(options.batch, cache.n - i));
     const e = patchEnergy(fl, x);
-    x.dispose();
+    tf.dispose([x, y]);
     energy += e.sum;
     rows += e.rows;
   }
@@ -121,7 +127,7 @@ export async function fitLayer(
   if (iterations > 0) {
     const batch = Math.min(options.batch, cache.n);
     const next = minibatches(cache.n, batch, options.seed);
-    const yScale = tf.tidy(() => Math.sqrt(cache.y!.square().mean().dataSync()[0])) || 1;
+    const yScale = Math.sqrt(cache.targetMeanSquare()) || 1;
     const rates = [...start.map((t) => options.lr * rms(t)), options.lr * yScale];
     const params: tf.Tensor[] = offset ? [...factors, offset] : [...factors];
     const m = params.map((p) => tf.zerosLike(p));
@@ -130,10 +136,15 @@ export async function fitLayer(
     const beta2 = 0.999;
     const warmup = Math.max(1, Math.round(iterations * 0.05));
     let smoothed = NaN;
+    let reg: { value: tf.Scalar; grads: tf.Tensor[] } | null = null;
     for (let t = 1; t <= iterations; t++) {
       const sample = cache.gather(next());
-      const { sse, grads, offsetGrad } = fl.step(sample.x, params.slice(0, factors.length), sample.y, offset);
-      const reg = prior > 0 ? fl.filterObjective(params.slice(0, factors.length)) : null;
+      const current = offset ? (params[factors.length] as tf.Tensor1D) : null;
+      const { sse, grads, offsetGrad } = fl.step(sample.x, params.slice(0, factors.length), sample.y, current);
+      if (prior > 0 && (t - 1) % PRIOR_EVERY === 0) {
+        if (reg) tf.dispose([reg.value, ...reg.grads]);
+        reg = fl.filterObjective(params.slice(0, factors.length));
+      }
       const r = sample.y.shape[0];
       const ratio = tf.tidy(() => sse.div(sample.y.square().sum()).dataSync()[0]);
       const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
@@ -153,11 +164,12 @@ export async function fitLayer(
           params[p] = tf.keep(next);
         }
       });
-      tf.dispose([sample.x, sample.y, sse, ...all, ...(reg ? [reg.value, ...reg.grads] : [])]);
+      tf.dispose([sample.x, sample.y, sse, ...all]);
       smoothed = Number.isNaN(smoothed) ? ratio : 0.9 * smoothed + 0.1 * ratio;
       progress.iteration(t, iterations, Math.sqrt(smoothed));
       if (t % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
+    if (reg) tf.dispose([reg.value, ...reg.grads]);
     for (let p = 0; p < factors.length; p++) factors[p] = params[p];
     if (offset) offset = params[factors.length] as tf.Tensor1D;
     tf.dispose([...m, ...v]);

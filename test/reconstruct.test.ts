@@ -1,0 +1,293 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs';
+import { useBackend } from '../src/backend.js';
+import { compressModel, type CompressOptions } from '../src/compress.js';
+import { DEFAULT_PIXELS } from '../src/data/images.js';
+import { loadModel, saveModel } from '../src/model/io.js';
+import { listLayers } from '../src/model/layers.js';
+import { factoredLayer } from '../src/reconstruct/factors.js';
+import { planImages, reconstructData, type ReconstructOptions, type ReconstructReport } from '../src/reconstruct/index.js';
+import type { SchemeOptions } from '../src/schemes.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, runCli, tempDir } from './helpers.js';
+
+before(async () => {
+  await useBackend('wasm');
+});
+
+const SCHEME2: SchemeOptions = { scheme: 2, basis: 'per-channel', separable: false };
+const SCHEME1: SchemeOptions = { scheme: 1, basis: 'per-channel', separable: false };
+const SHARED: SchemeOptions = { scheme: 1, basis: 'shared', separable: false };
+const SEPARABLE: SchemeOptions = { scheme: 1, basis: 'per-channel', separable: true };
+
+// ---- the factored forward pass -----------------------------------------------------------------
+
+/** Convs of every geometry, linear activation so a layer's output is its linear response + bias. */
+function geometryModel(): tf.LayersModel {
+  const input = tf.input({ shape: [13, 11, 3] });
+  const conv = (name: string, x: tf.SymbolicTensor, args: Record<string, unknown>) =>
+    tf.layers.conv2d({
+      name, filters: 6, kernelSize: 3, ...args,
+      kernelInitializer: tf.initializers.glorotNormal({ seed: name.length }),
+      biasInitializer: tf.initializers.randomNormal({ seed: name.length + 1 }),
+    } as any).apply(x) as tf.SymbolicTensor;
+  const a = conv('g_same_even', input, { kernelSize: [4, 2], padding: 'same', strides: 2 });
+  const b = conv('g_valid_even', input, { kernelSize: [2, 4], padding: 'valid', strides: [2, 1], useBias: false });
+  const c = conv('g_dilated', input, { kernelSize: [3, 2], padding: 'same', dilationRate: 2 });
+  const d = conv('g_stride_same', c, { kernelSize: [5, 3], padding: 'same', strides: 2 });
+  const merged = tf.layers.add({ name: 'merge' }).apply([a, d]) as tf.SymbolicTensor;
+  const e = conv('g_out', merged, { kernelSize: [2, 2], padding: 'valid', useBias: false });
+  return tf.model({ inputs: input, outputs: [e, b] });
+}
+
+function relativeMaxDiff(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() => a.sub(b).abs().max().dataSync()[0] / b.abs().max().dataSync()[0]);
+}
+
+describe('factored forward pass', () => {
+  const variants: [string, SchemeOptions, number][] = [
+    ['scheme 2', SCHEME2, 3], ['scheme 1 per-channel', SCHEME1, 2], ['scheme 1 shared', SHARED, 2], ['scheme 1 separable', SEPARABLE, 2],
+  ];
+  for (const [title, variant, rank] of variants) {
+    test(`${title}: equals the tfjs replacement layers, and design × last factor equals it too`, async () => {
+      const model = geometryModel();
+      // tfjs' DepthwiseConv2D ignores dilation, so --separable refuses dilated convs.
+      const names = ['g_same_even', 'g_valid_even', 'g_dilated', 'g_stride_same', 'g_out'].filter((n) => !(variant.separable && n === 'g_dilated'));
+      const result = await compressModel(model, { ...variant, rank, layers: names, force: true });
+      const layers = new Map(listLayers(result.model).map((l) => [l.name, l.layer]));
+      for (const t of result.targets) {
+        const fl = factoredLayer(t.conv, t.replacement);
+        const g = t.conv.geometry;
+        const x = tf.randomNormal([3, g.inH, g.inW, g.C], 0, 1, 'float32', 5) as tf.Tensor4D;
+        const f = fl.initial();
+        const expected = tf.tidy(() => t.replacement.layers.reduce((h, l) => layers.get(l.config.name)!.apply(h) as tf.Tensor, x as tf.Tensor).reshape([-1, g.N]));
+        const bias = t.conv.bias ? tf.tensor1d(t.conv.bias) : tf.zeros([g.N]);
+        const mine = tf.tidy(() => fl.forward(x, f).add(bias));
+        const viaDesign = tf.tidy(() => tf.matMul(fl.design(x, f), f[fl.last].reshape([fl.lastFanIn, g.N])).add(bias));
+        const d1 = relativeMaxDiff(mine, expected);
+        const d2 = relativeMaxDiff(viaDesign, expected);
+        assert.ok(d1 < 1e-5, `${t.info.name}: forward differs by ${d1.toExponential(2)}`);
+        assert.ok(d2 < 1e-5, `${t.info.name}: design × last factor differs by ${d2.toExponential(2)}`);
+        tf.dispose([x, ...f, expected, bias, mine, viaDesign]);
+        fl.dispose();
+      }
+    });
+  }
+
+  test('hand-written gradients match finite differences (every factor, offset, prior)', async () => {
+    const model = geometryModel();
+    for (const variant of [SCHEME2, SCHEME1, SEPARABLE]) {
+      const result = await compressModel(model, { ...variant, rank: 2, layers: ['g_same_even', 'g_stride_same'], force: true });
+      for (const t of result.targets) {
+        const fl = factoredLayer(t.conv, t.replacement);
+        const g = t.conv.geometry;
+        const x = tf.randomNormal([2, g.inH, g.inW, g.C], 0, 1, 'float32', 7) as tf.Tensor4D;
+        const f = fl.initial();
+        const rows = 2 * g.outH * g.outW;
+        const target = tf.randomNormal([rows, g.N], 0, 1, 'float32', 8) as tf.Tensor2D;
+        const offset = tf.randomNormal([g.N], 0, 1, 'float32', 9) as tf.Tensor1D;
+        const half = (ff: tf.Tensor[], o: tf.Tensor1D) => tf.tidy(() => fl.forward(x, ff).add(o).sub(target).square().sum().mul(0.5).dataSync()[0]);
+        const prior = (ff: tf.Tensor[]) => {
+          const r = fl.filterObjective(ff);
+          const v = r.value.dataSync()[0];
+          tf.dispose([r.value, ...r.grads]);
+          return v;
+        };
+        const step = fl.step(x, f, target, offset);
+        const reg = fl.filterObjective(f);
+        // Every objective is quadratic in each single factor, so a central difference is exact.
+        const check = (analytic: tf.Tensor, value: (d: tf.Tensor) => number, seed: number) => {
+          const dir = tf.randomNormal(analytic.shape, 0, 1, 'float32', seed);
+          const numeric = (value(dir) - value(dir.neg())) / 2;
+          const exact = tf.tidy(() => analytic.mul(dir).sum().dataSync()[0]);
+          assert.ok(Math.abs(numeric - exact) <= 2e-3 * Math.max(1, Math.abs(numeric)), `${variant.scheme}/${t.info.name}: ${numeric} vs ${exact}`);
+          dir.dispose();
+        };
+        f.forEach((_, p) => {
+          const moved = (d: tf.Tensor) => f.map((ff, i) => (i === p ? ff.add(d) : ff));
+          check(step.grads[p], (d) => half(moved(d), offset), 20 + p);
+          check(reg.grads[p], (d) => prior(moved(d)), 30 + p);
+        });
+        check(step.offsetGrad!, (d) => half(f, offset.add(d) as tf.Tensor1D), 40);
+        fl.dispose();
+      }
+    }
+  });
+});
+
+// ---- data reconstruction on the fixture ----------------------------------------------------------
+
+/** Few images and steps: the tests check direction, not the benchmark's numbers. */
+const FIT_IMAGES = 150;
+const HELD_OUT = 100;
+
+interface Run {
+  report: ReconstructReport;
+  weights: Float32Array[];
+}
+
+let charcnn: tf.LayersModel;
+
+async function reconstruct(variant: SchemeOptions, rank: CompressOptions['rank'], options: Partial<ReconstructOptions>): Promise<Run> {
+  charcnn ??= (await loadModel(CHARCNN)).model;
+  const result = await compressModel(charcnn, { ...variant, rank, layers: ['conv2', 'conv3'] });
+  const opts: ReconstructOptions = {
+    data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: FIT_IMAGES, joint: true, iterations: 40, batch: 16, seed: 3,
+    pixels: DEFAULT_PIXELS, ...options,
+  };
+  const plan = planImages(opts);
+  plan.holdout = plan.holdout.filter((_, i) => i % 10 < HELD_OUT / 100); // every class, HELD_OUT images
+  const report = await reconstructData(charcnn, result, plan, opts);
+  const weights = result.model.getWeights().map((w) => w.dataSync() as Float32Array);
+  result.model.dispose();
+  return { report, weights };
+}
+
+function assertDataBeatsFilter(report: ReconstructReport): void {
+  assert.equal(report.layers.length, 2);
+  for (const l of report.layers) {
+    assert.ok(l.dataError.data < l.dataError.filter, `${l.name}: held-out error ${l.dataError.filter} → ${l.dataError.data}`);
+    assert.ok(l.fitError.data <= l.fitError.filter, `${l.name}: fitting error ${l.fitError.filter} → ${l.fitError.data}`);
+  }
+}
+
+describe('data reconstruction on the charcnn fixture', () => {
+  let joint: Run;
+  let nonJoint: Run;
+
+  test('scheme 2: lowers the held-out output error of every replaced layer', async () => {
+    joint = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: true });
+    assertDataBeatsFilter(joint.report);
+    assert.equal(joint.report.images.fit, FIT_IMAGES);
+    assert.equal(joint.report.images.holdout, HELD_OUT);
+    assert.ok(joint.report.accuracy && joint.report.accuracy.labeled === HELD_OUT);
+  });
+
+  test('scheme 2: joint beats non-joint on the last replaced layer', async () => {
+    nonJoint = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: false });
+    assertDataBeatsFilter(nonJoint.report);
+    const last = (r: ReconstructReport) => r.layers[r.layers.length - 1].dataError.data;
+    assert.ok(last(joint.report) < last(nonJoint.report), `conv3: joint ${last(joint.report)} vs non-joint ${last(nonJoint.report)}`);
+    // Both start from the same filter reconstruction.
+    assert.equal(joint.report.layers[1].dataError.filter, nonJoint.report.layers[1].dataError.filter);
+  });
+
+  test('the same seed gives identical results', async () => {
+    const again = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: true });
+    assert.deepEqual(again.report.layers.map((l) => [l.fitError, l.dataError]), joint.report.layers.map((l) => [l.fitError, l.dataError]));
+    assert.deepEqual(again.report.accuracy, joint.report.accuracy);
+    assert.deepEqual(again.weights, joint.weights);
+  });
+
+  test('scheme 1 (per-channel): lowers the held-out output error of every replaced layer', async () => {
+    const run = await reconstruct(SCHEME1, new Map([['conv2', 2], ['conv3', 2]]), { iterations: 30 });
+    assertDataBeatsFilter(run.report);
+  });
+
+  test('scheme 1 separable: lowers the held-out output error of every replaced layer', async () => {
+    const run = await reconstruct(SEPARABLE, new Map([['conv2', 3], ['conv3', 3]]), { iterations: 30 });
+    assertDataBeatsFilter(run.report);
+  });
+});
+
+// ---- the CLI: reports and bad image input ----------------------------------------------------------
+
+describe('compress --data (CLI)', () => {
+  const dirs: string[] = [];
+  const temp = () => {
+    const d = tempDir();
+    dirs.push(d);
+    return d;
+  };
+  after(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
+  /** A folder with `n` copies of fixture images per class (`classes` classes). */
+  const imageFolder = (n: number, classes = 2): string => {
+    const dir = temp();
+    for (const cls of fs.readdirSync(FASHION_TRAIN).sort().slice(0, classes)) {
+      fs.mkdirSync(path.join(dir, cls));
+      for (const f of fs.readdirSync(path.join(FASHION_TRAIN, cls)).sort().slice(0, n)) {
+        fs.copyFileSync(path.join(FASHION_TRAIN, cls, f), path.join(dir, cls, f));
+      }
+    }
+    return dir;
+  };
+  const cheap = ['--layers', 'conv3', '--rank', '8', '--iterations', '5', '--batch', '8'];
+
+  test('--json: per-layer dataError and fitError, top-level accuracy, every existing field kept; nothing else on stdout', () => {
+    const data = imageFolder(6, 3);
+    const run = runCli(['compress', CHARCNN, ...cheap, '--out', path.join(temp(), 'out'), '--data', data, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(run.stdout);
+    for (const key of ['backend', 'input', 'output', 'scheme', 'totalMacsBefore', 'totalMacsAfter', 'theoreticalSpeedup', 'layers', 'skipped']) {
+      assert.ok(key in report, `missing ${key}`);
+    }
+    const layer = report.layers[0];
+    for (const key of ['name', 'rank', 'filterError', 'newLayers']) assert.ok(key in layer, `layer misses ${key}`);
+    assert.ok(layer.dataError.filter > 0 && layer.dataError.data > 0);
+    assert.deepEqual(Object.keys(report.accuracy).sort(), ['data', 'filter', 'original']);
+    assert.equal(report.dataReconstruction.images.fit + report.dataReconstruction.images.holdout, 18);
+    assert.match(run.stderr, /conv3: fitting/);
+  });
+
+  test('human report: two error columns and the accuracy line; plain progress lines when stderr is not a terminal', () => {
+    const data = imageFolder(5, 2);
+    const run = runCli(['compress', CHARCNN, ...cheap, '--out', path.join(temp(), 'out'), '--data', data, '--no-joint']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /output error: filter\s+data/);
+    assert.match(run.stdout, /top-1 accuracy on 2 held-out images: original [\d.]+%, filter reconstruction [\d.]+%, data reconstruction [\d.]+%/);
+    assert.match(run.stderr, /conv3: fitting: 5\/5 iterations in/);
+    assert.doesNotMatch(run.stderr, /\x1b\[/);
+  });
+
+  const bad: [string, () => string[], RegExp][] = [
+    ['an empty folder', () => ['--data', temp()], /holds no files/],
+    ['a folder of 1 image', () => ['--data', imageFolder(1, 1)], /only 1 image; data reconstruction needs at least 2/],
+    ['a folder of unreadable files only', () => {
+      const dir = temp();
+      for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(dir, `broken${i}.png`), 'not a png');
+      return ['--data', dir];
+    }, /0 readable fitting images \(of 2\); data reconstruction needs at least 2/],
+    ['--joint without --data', () => ['--joint'], /--joint applies to data reconstruction: give --data/],
+    ['--holdout out of range', () => ['--data', imageFolder(2), '--holdout', '1.5'], /--holdout 1.5: give a fraction between 0 and 1/],
+  ];
+  for (const [title, args, message] of bad) {
+    test(`bad input: ${title} → one-line error`, () => {
+      const run = runCli(['compress', CHARCNN, ...cheap, '--out', path.join(temp(), 'out'), ...args()]);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(errorLine(run), message);
+      assert.match(errorLine(run), /^lowrank: /);
+    });
+  }
+
+  test('corrupt files among good ones are skipped and counted; RGB images feed a grayscale model', async () => {
+    const data = imageFolder(4, 2);
+    const cls = fs.readdirSync(data)[0];
+    fs.writeFileSync(path.join(data, cls, 'zz-broken.png'), 'not a png');
+    const rgb = await sharp(path.join(FASHION_TRAIN, cls, fs.readdirSync(path.join(FASHION_TRAIN, cls))[10])).toColourspace('srgb').png().toBuffer();
+    fs.writeFileSync(path.join(data, cls, 'zz-rgb.png'), rgb);
+    const run = runCli(['compress', CHARCNN, ...cheap, '--out', path.join(temp(), 'out'), '--data', data, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /skipped 1 unreadable or non-image file \(zz-broken\.png\)/);
+    const report = JSON.parse(run.stdout);
+    assert.equal(report.dataReconstruction.images.skipped, 1);
+    assert.equal(report.dataReconstruction.images.fit + report.dataReconstruction.images.holdout, 9);
+  });
+
+  test('a model whose input is not 1 or 3 channels → one-line error', async () => {
+    const dir = temp();
+    const model = tf.sequential({
+      layers: [
+        tf.layers.conv2d({ inputShape: [12, 12, 2], filters: 8, kernelSize: 3, name: 'a' }),
+        tf.layers.conv2d({ filters: 8, kernelSize: 3, name: 'b' }),
+      ],
+    });
+    await saveModel(model, path.join(dir, 'two'));
+    const run = runCli(['compress', path.join(dir, 'two'), '--layers', 'b', '--rank', '2', '--out', path.join(dir, 'out'), '--data', imageFolder(2)]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(errorLine(run), /the model takes 2-channel input; images can feed 1- or 3-channel models only/);
+  });
+});
