@@ -19,10 +19,23 @@ export interface SymmetricEigenResult {
  * columns of `vectors` are the matching orthonormal eigenvectors.
  */
 export function symmetricEigen(a: Float64Array, n: number, wantVectors: boolean): SymmetricEigenResult {
+  return eigenFromTridiagonal(tridiagonalizeSymmetric(a, n), wantVectors);
+}
+
+/** Householder tridiagonal form of a symmetric matrix, reusable for values and/or vectors. */
+export interface TridiagonalForm {
+  n: number;
+  /** Reflectors below the sub-diagonal (row-major n×n work array). */
+  w: Float64Array;
+  tau: Float64Array;
+  d: Float64Array;
+  e: Float64Array;
+}
+
+/** Stage 1 of symmetricEigen: T = QᵀAQ (the two triangles of `a` are averaged; `a` is not modified). */
+export function tridiagonalizeSymmetric(a: Float64Array, n: number): TridiagonalForm {
   if (!Number.isInteger(n) || n < 0) throw new Error(`symmetricEigen: bad size ${n}`);
   if (a.length < n * n) throw new Error(`symmetricEigen: expected ${n * n} entries, got ${a.length}`);
-  if (n === 0) return { values: new Float64Array(0), vectors: wantVectors ? new Float64Array(0) : null };
-
   const w = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     const ri = i * n;
@@ -35,10 +48,18 @@ export function symmetricEigen(a: Float64Array, n: number, wantVectors: boolean)
   const d = new Float64Array(n);
   const e = new Float64Array(n);
   const tau = new Float64Array(n);
-  tridiagonalize(w, n, d, e, tau);
+  if (n > 0) tridiagonalize(w, n, d, e, tau);
+  return { n, w, tau, d, e };
+}
 
+/** Stage 2 of symmetricEigen: implicit QL on T (does not modify `t`); values descending. */
+export function eigenFromTridiagonal(t: TridiagonalForm, wantVectors: boolean): SymmetricEigenResult {
+  const n = t.n;
+  if (n === 0) return { values: new Float64Array(0), vectors: wantVectors ? new Float64Array(0) : null };
+  const d = Float64Array.from(t.d);
+  const e = Float64Array.from(t.e);
   let z: Float64Array | null = null;
-  if (wantVectors) z = accumulateQt(w, n, tau);
+  if (wantVectors) z = accumulateQt(t.w, n, t.tau);
   tridiagonalQL(d, e, n, z);
 
   // Sort descending.
@@ -56,11 +77,6 @@ export function symmetricEigen(a: Float64Array, n: number, wantVectors: boolean)
     }
   }
   return { values, vectors };
-}
-
-/** Eigenvalues only (descending) of a symmetric matrix; convenience wrapper. */
-export function symmetricEigenvalues(a: Float64Array, n: number): Float64Array {
-  return symmetricEigen(a, n, false).values;
 }
 
 /**
@@ -172,7 +188,23 @@ function accumulateQt(w: Float64Array, n: number, tau: Float64Array): Float64Arr
  */
 export function tridiagonalQL(d: Float64Array, e: Float64Array, n: number, z: Float64Array | null): void {
   if (n <= 1) return;
-  const e2 = new Float64Array(n); // work copy, shifted like EISPACK: e2[i] couples i-1 and i ... we use direct form
+  // Scale to O(1) so the plain √(x² + y²) below (much faster than Math.hypot) cannot overflow.
+  let big = 0;
+  for (let i = 0; i < n; i++) big = Math.max(big, Math.abs(d[i]), Math.abs(e[i]));
+  if (big === 0 || !Number.isFinite(big)) return;
+  const scaled = big > 1e100 || big < 1e-100;
+  if (scaled) {
+    for (let i = 0; i < n; i++) {
+      d[i] /= big;
+      e[i] /= big;
+    }
+  }
+  tql(d, e, n, z);
+  if (scaled) for (let i = 0; i < n; i++) d[i] *= big;
+}
+
+function tql(d: Float64Array, e: Float64Array, n: number, z: Float64Array | null): void {
+  const e2 = new Float64Array(n); // work copy: e2[i] couples i and i+1, e2[n-1] = 0
   for (let i = 0; i < n - 1; i++) e2[i] = e[i];
   e2[n - 1] = 0;
   const eps = 2.220446049250313e-16;
@@ -192,7 +224,7 @@ export function tridiagonalQL(d: Float64Array, e: Float64Array, n: number, z: Fl
         if (++iter > 60) throw new Error('tridiagonalQL: no convergence');
         let g = d[l];
         let p = (d[l + 1] - g) / (2 * e2[l]);
-        let r = Math.hypot(p, 1);
+        let r = Math.sqrt(p * p + 1);
         if (p < 0) r = -r;
         d[l] = e2[l] / (p + r);
         d[l + 1] = e2[l] * (p + r);
@@ -213,7 +245,7 @@ export function tridiagonalQL(d: Float64Array, e: Float64Array, n: number, z: Fl
           s2 = s;
           g = c * e2[i];
           h = c * p;
-          r = Math.hypot(p, e2[i]);
+          r = Math.sqrt(p * p + e2[i] * e2[i]);
           e2[i + 1] = s * r;
           s = e2[i] / r;
           c = p / r;
@@ -238,36 +270,6 @@ export function tridiagonalQL(d: Float64Array, e: Float64Array, n: number, z: Fl
     d[l] = d[l] + f;
     e2[l] = 0;
   }
-}
-
-/**
- * Cholesky factorisation M = R ᵀR of a symmetric positive definite k×k row-major matrix; returns the
- * upper-triangular R (row-major, zeros below) or null if a pivot is not positive.
- */
-export function cholesky(m: Float64Array, k: number): Float64Array | null {
-  const r = new Float64Array(k * k);
-  for (let j = 0; j < k; j++) {
-    // R[j][j..] from row j of M minus contributions of rows < j of R (column-oriented in R ᵀ).
-    let djj = m[j * k + j];
-    for (let p = 0; p < j; p++) {
-      const x = r[p * k + j];
-      djj -= x * x;
-    }
-    if (!(djj > 0)) return null;
-    const rjj = Math.sqrt(djj);
-    r[j * k + j] = rjj;
-    const inv = 1 / rjj;
-    const rowj = j * k;
-    for (let c = j + 1; c < k; c++) r[rowj + c] = m[rowj + c];
-    for (let p = 0; p < j; p++) {
-      const rp = p * k;
-      const x = r[rp + j];
-      if (x === 0) continue;
-      for (let c = j + 1; c < k; c++) r[rowj + c] -= x * r[rp + c];
-    }
-    for (let c = j + 1; c < k; c++) r[rowj + c] *= inv;
-  }
-  return r;
 }
 
 /** Inverse of an upper-triangular k×k row-major matrix (returned upper triangular, row-major). */

@@ -3,77 +3,188 @@
 //
 // For every panel of b columns: QR of the panel (JS, float64) gives Q = I − V T Vᵀ, and the
 // trailing matrix becomes Qᵀ A Q = A − W Vᵀ − V Wᵀ with X = A V T, W = X − ½ V (Tᵀ Vᵀ X)
-// (one r×r·r×b product and one r×2b·2b×r product per panel, ≈ 2n³ flops in total).
+// (an r×r·r×b product per panel and an r×2s·2s×r update per group of panels, ≈ 2n³ flops).
+// tf.slice on the wasm backend copies its whole input first, so slicing once per group matters.
 import * as tf from '@tensorflow/tfjs';
 import { allocBand } from './band.js';
 import { take } from './tfmat.js';
 
+/** Panels per trailing update: the update becomes one rank-2·PANELS·b product (better XNNPACK
+ *  efficiency than rank 2b) and the trailing matrix is sliced/rewritten 1/PANELS as often. */
+const PANELS = 8;
+
 /**
  * Reduces the symmetric n×n float32 tensor `g` (not disposed) to a band matrix with bandwidth b,
  * returned in the lower band storage of band.ts (ld = 2b + 1, room for bulge chasing).
+ *
+ * Two-level blocking (as LAPACK's latrd does for one-stage tridiagonalisation): within a group of
+ * PANELS panels the trailing matrix A is not updated; panel p works with
+ * A_p = A − W_acc V_accᵀ − V_acc W_accᵀ (the group's earlier panels) applied implicitly through
+ * skinny products, and the group's update is applied once at the end.
  */
 export function denseToBand(g: tf.Tensor2D, n: number, b: number): { ab: Float64Array; ld: number } {
   const { ab, ld } = allocBand(n, b);
   let a: tf.Tensor2D = g;
-  let c0 = 0;
+  let c0 = 0; // global index of the current trailing matrix's first row/column
   try {
-    for (;;) {
+    while (c0 < n) {
       const r = n - c0;
-      const nb = Math.min(b, r);
-      // Top block rows [0, nb) of the current trailing matrix: diagonal block + panel (transposed).
-      const top = r === nb ? (a.dataSync() as Float32Array) : take(a.slice([0, 0], [nb, r]));
-      for (let q = 0; q < nb; q++) {
-        for (let p = q; p < nb; p++) ab[(c0 + q) * ld + (p - q)] = top[p * r + q];
+      const span = Math.min(PANELS * b, r);
+      const topRows = take(r === span ? a.clone() : a.slice([0, 0], [span, r])); // rows 0..span of A
+      // Group accumulators: column j of W_acc/V_acc (r rows, zero above its panel's trailing start).
+      const sMax = span;
+      const wa = new Float32Array(r * sMax);
+      const va = new Float32Array(r * sMax);
+      const wat = new Float32Array(sMax * r);
+      const vat = new Float32Array(sMax * r);
+      let s = 0;
+      let o = 0; // local offset of the current panel
+      let finished = false;
+      while (o < span) {
+        const w = Math.min(b, r - o);
+        const t = o + w; // first row of the panel's trailing part
+        const rp = r - t;
+        // Current columns o..o+w of A_p, rows o..r (from the symmetric top rows, corrected).
+        const cols = new Float64Array((r - o) * w); // row-major (r−o)×w
+        for (let i = o; i < r; i++) for (let j = 0; j < w; j++) cols[(i - o) * w + j] = topRows[(o + j) * r + i];
+        if (s > 0) {
+          const corr = pendingColumns(wa, va, r, sMax, o, w);
+          for (let i = o; i < r; i++) for (let j = 0; j < w; j++) cols[(i - o) * w + j] -= corr[i * w + j];
+        }
+        for (let q = 0; q < w; q++) for (let p = q; p < w; p++) ab[(c0 + o + q) * ld + (p - q)] = cols[p * w + q];
+        if (rp === 0) {
+          finished = true;
+          break;
+        }
+        const kk = Math.min(w, rp);
+        const pt = new Float64Array(w * rp);
+        for (let q = 0; q < w; q++) for (let i = 0; i < rp; i++) pt[q * rp + i] = cols[(w + i) * w + q];
+        const tau = new Float64Array(kk);
+        panelQR(pt, w, rp, kk, tau);
+        for (let q = 0; q < w; q++) {
+          const pmax = Math.min(q, kk - 1);
+          for (let p = 0; p <= pmax; p++) ab[(c0 + o + q) * ld + (w + p - q)] = pt[q * rp + p];
+        }
+        // V padded to r rows (zeros above t), and Vᵀ.
+        const vPad = new Float32Array(r * kk);
+        const vtPad = new Float32Array(kk * r);
+        for (let q = 0; q < kk; q++) {
+          const row = q * rp;
+          vPad[(t + q) * kk + q] = 1;
+          vtPad[q * r + t + q] = 1;
+          for (let i = q + 1; i < rp; i++) {
+            const x = pt[row + i];
+            vPad[(t + i) * kk + q] = x;
+            vtPad[q * r + t + i] = x;
+          }
+        }
+        const tm = formT(vtPad, kk, r, tau, t);
+        const wPad = computeW(a, wa, va, wat, vat, r, sMax, s, vPad, vtPad, tm, kk, t);
+        for (let i = t; i < r; i++) {
+          for (let j = 0; j < kk; j++) {
+            const wv = wPad[i * kk + j];
+            const vv = vPad[i * kk + j];
+            wa[i * sMax + s + j] = wv;
+            va[i * sMax + s + j] = vv;
+            wat[(s + j) * r + i] = wv;
+            vat[(s + j) * r + i] = vv;
+          }
+        }
+        s += kk;
+        o = t;
       }
-      if (r === nb) break;
-      const rp = r - nb; // rows of the panel
-      const kk = Math.min(nb, rp); // number of reflectors
-      // pt: kk... we keep all nb panel columns as rows of a nb×rp matrix (column q of the panel).
-      const pt = new Float64Array(nb * rp);
-      for (let q = 0; q < nb; q++) {
-        const src = q * r + nb;
-        const dst = q * rp;
-        for (let i = 0; i < rp; i++) pt[dst + i] = top[src + i];
-      }
-      const tau = new Float64Array(kk);
-      panelQR(pt, nb, rp, kk, tau);
-      // R (upper trapezoidal, kk×nb) is in pt[q*rp + p] for p ≤ q, p < kk; it is the sub-diagonal block.
-      for (let q = 0; q < nb; q++) {
-        const pmax = Math.min(q, kk - 1);
-        for (let p = 0; p <= pmax; p++) {
-          // global row c0+nb+p, column c0+q
-          ab[(c0 + q) * ld + (nb + p - q)] = pt[q * rp + p];
+      if (finished) break;
+      // Apply the group's update to the trailing part beyond o: A ← A[o:, o:] − [W V]·[V W]ᵀ.
+      const r2 = r - o;
+      const left = new Float32Array(r2 * 2 * s);
+      const right = new Float32Array(2 * s * r2);
+      for (let i = 0; i < r2; i++) {
+        const src = (o + i) * sMax;
+        const dst = i * 2 * s;
+        for (let j = 0; j < s; j++) {
+          left[dst + j] = wa[src + j];
+          left[dst + s + j] = va[src + j];
         }
       }
-      // VT (kk×rp): row q = v_q (zeros before q, 1 at q).
-      const vt = new Float32Array(kk * rp);
-      for (let q = 0; q < kk; q++) {
-        const row = q * rp;
-        vt[row + q] = 1;
-        for (let i = q + 1; i < rp; i++) vt[row + i] = pt[row + i];
+      for (let j = 0; j < s; j++) {
+        right.set(vat.subarray(j * r + o, (j + 1) * r), j * r2);
+        right.set(wat.subarray(j * r + o, (j + 1) * r), (s + j) * r2);
       }
-      const t = formT(vt, kk, rp, tau);
-      const next = tf.tidy(() => {
-        const tv = tf.tensor2d(vt, [kk, rp]);
-        const v = tv.transpose() as tf.Tensor2D; // rp×kk
-        const tt = tf.tensor2d(t, [kk, kk]);
-        const ttT = tt.transpose() as tf.Tensor2D;
-        const a22 = a.slice([nb, nb], [rp, rp]);
-        const x = tf.matMul(tf.matMul(a22, v), tt); // A V T
-        const m = tf.matMul(ttT, tf.matMul(tv, x)); // Tᵀ Vᵀ X
-        const w = tf.sub(x, tf.mul(tf.matMul(v, m), 0.5)) as tf.Tensor2D;
-        const left = tf.concat([w, v], 1); // rp×2kk
-        const right = tf.concat([tv, w.transpose()], 0); // 2kk×rp
-        return tf.sub(a22, tf.matMul(left, right)) as tf.Tensor2D;
-      });
-      if (a !== g) a.dispose();
-      a = next;
-      c0 += nb;
+      const prev = a;
+      a = tf.tidy(() => tf.sub(prev.slice([o, o], [r2, r2]), tf.matMul(tf.tensor2d(left, [r2, 2 * s]), tf.tensor2d(right, [2 * s, r2]))) as tf.Tensor2D);
+      if (prev !== g) prev.dispose();
+      c0 += o;
     }
   } finally {
     if (a !== g) a.dispose();
   }
   return { ab, ld };
+}
+
+/**
+ * W_acc V_accᵀ + V_acc W_accᵀ restricted to columns o..o+w−1 (all r rows, row-major r×w): the
+ * part of the pending group update that the next panel's columns need.
+ */
+function pendingColumns(wa: Float32Array, va: Float32Array, r: number, sMax: number, o: number, w: number): Float32Array {
+  // V_acc[cols]ᵀ and W_acc[cols]ᵀ (sMax×w) from rows o..o+w of the accumulators.
+  const vc = new Float32Array(sMax * w);
+  const wc = new Float32Array(sMax * w);
+  for (let c = 0; c < w; c++) {
+    for (let j = 0; j < sMax; j++) {
+      vc[j * w + c] = va[(o + c) * sMax + j];
+      wc[j * w + c] = wa[(o + c) * sMax + j];
+    }
+  }
+  return take(
+    tf.tidy(() =>
+      tf.add(
+        tf.matMul(tf.tensor2d(wa, [r, sMax]), tf.tensor2d(vc, [sMax, w])),
+        tf.matMul(tf.tensor2d(va, [r, sMax]), tf.tensor2d(wc, [sMax, w])),
+      ),
+    ),
+  );
+}
+
+/**
+ * W = X − ½ V (Tᵀ Vᵀ X) with X = A_p V T, where A_p = A − W_acc V_accᵀ − V_acc W_accᵀ is applied
+ * implicitly: A_p V = A V − W_acc (V_accᵀ V) − V_acc (W_accᵀ V). Returns W padded to r rows.
+ */
+function computeW(
+  a: tf.Tensor2D,
+  wa: Float32Array,
+  va: Float32Array,
+  wat: Float32Array,
+  vat: Float32Array,
+  r: number,
+  sMax: number,
+  s: number,
+  vPad: Float32Array,
+  vtPad: Float32Array,
+  tm: Float32Array,
+  kk: number,
+  t: number,
+): Float32Array {
+  const w = take(
+    tf.tidy(() => {
+      const v = tf.tensor2d(vPad, [r, kk]);
+      const vt = tf.tensor2d(vtPad, [kk, r]);
+      const tt = tf.tensor2d(tm, [kk, kk]);
+      let av = tf.matMul(a, v);
+      if (s > 0) {
+        const corr = tf.add(
+          tf.matMul(tf.tensor2d(wa, [r, sMax]), tf.matMul(tf.tensor2d(vat, [sMax, r]), v)),
+          tf.matMul(tf.tensor2d(va, [r, sMax]), tf.matMul(tf.tensor2d(wat, [sMax, r]), v)),
+        );
+        av = tf.sub(av, corr);
+      }
+      const x = tf.matMul(av, tt); // A_p V T (rows < t are not used: V is zero there)
+      const m = tf.matMul(tf.transpose(tt), tf.matMul(vt, x)); // Tᵀ Vᵀ X
+      return tf.sub(x, tf.mul(tf.matMul(v, m), 0.5));
+    }),
+  );
+  // Rows above t are not part of the trailing block.
+  w.fill(0, 0, t * kk);
+  return w;
 }
 
 /**
@@ -111,20 +222,23 @@ function panelQR(pt: Float64Array, nb: number, rp: number, kk: number, tau: Floa
   }
 }
 
-/** Upper-triangular T (kk×kk, row-major) with H_0 H_1 ⋯ H_{kk-1} = I − V T Vᵀ (LAPACK dlarft). */
-function formT(vt: Float32Array, kk: number, rp: number, tau: Float64Array): Float32Array {
+/**
+ * Upper-triangular T (kk×kk, row-major) with H_0 H_1 ⋯ H_{kk-1} = I − V T Vᵀ (LAPACK dlarft);
+ * row q of vt (kk×len) is v_q, whose first nonzero (= 1) is at column off + q.
+ */
+function formT(vt: Float32Array, kk: number, len: number, tau: Float64Array, off: number): Float32Array {
   const t = new Float64Array(kk * kk);
   const z = new Float64Array(kk);
   for (let j = 0; j < kk; j++) {
     const tj = tau[j];
     t[j * kk + j] = tj;
     if (tj === 0) continue;
-    const vj = j * rp;
-    // z[i] = v_iᵀ v_j for i < j (overlap starts at j where v_j[j] = 1).
+    const vj = j * len;
+    // z[i] = v_iᵀ v_j for i < j (overlap starts at off + j where v_j has its leading 1).
     for (let i = 0; i < j; i++) {
-      const vi = i * rp;
+      const vi = i * len;
       let s = 0;
-      for (let p = j; p < rp; p++) s += vt[vi + p] * vt[vj + p];
+      for (let p = off + j; p < len; p++) s += vt[vi + p] * vt[vj + p];
       z[i] = s;
     }
     // T[0:j, j] = −τ_j T[0:j, 0:j] z

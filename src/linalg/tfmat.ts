@@ -3,12 +3,6 @@
 // magnitude slower than the plain product (no XNNPACK path), so callers transpose explicitly.
 import * as tf from '@tensorflow/tfjs';
 
-/** Uploads a row-major rows×cols matrix (float64 input is rounded to float32). */
-export function upload(data: Float32Array | Float64Array, rows: number, cols: number): tf.Tensor2D {
-  const f32 = data instanceof Float32Array ? data : Float32Array.from(data.subarray(0, rows * cols));
-  return tf.tensor2d(f32.length === rows * cols ? f32 : f32.subarray(0, rows * cols), [rows, cols], 'float32');
-}
-
 /** Synchronously reads a tensor's values (a copy) and disposes the tensor. */
 export function take(t: tf.Tensor): Float32Array {
   const d = t.dataSync() as Float32Array;
@@ -19,23 +13,6 @@ export function take(t: tf.Tensor): Float32Array {
 /** Row-major transpose of a rows×cols matrix (cache-blocked). */
 export function transposeF32(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
-  const B = 32;
-  for (let r0 = 0; r0 < rows; r0 += B) {
-    const r1 = Math.min(rows, r0 + B);
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      const c1 = Math.min(cols, c0 + B);
-      for (let r = r0; r < r1; r++) {
-        const src = r * cols;
-        for (let c = c0; c < c1; c++) out[c * rows + r] = a[src + c];
-      }
-    }
-  }
-  return out;
-}
-
-/** Row-major transpose into float64. */
-export function transposeF64(a: ArrayLike<number>, rows: number, cols: number): Float64Array {
-  const out = new Float64Array(rows * cols);
   const B = 32;
   for (let r0 = 0; r0 < rows; r0 += B) {
     const r1 = Math.min(rows, r0 + B);

@@ -1,0 +1,39 @@
+/**
+ * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct` (default: all).
+ */
+import * as path from 'node:path';
+import { ROOT, heading, markdownTable, timeCli } from './common.js';
+import { runLinalgBench } from './linalg.js';
+import { runReconstructBench } from './reconstruct.js';
+import { runSpeedBench } from './speed.js';
+import { runVggBench } from './vgg.js';
+
+/** `lowrank inspect` on the bundled fixture, wall time including Node start-up. */
+async function runCliBench(): Promise<void> {
+  heading('inspect on the bundled fixture (wall time including Node start-up)');
+  const fixture = path.join(ROOT, 'fixtures', 'charcnn', 'model.json');
+  const runs = [0, 1, 2].map(() => timeCli(['--backend', 'wasm', 'inspect', fixture]));
+  const walls = runs.map((r) => r.wallMs / 1000).sort((a, b) => a - b);
+  markdownTable(['task', 'median wall (s)', 'target (s)', 'peak RSS (MiB)'], [
+    ['inspect fixtures/charcnn (with energy ranks)', walls[1].toFixed(2), '< 3', Math.max(...runs.map((r) => r.maxRssMiB)).toFixed(0)],
+  ]);
+}
+
+const SECTIONS: Record<string, () => Promise<void>> = {
+  cli: runCliBench,
+  linalg: runLinalgBench,
+  vgg: runVggBench,
+  speed: () => runSpeedBench(4.5),
+  reconstruct: runReconstructBench,
+};
+
+const chosen = process.argv.slice(2);
+for (const name of chosen.length ? chosen : Object.keys(SECTIONS)) {
+  const section = SECTIONS[name];
+  if (!section) {
+    console.error(`unknown section '${name}': choose from ${Object.keys(SECTIONS).join(', ')}`);
+    process.exit(2);
+  }
+  await section();
+}

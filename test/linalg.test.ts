@@ -1,0 +1,366 @@
+// Tests for src/linalg against ml-matrix (float64) as the exact oracle.
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { EigenvalueDecomposition, Matrix, SingularValueDecomposition } from 'ml-matrix';
+import { symmetricEigen } from '../src/linalg/eigen.js';
+import { squaredSingularValues, truncatedSvd } from '../src/linalg/svd.js';
+import { Rng } from '../src/linalg/rng.js';
+
+before(async () => {
+  await tf.setBackend('wasm');
+  await tf.ready();
+});
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+function randomSymmetric(n: number, rng: Rng): Float64Array {
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      const x = rng.gaussian();
+      a[i * n + j] = x;
+      a[j * n + i] = x;
+    }
+  }
+  return a;
+}
+
+/** Q·diag(λ)·Qᵀ with a random orthogonal Q (Gram–Schmidt of a Gaussian matrix). */
+function symmetricWithSpectrum(lambda: number[], rng: Rng): Float64Array {
+  const n = lambda.length;
+  const q = orthonormalColumns(n, n, rng);
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < n; p++) s += q[i * n + p] * lambda[p] * q[j * n + p];
+      a[i * n + j] = s;
+    }
+  }
+  return a;
+}
+
+/** rows×cols with orthonormal columns (float64 Gram–Schmidt, two passes). */
+function orthonormalColumns(rows: number, cols: number, rng: Rng): Float64Array {
+  const qt = new Float64Array(cols * rows);
+  for (let j = 0; j < cols; j++) {
+    const v = qt.subarray(j * rows, (j + 1) * rows);
+    for (let i = 0; i < rows; i++) v[i] = rng.gaussian();
+    for (let pass = 0; pass < 2; pass++) {
+      for (let p = 0; p < j; p++) {
+        const w = qt.subarray(p * rows, (p + 1) * rows);
+        let d = 0;
+        for (let i = 0; i < rows; i++) d += w[i] * v[i];
+        for (let i = 0; i < rows; i++) v[i] -= d * w[i];
+      }
+    }
+    let nr = 0;
+    for (let i = 0; i < rows; i++) nr += v[i] * v[i];
+    nr = Math.sqrt(nr);
+    for (let i = 0; i < rows; i++) v[i] /= nr;
+  }
+  const q = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) q[i * cols + j] = qt[j * rows + i];
+  return q;
+}
+
+/**
+ * rows×r with exactly orthonormal columns, cheap at any size: r distinct columns of the orthonormal
+ * DCT-II matrix with random row signs (dense, delocalised, orthogonal to float64 precision).
+ */
+function dctColumns(rows: number, r: number, rng: Rng): Float64Array {
+  const freq = Array.from({ length: rows }, (_, i) => i);
+  for (let i = rows - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [freq[i], freq[j]] = [freq[j], freq[i]];
+  }
+  const sign = Array.from({ length: rows }, () => (rng.uniform() < 0.5 ? -1 : 1));
+  const f = new Float64Array(rows * r);
+  for (let p = 0; p < r; p++) {
+    const k = freq[p];
+    const c = Math.sqrt((k === 0 ? 1 : 2) / rows);
+    for (let i = 0; i < rows; i++) f[i * r + p] = sign[i] * c * Math.cos((Math.PI * (2 * i + 1) * k) / (2 * rows));
+  }
+  return f;
+}
+
+interface Built {
+  a: Float32Array;
+  /** ‖A_float32 − A_float64‖_F: by Weyl/Mirsky, the float32 matrix's singular values and
+   *  Eckart–Young errors are within this of the constructed ones. */
+  rounding: number;
+}
+
+/** A = U·diag(σ)·Vᵀ (float64, then rounded to float32) with exactly orthonormal DCT factors. */
+function withSpectrum(m: number, n: number, sigma: number[], rng: Rng): Built {
+  const r = sigma.length;
+  const u = dctColumns(m, r, rng);
+  const v = dctColumns(n, r, rng);
+  const a = new Float32Array(m * n);
+  const row = new Float64Array(n);
+  let rounding = 0;
+  for (let i = 0; i < m; i++) {
+    row.fill(0);
+    for (let p = 0; p < r; p++) {
+      const c = u[i * r + p] * sigma[p];
+      for (let j = 0; j < n; j++) row[j] += c * v[j * r + p];
+    }
+    for (let j = 0; j < n; j++) {
+      a[i * n + j] = row[j];
+      const d = a[i * n + j] - row[j];
+      rounding += d * d;
+    }
+  }
+  return { a, rounding: Math.sqrt(rounding) };
+}
+
+function toMatrix(a: ArrayLike<number>, m: number, n: number): Matrix {
+  const x = new Matrix(m, n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) x.set(i, j, a[i * n + j]);
+  return x;
+}
+
+/** Oracle singular values (descending) of the float32 matrix, via ml-matrix in float64. */
+function oracleSingularValues(a: Float32Array, m: number, n: number): number[] {
+  const svd = new SingularValueDecomposition(toMatrix(a, m, n), { computeLeftSingularVectors: false, computeRightSingularVectors: false, autoTranspose: true });
+  return Array.from(svd.diagonal).sort((x, y) => y - x);
+}
+
+function frobenius(a: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * a[i];
+  return Math.sqrt(s);
+}
+
+/**
+ * ‖A − U·diag(s)·Vᵀ‖_F: float64 JS for small problems; for large ones the product is formed with a
+ * float32 tf.matMul (error ≈ 1e-7·‖A‖, far inside the tolerances used below) and summed in float64.
+ */
+function residual(a: Float32Array, m: number, n: number, u: Float32Array, s: Float64Array, v: Float32Array, k: number): number {
+  if (m * n * k > 3e7) {
+    const us = new Float32Array(m * k);
+    for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) us[i * k + p] = u[i * k + p] * s[p];
+    const vt = new Float32Array(k * n);
+    for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) vt[p * n + j] = v[j * k + p];
+    const r = tf.tidy(() => tf.sub(tf.tensor2d(a, [m, n]), tf.matMul(tf.tensor2d(us, [m, k]), tf.tensor2d(vt, [k, n]))));
+    const d = r.dataSync();
+    r.dispose();
+    return frobenius(d);
+  }
+  let total = 0;
+  const row = new Float64Array(n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) row[j] = a[i * n + j];
+    for (let p = 0; p < k; p++) {
+      const c = u[i * k + p] * s[p];
+      if (c === 0) continue;
+      for (let j = 0; j < n; j++) row[j] -= c * v[j * k + p];
+    }
+    for (let j = 0; j < n; j++) total += row[j] * row[j];
+  }
+  return Math.sqrt(total);
+}
+
+/** max |XᵀX − I| for a rows×k row-major matrix (large ones via a float32 tf.matMul). */
+function orthonormalityError(x: ArrayLike<number>, rows: number, k: number): number {
+  let g: ArrayLike<number>;
+  if (rows * k * k > 3e7) {
+    const xt = new Float32Array(k * rows);
+    for (let i = 0; i < rows; i++) for (let p = 0; p < k; p++) xt[p * rows + i] = x[i * k + p];
+    const t = tf.tidy(() => tf.matMul(tf.tensor2d(xt, [k, rows]), tf.tensor2d(Float32Array.from(x), [rows, k])));
+    g = t.dataSync();
+    t.dispose();
+  } else {
+    const acc = new Float64Array(k * k);
+    for (let i = 0; i < rows; i++) {
+      for (let p = 0; p < k; p++) {
+        const xp = x[i * k + p];
+        if (xp === 0) continue;
+        for (let q = p; q < k; q++) acc[p * k + q] += xp * x[i * k + q];
+      }
+    }
+    for (let p = 0; p < k; p++) for (let q = 0; q < p; q++) acc[p * k + q] = acc[q * k + p];
+    g = acc;
+  }
+  let worst = 0;
+  for (let p = 0; p < k; p++) for (let q = 0; q < k; q++) worst = Math.max(worst, Math.abs(g[p * k + q] - (p === q ? 1 : 0)));
+  return worst;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('symmetricEigen', () => {
+  const rng = new Rng(11);
+  const cases: { name: string; n: number; a: () => Float64Array }[] = [
+    { name: 'n=1', n: 1, a: () => Float64Array.of(-2.5) },
+    { name: 'n=2', n: 2, a: () => randomSymmetric(2, rng) },
+    { name: 'n=7', n: 7, a: () => randomSymmetric(7, rng) },
+    { name: 'n=60', n: 60, a: () => randomSymmetric(60, rng) },
+    { name: 'n=200', n: 200, a: () => randomSymmetric(200, rng) },
+    { name: 'repeated eigenvalues (n=40)', n: 40, a: () => symmetricWithSpectrum(Array.from({ length: 40 }, (_, i) => [3, 3, 3, -1, -1, 0.5][i % 6]), rng) },
+    {
+      name: 'rank-deficient (n=50, rank 12)',
+      n: 50,
+      a: () => {
+        const b = new Float64Array(50 * 12).map(() => rng.gaussian());
+        const a = new Float64Array(50 * 50);
+        for (let i = 0; i < 50; i++) for (let j = 0; j < 50; j++) for (let p = 0; p < 12; p++) a[i * 50 + j] += b[i * 12 + p] * b[j * 12 + p];
+        return a;
+      },
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const n = c.n;
+      const a = c.a();
+      const { values, vectors } = symmetricEigen(a, n, true);
+      assert.ok(vectors);
+      const scale = Math.max(1, ...Array.from(values, Math.abs));
+      // values vs ml-matrix, both sorted descending
+      const oracle = Array.from(new EigenvalueDecomposition(toMatrix(a, n, n), { assumeSymmetric: true }).realEigenvalues).sort((x, y) => y - x);
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(values[i] - oracle[i]) <= 1e-12 * scale, `λ${i}: ${values[i]} vs ${oracle[i]}`);
+      for (let i = 1; i < n; i++) assert.ok(values[i] <= values[i - 1]);
+      // A·v = λ·v
+      for (let j = 0; j < n; j++) {
+        let worst = 0;
+        for (let i = 0; i < n; i++) {
+          let s = 0;
+          for (let p = 0; p < n; p++) s += a[i * n + p] * vectors[p * n + j];
+          worst = Math.max(worst, Math.abs(s - values[j] * vectors[i * n + j]));
+        }
+        assert.ok(worst <= 1e-11 * scale, `residual of pair ${j}: ${worst}`);
+      }
+      assert.ok(orthonormalityError(vectors, n, n) <= 1e-12);
+      // values-only path agrees
+      const only = symmetricEigen(a, n, false);
+      assert.equal(only.vectors, null);
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(only.values[i] - values[i]) <= 1e-13 * scale);
+    });
+  }
+});
+
+describe('squaredSingularValues', () => {
+  const rng = new Rng(22);
+  const gaussian = (m: number, n: number): Float32Array => Float32Array.from({ length: m * n }, () => rng.gaussian());
+  const lowRank = (m: number, n: number, r: number): Float32Array => {
+    const b = gaussian(m, r);
+    const c = gaussian(r, n);
+    const a = new Float32Array(m * n);
+    for (let i = 0; i < m; i++) for (let p = 0; p < r; p++) for (let j = 0; j < n; j++) a[i * n + j] += b[i * r + p] * c[p * n + j];
+    return a;
+  };
+  const cases: { name: string; m: number; n: number; a: () => Float32Array }[] = [
+    { name: 'tall 120×40', m: 120, n: 40, a: () => gaussian(120, 40) },
+    { name: 'wide 300×700 (two-stage path)', m: 300, n: 700, a: () => gaussian(300, 700) },
+    { name: 'tall 700×300 (two-stage path)', m: 700, n: 300, a: () => gaussian(700, 300) },
+    { name: 'square 400×400', m: 400, n: 400, a: () => gaussian(400, 400) },
+    { name: 'rank-deficient 350×500, rank 60', m: 350, n: 500, a: () => lowRank(350, 500, 60) },
+    { name: 'tiny 3×5', m: 3, n: 5, a: () => gaussian(3, 5) },
+  ];
+  for (const c of cases) {
+    test(`${c.name}: σ² match the oracle (relative to σ₁²: 1e-5), no tensor leak`, () => {
+      const a = c.a();
+      const before = tf.memory().numTensors;
+      const got = squaredSingularValues(a, c.m, c.n);
+      assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+      assert.equal(got.length, Math.min(c.m, c.n));
+      const oracle = oracleSingularValues(a, c.m, c.n).map((x) => x * x);
+      const scale = oracle[0];
+      for (let i = 0; i < oracle.length; i++) {
+        assert.ok(Math.abs(got[i] - oracle[i]) <= 1e-5 * scale, `σ²[${i}]: ${got[i]} vs ${oracle[i]}`);
+      }
+      for (let i = 1; i < got.length; i++) assert.ok(got[i] <= got[i - 1]);
+    });
+  }
+});
+
+describe('truncatedSvd', () => {
+  interface Case {
+    name: string;
+    m: number;
+    n: number;
+    sigma: number[];
+    ks: number[];
+    /** use ml-matrix's SVD of the float32 matrix as the oracle (else: the constructed spectrum) */
+    mlOracle: boolean;
+  }
+  const decay = (r: number, q: number): number[] => Array.from({ length: r }, (_, i) => Math.pow(q, i));
+  const cases: Case[] = [
+    // conv2 of the fixture reshaped: (C·3)×(3·N) = 432×1152, σᵢ = 0.9^i (full rank).
+    { name: '432×1152, σᵢ = 0.9^i', m: 432, n: 1152, sigma: decay(432, 0.9), ks: [1, 8, 50, 216, 432], mlOracle: true },
+    // slower decay, so that the error at larger k is still far above float32 resolution
+    { name: '432×1152, σᵢ = 0.99^i', m: 432, n: 1152, sigma: decay(432, 0.99), ks: [20, 100, 216], mlOracle: true },
+    // transposed shape takes the other Gram side
+    { name: '1152×432, σᵢ = 0.97^i', m: 1152, n: 432, sigma: decay(432, 0.97), ks: [5, 108], mlOracle: false },
+    // conv3 shape 1024×2048; rank 320 (σᵢ = 0.985^i), oracle = the constructed spectrum
+    { name: '1024×2048, rank 320, σᵢ = 0.985^i', m: 1024, n: 2048, sigma: decay(320, 0.985), ks: [1, 8, 512, 1024], mlOracle: false },
+  ];
+  const rng = new Rng(33);
+  for (const c of cases) {
+    describe(c.name, () => {
+      const built = withSpectrum(c.m, c.n, c.sigma, rng);
+      const { a } = built;
+      const normA = frobenius(a);
+      let exact: number[] | null = null;
+      const reference = (): number[] => {
+        if (!exact) {
+          const full = c.mlOracle ? oracleSingularValues(a, c.m, c.n) : [...c.sigma];
+          while (full.length < Math.min(c.m, c.n)) full.push(0);
+          exact = full;
+        }
+        return exact;
+      };
+      // Tolerance slack for the oracle itself (constructed spectra: float32 rounding of A).
+      const slack = c.mlOracle ? 1e-12 * normA : built.rounding;
+      for (const k of c.ks) {
+        test(`k = ${k}`, () => {
+          const sv = reference();
+          const before = tf.memory().numTensors;
+          const { u, s, v } = truncatedSvd(a, c.m, c.n, k);
+          assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+          assert.equal(u.length, c.m * k);
+          assert.equal(v.length, c.n * k);
+          assert.equal(s.length, k);
+          for (let i = 1; i < k; i++) assert.ok(s[i] <= s[i - 1] * (1 + 1e-12), 'σ descending');
+          // Eckart–Young: ‖A − UΣVᵀ‖ vs sqrt(Σ_{i≥k} σᵢ²). Relative 1e-4, plus an absolute floor for
+          // errors below what float32 factors can express (~1e-6·‖A‖) and the oracle's own slack.
+          let tail = 0;
+          for (let i = k; i < sv.length; i++) tail += sv[i] * sv[i];
+          const ey = Math.sqrt(tail);
+          const err = residual(a, c.m, c.n, u, s, v, k);
+          const tol = 1e-4 * ey + 2e-6 * normA + slack;
+          assert.ok(err <= ey + tol, `‖A − UΣVᵀ‖ = ${err}, Eckart–Young ${ey} (tol ${tol})`);
+          assert.ok(err >= ey - tol, `error below the optimum? ${err} < ${ey}`);
+          // singular values (relative to σ₁)
+          for (let i = 0; i < k; i++) assert.ok(Math.abs(s[i] - sv[i]) <= 2e-4 * sv[0] + slack, `σ${i}: ${s[i]} vs ${sv[i]}`);
+          const eu = orthonormalityError(u, c.m, k);
+          const ev = orthonormalityError(v, c.n, k);
+          assert.ok(eu <= 1e-5, `U not orthonormal: ${eu}`);
+          assert.ok(ev <= 1e-5, `V not orthonormal: ${ev}`);
+        });
+      }
+    });
+  }
+
+  test('k is clamped to min(m, n); k = 0 gives empty factors', () => {
+    const r = new Rng(5);
+    const a = Float32Array.from({ length: 6 * 4 }, () => r.gaussian());
+    const full = truncatedSvd(a, 6, 4, 10);
+    assert.equal(full.s.length, 4);
+    assert.ok(residual(a, 6, 4, full.u, full.s, full.v, 4) <= 1e-5 * frobenius(a));
+    const none = truncatedSvd(a, 6, 4, 0);
+    assert.equal(none.s.length, 0);
+  });
+
+  test('zero matrix', () => {
+    const a = new Float32Array(30 * 50);
+    const { u, s, v } = truncatedSvd(a, 30, 50, 5);
+    assert.deepEqual(Array.from(s), [0, 0, 0, 0, 0]);
+    assert.ok(orthonormalityError(u, 30, 5) <= 1e-5);
+    assert.ok(orthonormalityError(v, 50, 5) <= 1e-5);
+    assert.deepEqual(Array.from(squaredSingularValues(a, 30, 50)), new Array(30).fill(0));
+  });
+});
