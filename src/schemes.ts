@@ -71,19 +71,24 @@ function inherit(base: Record<string, any>): Record<string, any> {
   return out;
 }
 
+/** The config without undefined entries (a saved model may lack e.g. an initializer). */
+function defined(config: Record<string, any>): Record<string, any> {
+  return Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
+}
+
 function conv2dLayer(
   base: Record<string, any>, name: string, filters: number, kernel: [number, number], strides: [number, number],
   dilation: [number, number], useBias: boolean, activation: string | null, weights: WeightValue[],
 ): NewLayer {
   return {
     className: 'Conv2D',
-    config: {
+    config: defined({
       ...inherit(base), name, filters, kernel_size: kernel, strides, dilation_rate: dilation,
       activation: activation ?? 'linear', use_bias: useBias,
       kernel_initializer: base.kernel_initializer, bias_initializer: base.bias_initializer,
       kernel_regularizer: null, bias_regularizer: null, activity_regularizer: useBias ? (base.activity_regularizer ?? null) : null,
       kernel_constraint: null, bias_constraint: null,
-    },
+    }),
     weights,
   };
 }
@@ -94,11 +99,11 @@ function depthwiseLayer(
 ): NewLayer {
   return {
     className: 'DepthwiseConv2D',
-    config: {
+    config: defined({
       ...inherit(base), name, kernel_size: kernel, strides, dilation_rate: dilation, depth_multiplier: multiplier,
       activation: 'linear', use_bias: false, depthwise_initializer: base.kernel_initializer, bias_initializer: base.bias_initializer,
       depthwise_regularizer: null, bias_regularizer: null, activity_regularizer: null, depthwise_constraint: null, bias_constraint: null,
-    },
+    }),
     weights,
   };
 }
@@ -186,14 +191,14 @@ export function scheme1(basis: Basis, separable: boolean): Scheme {
           filterError,
           layers: [{
             className: 'SeparableConv2D',
-            config: {
+            config: defined({
               ...inherit(base), name: conv.name, filters: g.N, kernel_size: [g.kh, g.kw], strides: [g.sh, g.sw],
               dilation_rate: [g.dh, g.dw], depth_multiplier: rank, activation: activationOf(base), use_bias: g.useBias,
               depthwise_initializer: base.kernel_initializer, pointwise_initializer: base.kernel_initializer,
               bias_initializer: base.bias_initializer, depthwise_regularizer: null, pointwise_regularizer: null,
               bias_regularizer: null, activity_regularizer: base.activity_regularizer ?? null,
               depthwise_constraint: null, pointwise_constraint: null, bias_constraint: null,
-            },
+            }),
             weights: [
               { shape: [g.kh, g.kw, g.C, rank], values: w.depthwise },
               { shape: [1, 1, g.C * rank, g.N], values: w.pointwise },
