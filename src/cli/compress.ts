@@ -57,7 +57,7 @@ function reconstructOptions(flags: DataFlags, command: Command): ReconstructOpti
     holdout,
     samples: intFlag(flags.samples, '--samples', 2),
     joint: flags.joint ?? DEFAULT_RECONSTRUCT.joint,
-    iterations: intFlag(flags.iterations, '--iterations', 0),
+    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0),
     batch: intFlag(flags.batch, '--batch', 1),
     seed: intFlag(flags.seed, '--seed', 0),
     pixels: pixelOptions(flags),
@@ -82,7 +82,7 @@ export function registerCompress(program: Command): void {
     .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
     .option('--joint', 'fit each layer behind the already approximated earlier layers (default with --data)')
     .option('--no-joint', 'fit each layer on its input in the original network')
-    .option('--iterations <n>', 'optimizer steps per layer (0: only solve the last factor exactly)', String(DEFAULT_RECONSTRUCT.iterations))
+    .option('--iterations <n>', 'optimizer steps per layer; auto: 300, fewer for layers whose steps are costly; 0: only solve the last factor exactly', String(DEFAULT_RECONSTRUCT.iterations))
     .option('--batch <n>', 'images per optimizer step', String(DEFAULT_RECONSTRUCT.batch))
     .option('--seed <n>', 'seed of the held-out split, the image sample and the step order', String(DEFAULT_RECONSTRUCT.seed))
     .option('--eval-data <dir>', 'held-out images for the error and accuracy report (default: --holdout of --data)')
@@ -141,7 +141,7 @@ export function compressJson(backend: string, input: string, output: string, r: 
     theoreticalSpeedup: r.theoreticalSpeedup,
     layers: r.layers.map((l) => {
       const d = fitted.get(l.name);
-      return d ? { ...l, dataError: d.dataError, fitError: d.fitError, kept: d.kept } : l;
+      return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.iterations, kept: d.kept } : l;
     }),
     skipped: r.skipped,
     ...(data?.accuracy ? { accuracy: { original: data.accuracy.original, filter: data.accuracy.filter, data: data.accuracy.data } } : {}),

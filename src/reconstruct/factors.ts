@@ -9,9 +9,13 @@
  *   Scheme 2:            V [kh,1,C,K], H [1,kw,K,N]
  *   Scheme 1:            S [kh,kw,C,M] (depthwise), A [1,1,C·M,N] (pointwise)
  *   Scheme 1 separable:  V [kh,1,C,M], Hs [1,kw,C·M,1] (depthwise), A [1,1,C·M,N]
+ *
+ * Scheme 1 with the shared basis (the paper's S¹ = … = Sᶜ) starts from the shared basis but fits
+ * each channel's copy on its own: the SeparableConv2D stores a basis per channel anyway, so this
+ * costs nothing at inference and can only fit better.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ConvGeometry } from '../cost.js';
+import { scheme1Macs, scheme2Macs, type ConvGeometry } from '../cost.js';
 import type { ConvLayer, Replacement, WeightValue } from '../schemes.js';
 import {
   conv, convFilterGrad, convInputGrad, crop2d, dwConv, dwFilterGrad, dwInputGrad, matMulBT, matMulT, pad2d, paddingOf, stripes, type Pair,
@@ -28,6 +32,9 @@ export interface FactoredLayer {
   forward(x: tf.Tensor4D, f: tf.Tensor[]): tf.Tensor2D;
   /** Gradient of ½‖E‖² for the residual E = forward(x) + offset − target (R × N); `inter` from forward. */
   step(x: tf.Tensor4D, f: tf.Tensor[], target: tf.Tensor2D, offset: tf.Tensor1D | null): { sse: tf.Scalar; grads: tf.Tensor[]; offsetGrad: tf.Tensor1D | null };
+  /** MACs of the replacement per image, and of one evaluation of the filter objective. */
+  macsPerImage: number;
+  priorMacs: number;
   /** Index of the last linear factor, and its fan-in (rows of its (fanIn × N) matrix). */
   last: number;
   lastFanIn: number;
@@ -73,6 +80,8 @@ class Scheme2Layer implements FactoredLayer {
   kind: FactorKind = 'scheme2';
   last = 1;
   lastFanIn: number;
+  macsPerImage: number;
+  priorMacs: number;
   private pad: [Pair, Pair];
   private k: number;
   /** The original kernel as a (kh·C) × (kw·N) matrix: rows (i, c), columns (j, n). */
@@ -82,6 +91,8 @@ class Scheme2Layer implements FactoredLayer {
     this.pad = paddingOf(g);
     this.k = replacement.layers[0].weights[0].shape[3];
     this.lastFanIn = g.kw * this.k;
+    this.macsPerImage = scheme2Macs(g, this.k);
+    this.priorMacs = 3 * g.kh * g.C * this.k * g.kw * g.N;
     this.wm = tf.tidy(() => tf.tensor4d(conv0.kernel, [g.kh, g.kw, g.C, g.N]).transpose([0, 2, 1, 3]).reshape([g.kh * g.C, g.kw * g.N]));
   }
 
@@ -193,6 +204,8 @@ class Scheme1Layer implements FactoredLayer {
   kind: FactorKind;
   last: number;
   lastFanIn: number;
+  macsPerImage: number;
+  priorMacs: number;
   private pad: [Pair, Pair];
   private m: number;
   /** The original kernel per channel: (C, kh·kw, N). */
@@ -204,6 +217,8 @@ class Scheme1Layer implements FactoredLayer {
     this.m = replacement.layers[0].weights[0].shape[3];
     this.last = separable ? 2 : 1;
     this.lastFanIn = g.C * this.m;
+    this.macsPerImage = scheme1Macs(g, this.m, separable);
+    this.priorMacs = 3 * g.C * g.kh * g.kw * this.m * g.N;
     this.w3 = tf.tidy(() => tf.tensor4d(conv0.kernel, [g.kh, g.kw, g.C, g.N]).reshape([g.kh * g.kw, g.C, g.N]).transpose([1, 0, 2]));
   }
 

@@ -40,7 +40,8 @@ export interface ReconstructOptions {
   /** At most this many fitting images. */
   samples: number;
   joint: boolean;
-  iterations: number;
+  /** Adam steps per layer, or 'auto' (see fit.ts). */
+  iterations: number | 'auto';
   batch: number;
   seed: number;
   pixels: PixelOptions;
@@ -56,7 +57,7 @@ export const DEFAULT_RECONSTRUCT = {
   holdout: 0.2,
   samples: 1000,
   joint: true,
-  iterations: DEFAULT_FIT.iterations,
+  iterations: DEFAULT_FIT.iterations as number | 'auto',
   batch: DEFAULT_FIT.batch,
   seed: 1,
 };
@@ -110,7 +111,7 @@ export interface LayerReconstruction {
 export interface ReconstructReport {
   joint: boolean;
   images: { fit: number; holdout: number; skipped: number; holdoutSource: 'holdout' | 'eval-data' };
-  iterations: number;
+  iterations: number | 'auto';
   batch: number;
   seed: number;
   layers: LayerReconstruction[];
