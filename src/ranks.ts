@@ -23,13 +23,17 @@ export function theoreticalSpeedup(layers: LayerInfo[], scheme: Scheme, ranks: M
 }
 
 /**
- * The largest ranks, each the same fraction of its layer's full rank, whose whole-model speedup is
- * at least `target`; null if even rank 1 everywhere falls short.
+ * The largest ranks, each the same fraction of its layer's full rank but never above its
+ * break-even rank (a layer is not made dearer to make another cheaper), whose whole-model speedup
+ * is at least `target`; null if even rank 1 everywhere falls short.
  */
 export function ranksForSpeedup(layers: LayerInfo[], names: string[], scheme: Scheme, target: number): RankChoice | null {
   const chosen = names.map((n) => layers.find((l) => l.name === n)!);
   const at = (fraction: number) =>
-    new Map(chosen.map((l) => [l.name, Math.max(1, Math.floor(fraction * scheme.fullRank(convGeometry(l))))]));
+    new Map(chosen.map((l) => {
+      const g = convGeometry(l);
+      return [l.name, Math.max(1, Math.min(scheme.breakEvenRank(g), Math.floor(fraction * scheme.fullRank(g))))];
+    }));
   if (theoreticalSpeedup(layers, scheme, at(0)) < target) return null;
   let lo = 0;
   let hi = 1;

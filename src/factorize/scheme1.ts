@@ -12,6 +12,7 @@
  * Every problem here is (kh·kw)-dimensional, so plain float64 JS is fast enough at any model size.
  */
 import { symmetricEigen } from '../linalg/eigen.js';
+import { solveSymmetric } from '../linalg/solve.js';
 import type { KernelDims } from './reshape.js';
 
 export type Basis = 'per-channel' | 'shared';
@@ -43,24 +44,6 @@ function channelMatrix(kernel: Float32Array, d: KernelDims, c: number): Float64A
   return f;
 }
 
-/** Solves H X = R for symmetric positive (semi)definite H (n×n), R n×r, via its eigendecomposition. */
-function solveSpd(h: Float64Array, n: number, r: Float64Array, cols: number): Float64Array {
-  const { values, vectors } = symmetricEigen(h, n, true);
-  const v = vectors!;
-  const floor = Math.max(values[0], 0) * 1e-12;
-  const x = new Float64Array(n * cols);
-  for (let k = 0; k < n; k++) {
-    if (values[k] <= floor) continue; // pseudo-inverse: drop null directions
-    for (let col = 0; col < cols; col++) {
-      let dot = 0;
-      for (let i = 0; i < n; i++) dot += v[i * n + k] * r[i * cols + col];
-      const s = dot / values[k];
-      for (let i = 0; i < n; i++) x[i * cols + col] += v[i * n + k] * s;
-    }
-  }
-  return x;
-}
-
 /** coeff for channel c: A_c = F_c Bᵀ (B Bᵀ)⁻¹ — least squares with the basis fixed. */
 function fitCoefficients(f: Float64Array, N: number, D: number, basis: Float64Array, M: number): Float64Array {
   const gram = new Float64Array(M * M);
@@ -80,7 +63,7 @@ function fitCoefficients(f: Float64Array, N: number, D: number, basis: Float64Ar
       rhs[m * N + n] = s;
     }
   }
-  return solveSpd(gram, M, rhs, N); // M×N, i.e. coeff[m·N + n]
+  return solveSymmetric(gram, rhs, M, N); // M×N, i.e. coeff[m·N + n]
 }
 
 function squaredError(f: Float64Array, N: number, D: number, basis: Float64Array, coeff: Float64Array, M: number): number {
@@ -136,8 +119,11 @@ export function scheme1Factorize(kernel: Float32Array, d: KernelDims, rank: numb
       groupBasis = outerBasis(gp, gq, M, kh, kw);
       groupCoeff = slices.map((f) => fitCoefficients(f, N, D, groupBasis, M));
       let err = slices.reduce((s, f, g) => s + squaredError(f, N, D, groupBasis, groupCoeff[g], M), 0);
+      const energy = slices.reduce((s, f) => s + f.reduce((a, v) => a + v * v, 0), 0);
       let sweeps = 0;
-      while (sweeps < MAX_SWEEPS) {
+      // The unit basis is already exact; otherwise sweep until the error stops falling (or is
+      // at rounding level, where "improvement" is noise).
+      while (M < D && sweeps < MAX_SWEEPS && err > 1e-12 * energy) {
         sweeps++;
         gp = solveFactor(slices, groupCoeff, gq, M, N, kh, kw, 'p');
         gq = solveFactor(slices, groupCoeff, gp, M, N, kh, kw, 'q');
@@ -252,7 +238,7 @@ function solveFactor(
       }
     }
   }
-  return solveSpd(h, M, rhs, len);
+  return solveSymmetric(h, rhs, M, len);
 }
 
 /** The kh×kw kernel [kh, kw, C, N] the factors compute. */

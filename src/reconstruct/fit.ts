@@ -22,7 +22,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { seededRandom } from '../data/images.js';
 import type { FactoredLayer } from './factors.js';
-import { solveSymmetric } from './linalg.js';
+import { solveSymmetric } from '../linalg/solve.js';
 import { conv, matMulT, pad2d, paddingOf } from './ops.js';
 import type { LayerCache } from './data.js';
 

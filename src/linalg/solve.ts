@@ -1,7 +1,7 @@
 /**
- * The one dense solve data reconstruction needs: (G + jitter) X = B for a symmetric positive
- * semi-definite n×n G (normal equations, n = the last factor's fan-in + 1, at most a few thousand)
- * and n×m right-hand sides, in float64 JS. Cholesky in place, row-major, rows contiguous.
+ * Normal equations: (G + jitter) X = B for a symmetric positive semi-definite n×n G (n up to a few
+ * thousand) and n×m right-hand sides, in float64 JS. Cholesky in place, row-major, rows contiguous.
+ * Used by data reconstruction's exact solves and Scheme 1's alternating least squares.
  */
 
 /** Cholesky G = LLᵀ in place (lower triangle of `a`, row-major); false if a pivot is not positive. */
