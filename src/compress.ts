@@ -50,8 +50,6 @@ export interface CompressResult {
   theoreticalSpeedup: number;
   layers: LayerResult[];
   skipped: { name: string; reason: string }[];
-  /** Said to the user when the layers were chosen for them. */
-  defaultedLayers: string | null;
   /** The chosen conv layers of the original model, in model order (for data reconstruction). */
   targets: { info: LayerInfo; conv: ConvLayer; rank: number; replacement: Replacement }[];
 }
@@ -202,7 +200,6 @@ export async function compressModel(model: tf.LayersModel, options: CompressOpti
     theoreticalSpeedup: totalMacsBefore / totalMacsAfter,
     layers: results,
     skipped,
-    defaultedLayers: defaulted,
     targets,
   };
 }

@@ -52,8 +52,3 @@ export function listLayers(model: tf.LayersModel, enclosing: string[] = []): Lay
   }
   return out;
 }
-
-/** The layer named `name` anywhere in the model, or undefined. */
-export function findLayer(layers: LayerInfo[], name: string): LayerInfo | undefined {
-  return layers.find((l) => l.name === name);
-}
