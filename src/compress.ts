@@ -7,7 +7,7 @@ import { conv2dMacs, convGeometry, layerMacs, type Basis } from './cost.js';
 import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
-import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
+import { buildRewrittenModel, rewriteTopology, topologyLayers } from './rewrite.js';
 import { schemeFor, type ConvLayer, type NewLayer, type Replacement, type Scheme } from './schemes.js';
 
 /** One rank for every layer, or a rank per layer name. */
@@ -111,17 +111,9 @@ function rankFor(spec: RankSpec, name: string): number {
 
 /** The saved (snake_case) config of layer `name` in a topology. */
 function savedConfig(topology: any, name: string): Record<string, any> {
-  let found: Record<string, any> | undefined;
-  const walk = (entry: any) => {
-    const layers = entry.class_name === 'Sequential' ? (Array.isArray(entry.config) ? entry.config : entry.config.layers) : entry.config.layers;
-    for (const l of layers) {
-      if (l.config?.name === name) found = l.config;
-      if (l.config?.layers || Array.isArray(l.config)) walk(l);
-    }
-  };
-  walk(topology.model_config ?? topology);
+  const found = topologyLayers(topology).find((l) => l.config?.name === name);
   if (!found) throw new Error(`layer ${name} missing from the saved topology`);
-  return found;
+  return found.config;
 }
 
 export function convLayer(info: LayerInfo, topology: any): ConvLayer {

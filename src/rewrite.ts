@@ -24,23 +24,25 @@ function sequentialLayers(entry: Entry): Entry[] {
   return Array.isArray(entry.config) ? entry.config : entry.config.layers;
 }
 
-/** Every layer name in the topology, nested models included. */
-export function topologyLayerNames(topology: any): string[] {
-  const names: string[] = [];
+/** Every layer entry of the topology in order, nested models' layers included. */
+export function topologyLayers(topology: any): Entry[] {
+  const out: Entry[] = [];
   const walk = (entry: Entry) => {
     for (const layer of entry.class_name === 'Sequential' ? sequentialLayers(entry) : entry.config.layers) {
-      names.push(layer.config?.name ?? layer.name);
+      out.push(layer);
       if (MODEL_CLASSES.has(layer.class_name)) walk(layer);
     }
   };
   walk(rootOf(topology));
-  return names;
+  return out;
 }
+
+const entryName = (layer: Entry): string => layer.config?.name ?? layer.name;
 
 /** A deep copy of `topology` with each layer named in `replacements` replaced by its new layers. */
 export function rewriteTopology(topology: any, replacements: Map<string, NewLayer[]>): any {
   const copy = structuredClone(topology);
-  const existing = new Set(topologyLayerNames(copy));
+  const existing = new Set(topologyLayers(copy).map(entryName));
   for (const [name, layers] of replacements) {
     for (const l of layers) {
       if (l.config.name !== name && existing.has(l.config.name)) {
@@ -86,7 +88,7 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
   const out: Entry[] = [];
   for (const entry of model.config.layers as Entry[]) {
     if (MODEL_CLASSES.has(entry.class_name)) rewriteModel(entry, replacements, done);
-    const name = entry.config?.name ?? entry.name;
+    const name = entryName(entry);
     const replacement = replacements.get(name);
     if (!replacement) {
       out.push(entry);
