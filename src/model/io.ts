@@ -121,7 +121,7 @@ export function readModelFiles(input: string): ModelFiles {
 }
 
 /** Reads `bytes` bytes at `offset` of the concatenated shards (a weight may span two shards). */
-function readWeightBytes(shards: ShardFile[], offset: number, bytes: number): Uint8Array {
+function readWeightBytes(shards: ShardFile[], fds: Map<string, number>, offset: number, bytes: number): Uint8Array {
   const out = new Uint8Array(bytes);
   let shardStart = 0;
   let filled = 0;
@@ -130,12 +130,9 @@ function readWeightBytes(shards: ShardFile[], offset: number, bytes: number): Ui
     if (filled < bytes && offset + filled < shardEnd && offset + filled >= shardStart) {
       const from = offset + filled - shardStart;
       const n = Math.min(bytes - filled, shard.bytes - from);
-      const fd = fs.openSync(shard.path, 'r');
-      try {
-        fs.readSync(fd, out, filled, n, from);
-      } finally {
-        fs.closeSync(fd);
-      }
+      let fd = fds.get(shard.path);
+      if (fd === undefined) fds.set(shard.path, (fd = fs.openSync(shard.path, 'r')));
+      fs.readSync(fd, out, filled, n, from);
       filled += n;
     }
     shardStart = shardEnd;
@@ -192,20 +189,25 @@ async function loadWeights(model: tf.LayersModel, files: ModelFiles, shown: stri
   for (const v of model.weights) variables.set(v.originalName, v);
   const mismatch = (detail: string) => new UserError(`${shown}: the weights do not match the topology (${detail})`);
   const seen = new Set<string>();
-  for (const w of files.weights) {
-    const variable = variables.get(w.spec.name);
-    if (!variable) throw mismatch(`the file has a weight '${w.spec.name}' that no layer of the topology owns`);
-    if (JSON.stringify(variable.shape) !== JSON.stringify(w.spec.shape)) {
-      throw mismatch(`'${w.spec.name}' has shape [${w.spec.shape}] in the file but [${variable.shape}] in the topology`);
+  const fds = new Map<string, number>();
+  try {
+    for (const w of files.weights) {
+      const variable = variables.get(w.spec.name);
+      if (!variable) throw mismatch(`the file has a weight '${w.spec.name}' that no layer of the topology owns`);
+      if (JSON.stringify(variable.shape) !== JSON.stringify(w.spec.shape)) {
+        throw mismatch(`'${w.spec.name}' has shape [${w.spec.shape}] in the file but [${variable.shape}] in the topology`);
+      }
+      const bytes = readWeightBytes(files.shards, fds, w.offset, w.bytes);
+      // Plain float32 goes straight in; quantized weights are dequantized by tfjs itself.
+      const tensor = w.spec.dtype === 'float32' && !w.spec.quantization
+        ? tf.tensor(new Float32Array(bytes.buffer, 0, bytes.length / 4), w.spec.shape, 'float32')
+        : tf.io.decodeWeights(bytes.buffer as ArrayBuffer, [w.spec])[w.spec.name];
+      variable.write(tensor);
+      tensor.dispose();
+      seen.add(w.spec.name);
     }
-    const bytes = readWeightBytes(files.shards, w.offset, w.bytes);
-    // Plain float32 goes straight in; quantized weights are dequantized by tfjs itself.
-    const tensor = w.spec.dtype === 'float32' && !w.spec.quantization
-      ? tf.tensor(new Float32Array(bytes.buffer, 0, bytes.length / 4), w.spec.shape, 'float32')
-      : tf.io.decodeWeights(bytes.buffer as ArrayBuffer, [w.spec])[w.spec.name];
-    variable.write(tensor);
-    tensor.dispose();
-    seen.add(w.spec.name);
+  } finally {
+    for (const fd of fds.values()) fs.closeSync(fd);
   }
   const missing = [...variables.keys()].filter((n) => !seen.has(n));
   if (missing.length) throw mismatch(`${missing.length} weight${missing.length > 1 ? 's' : ''} of the topology missing from the file: ${missing.slice(0, 4).join(', ')}${missing.length > 4 ? ', …' : ''}`);
