@@ -7,16 +7,16 @@ import { useBackend } from '../src/backend.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { formatRanks, ranksForSpeedup } from '../src/ranks.js';
-import { schemeFor, type SchemeOptions } from '../src/schemes.js';
+import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 
 const FIXTURE = path.join(ROOT, 'fixtures', 'charcnn', 'model.json');
 const TEST_IMAGES = path.join(ROOT, 'fixtures', 'fashion', 'test');
 
 const VARIANTS: { title: string; flags: string[]; options: SchemeOptions }[] = [
-  { title: 'scheme 2', flags: ['--scheme', '2'], options: { scheme: 2, basis: 'per-channel', separable: false } },
-  { title: 'scheme 1 (per-channel)', flags: ['--scheme', '1'], options: { scheme: 1, basis: 'per-channel', separable: false } },
-  { title: 'scheme 1 (separable)', flags: ['--scheme', '1', '--separable'], options: { scheme: 1, basis: 'per-channel', separable: true } },
+  { title: 'scheme 2', flags: ['--scheme', '2'], options: { scheme: '2', basis: 'per-channel', separable: false } },
+  { title: 'scheme 1 (per-channel)', flags: ['--scheme', '1'], options: { scheme: '1', basis: 'per-channel', separable: false } },
+  { title: 'scheme 1 (separable)', flags: ['--scheme', '1', '--separable'], options: { scheme: '1', basis: 'per-channel', separable: true } },
 ];
 
 export async function runSpeedBench(target = 4.5): Promise<void> {
@@ -42,7 +42,7 @@ export async function runSpeedBench(target = 4.5): Promise<void> {
       `${(100 * bench.before.accuracy).toFixed(1)} → ${(100 * bench.after.accuracy).toFixed(1)}`,
       `${(100 * bench.agreement).toFixed(1)} %`,
     ]);
-    if (v.options.scheme === 2) perLayer = bench.perLayer;
+    if (v.options.scheme === '2') perLayer = bench.perLayer;
   }
   markdownTable(['variant', 'ranks', 'theoretical', 'measured b=1', 'measured b=32', 'b=32 / theoretical', 'top-1 % (filter only)', 'agreement'], rows);
   if (perLayer) {

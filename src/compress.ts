@@ -1,29 +1,124 @@
 /**
- * `compress` without the CLI: choose the layers and ranks, factorize each, rewrite the graph and
- * build the compressed model in tfjs.
+ * Compression as one pipeline of stages with typed hand-offs:
+ *
+ *   select layers → choose ranks → factorize → (fit to data, src/reconstruct) → build → save
+ *
+ * `planCompression` runs the first two and checks everything a user can get wrong before any slow
+ * work; `factorize` turns each ranked layer into its scheme's filter-reconstruction factors;
+ * `buildCompressed` rewrites the saved topology and builds the stock tfjs model from a list of
+ * factorizations (filter-only or data-fitted alike). `compressModel` chains them for callers that
+ * hold a model in memory; `runCompress` (src/run-compress.ts) is the whole command.
  */
 import * as tf from '@tensorflow/tfjs';
-import { conv2dMacs, convGeometry, layerMacs, type Basis } from './cost.js';
+import { convGeometry, layerMacs, modelMacs } from './cost.js';
 import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
-import { buildRewrittenModel, rewriteTopology, topologyLayers } from './rewrite.js';
-import { schemeFor, type ConvLayer, type NewLayer, type Replacement, type Scheme } from './schemes.js';
+import { manualRanks, type RankSpec, type RankedLayer } from './ranks.js';
+import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
+import {
+  filterError, schemeFor, targetLayer, type Factorization, type NewLayer, type Scheme, type SchemeOptions,
+} from './schemes/index.js';
 
-/** One rank for every layer, or a rank per layer name. */
-export type RankSpec = number | Map<string, number>;
+export { parseRankSpec, type RankSpec } from './ranks.js';
 
-export interface CompressOptions {
-  scheme: 1 | 2;
+export interface CompressOptions extends SchemeOptions {
   rank: RankSpec;
   /** Layer names; default: every Conv2D larger than 1×1 except the first conv. */
   layers?: string[];
-  basis?: Basis;
-  separable?: boolean;
   /** Replace layers even where the rank saves no MACs. */
-  force?: boolean;
-  /** The model's saved topology (a loaded model's own); default: the model's toJSON(). */
-  topology?: any;
+  allowSlower?: boolean;
+}
+
+export interface CompressPlan {
+  scheme: Scheme;
+  /** Every layer of the model, in model order. */
+  layers: LayerInfo[];
+  ranked: RankedLayer[];
+  skipped: { name: string; reason: string }[];
+  /** Said when the layers were chosen by default. */
+  defaulted: string | null;
+}
+
+const isConv2D = (l: LayerInfo) => l.className === 'Conv2D';
+const kernelArea = (l: LayerInfo) => {
+  const k = l.config.kernelSize as number[];
+  return k[0] * k[1];
+};
+
+/** Why `layer` cannot be replaced by `scheme`, or null. */
+function refusal(layer: LayerInfo, scheme: Scheme): string | null {
+  if (layer.calls.length !== 1) return `it is shared (called ${layer.calls.length} times); lowrank replaces layers that are called once`;
+  return scheme.refuses(layer);
+}
+
+/**
+ * Stage 1: the layers to replace, in model order. Named layers must exist and be replaceable; by
+ * default every replaceable Conv2D larger than 1×1 except the first conv (it works on raw pixels).
+ */
+export function selectLayers(layers: LayerInfo[], scheme: Scheme, names: string[] | undefined): { chosen: LayerInfo[]; defaulted: string | null } {
+  const convs = layers.filter(isConv2D);
+  const eligible = () => convs.filter((l) => refusal(l, scheme) === null).map((l) => l.name).join(', ') || 'none';
+  if (!names) {
+    const first = convs[0];
+    const candidates = convs.filter((l) => l !== first && kernelArea(l) > 1);
+    const chosen = candidates.filter((l) => refusal(l, scheme) === null);
+    const passed = candidates.filter((l) => !chosen.includes(l)).map((l) => `${l.name} (${refusal(l, scheme)})`);
+    if (chosen.length === 0) {
+      throw new UserError(`no replaceable Conv2D layer larger than 1×1 besides the first conv${passed.length ? `; passed over ${passed.join(', ')}` : ''}; name layers with --layers (eligible: ${eligible()})`);
+    }
+    const defaulted = `no --layers given: replacing ${chosen.map((l) => l.name).join(', ')} (every Conv2D larger than 1×1 except the first conv layer${first ? `, ${first.name}, which works on raw pixels` : ''})${passed.length ? `; passed over ${passed.join(', ')}` : ''}`;
+    return { chosen, defaulted };
+  }
+  if (names.length === 0) throw new UserError(`--layers names no layer; give comma-separated layer names (eligible: ${eligible()})`);
+  const chosen: LayerInfo[] = [];
+  for (const name of names) {
+    const layer = layers.find((l) => l.name === name);
+    if (!layer) throw new UserError(`--layers: no layer named '${name}'; eligible: ${eligible()}`);
+    const why = refusal(layer, scheme);
+    if (why) throw new UserError(`--layers: cannot replace ${name}: ${why} (eligible: ${eligible()})`);
+    if (chosen.includes(layer)) throw new UserError(`--layers names ${name} twice; name each layer once`);
+    chosen.push(layer);
+  }
+  // Model order: data reconstruction walks the layers front to back.
+  chosen.sort((a, b) => layers.indexOf(a) - layers.indexOf(b));
+  return { chosen, defaulted: null };
+}
+
+/** Stages 1 and 2, with every check that does not need the factors. */
+export function planCompression(model: tf.LayersModel, options: CompressOptions): CompressPlan {
+  const scheme = schemeFor(options);
+  const layers = listLayers(model);
+  // With per-layer ranks and no --layers, the ranks name the layers.
+  const names = options.layers ?? (options.rank instanceof Map ? [...options.rank.keys()] : undefined);
+  const { chosen, defaulted } = selectLayers(layers, scheme, names);
+  const { ranked, skipped } = manualRanks(chosen, scheme, options.rank, options.allowSlower ?? false);
+  if (ranked.length === 0) {
+    throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+  }
+  return { scheme, layers, ranked, skipped, defaulted };
+}
+
+export type Progress = (message: string) => void;
+
+/** Stage 3: each ranked layer's filter-reconstruction factors. */
+export function factorize(plan: CompressPlan, topology: any, log: Progress = () => {}): Factorization[] {
+  return plan.ranked.map(({ info, rank }) => {
+    log(`factorizing ${info.name} (${plan.scheme.label}, rank ${rank} of ${plan.scheme.fullRank(convGeometry(info))})`);
+    return plan.scheme.factorize(targetLayer(info, topology), rank);
+  });
+}
+
+/** The new layers of every factorization, by the name of the layer they replace. */
+export function replacementLayers(factorizations: Factorization[]): Map<string, NewLayer[]> {
+  return new Map(factorizations.map((f) => [f.target.name, f.scheme.layers(f)]));
+}
+
+/** Stage 5: the rewritten topology and the stock tfjs model it describes. */
+export async function buildCompressed(original: tf.LayersModel, topology: any, factorizations: Factorization[]): Promise<{ model: tf.LayersModel; topology: any }> {
+  const replacements = replacementLayers(factorizations);
+  const rewritten = rewriteTopology(topology, replacements);
+  return { model: await buildRewrittenModel(original, rewritten, replacements), topology: rewritten };
 }
 
 export interface LayerResult {
@@ -37,161 +132,75 @@ export interface LayerResult {
   paramsAfter: number;
   filterError: number;
   newLayers: string[];
+  /** Alternating-least-squares sweeps (Scheme 1 separable). */
   iterations?: number;
+}
+
+/** The per-layer report of factorizations (of the original layers in `layers`). */
+export function layerResults(plan: CompressPlan, factorizations: Factorization[]): LayerResult[] {
+  return factorizations.map((f) => {
+    const info = plan.layers.find((l) => l.name === f.target.name)!;
+    const g = f.target.geometry;
+    return {
+      name: f.target.name,
+      scheme: f.scheme.id,
+      rank: f.rank,
+      fullRank: f.scheme.fullRank(g),
+      macsBefore: layerMacs(info) ?? 0,
+      macsAfter: f.scheme.macs(g, f.rank),
+      paramsBefore: info.params,
+      paramsAfter: f.scheme.params(g, f.rank),
+      filterError: filterError(f),
+      newLayers: f.scheme.layers(f).map((l) => l.config.name),
+      ...(f.sweeps !== undefined ? { iterations: f.sweeps } : {}),
+    };
+  });
+}
+
+/** Whole-model MACs before and after replacing the layers of `results`. */
+export function modelCost(plan: CompressPlan, results: LayerResult[]): { totalMacsBefore: number; totalMacsAfter: number; theoreticalSpeedup: number } {
+  const totalMacsBefore = modelMacs(plan.layers).total;
+  const totalMacsAfter = totalMacsBefore - results.reduce((s, l) => s + l.macsBefore - l.macsAfter, 0);
+  return { totalMacsBefore, totalMacsAfter, theoreticalSpeedup: totalMacsBefore / totalMacsAfter };
+}
+
+/** The record of what replaced what, kept in the output's userDefinedMetadata.lowrank.replaced. */
+export interface ReplacementRecord {
+  layer: string;
+  scheme: string;
+  label: string;
+  rank: number;
+  layers: string[];
+}
+
+export function replacementRecords(factorizations: Factorization[]): ReplacementRecord[] {
+  return factorizations.map((f) => ({
+    layer: f.target.name, scheme: f.scheme.id, label: f.scheme.label, rank: f.rank, layers: f.scheme.layers(f).map((l) => l.config.name),
+  }));
 }
 
 export interface CompressResult {
   model: tf.LayersModel;
   /** The rewritten topology to save with `model`. */
   topology: any;
-  scheme: Scheme;
+  plan: CompressPlan;
+  factorizations: Factorization[];
+  layers: LayerResult[];
   totalMacsBefore: number;
   totalMacsAfter: number;
   theoreticalSpeedup: number;
-  layers: LayerResult[];
-  skipped: { name: string; reason: string }[];
-  /** The chosen conv layers of the original model, in model order (for data reconstruction). */
-  targets: { info: LayerInfo; conv: ConvLayer; rank: number; replacement: Replacement }[];
 }
 
-/** Parses "8" or "conv2=8,conv3=12". */
-export function parseRankSpec(text: string): RankSpec {
-  const bad = () => new UserError(`--rank '${text}': give a whole number (e.g. 8) or name=rank pairs (e.g. conv2=8,conv3=12)`);
-  if (/^\d+$/.test(text.trim())) return Number(text);
-  const map = new Map<string, number>();
-  for (const part of text.split(',')) {
-    const m = /^\s*([^=\s]+)\s*=\s*(\d+)\s*$/.exec(part);
-    if (!m) throw bad();
-    map.set(m[1], Number(m[2]));
-  }
-  if (map.size === 0) throw bad();
-  return map;
-}
-
-const isConv2D = (l: LayerInfo) => l.className === 'Conv2D';
-const kernelArea = (l: LayerInfo) => {
-  const k = l.config.kernelSize as number[];
-  return k[0] * k[1];
-};
-
-/** The layers to replace, checked: names exist and are Conv2D layers called once. */
-export function chooseLayers(layers: LayerInfo[], options: CompressOptions): { chosen: LayerInfo[]; defaulted: string | null } {
-  const convs = layers.filter(isConv2D);
-  const eligible = () => convs.map((l) => l.name).join(', ') || 'none';
-  let names = options.layers;
-  if (!names && options.rank instanceof Map) names = [...options.rank.keys()];
-  let defaulted: string | null = null;
-  if (!names || names.length === 0) {
-    const candidates = convs.filter((l) => kernelArea(l) > 1);
-    const first = convs[0];
-    const chosen = candidates.filter((l) => l !== first);
-    if (chosen.length === 0) throw new UserError(`no Conv2D layer larger than 1×1 besides the first conv; name layers with --layers (eligible: ${eligible()})`);
-    defaulted = `no --layers given: replacing ${chosen.map((l) => l.name).join(', ')} (every Conv2D larger than 1×1 except the first conv layer${first ? `, ${first.name}, which works on raw pixels` : ''})`;
-    return { chosen, defaulted };
-  }
-  const chosen: LayerInfo[] = [];
-  for (const name of names) {
-    const layer = layers.find((l) => l.name === name);
-    if (!layer) throw new UserError(`--layers: no layer named '${name}'; eligible Conv2D layers: ${eligible()}`);
-    if (!isConv2D(layer)) throw new UserError(`--layers: ${name} is a ${layer.className}, not a Conv2D; eligible Conv2D layers: ${eligible()}`);
-    if (layer.calls.length !== 1) throw new UserError(`--layers: ${name} is shared (called ${layer.calls.length} times); lowrank replaces layers that are called once`);
-    if (!chosen.includes(layer)) chosen.push(layer);
-  }
-  // Keep model order: data reconstruction walks the layers front to back.
-  chosen.sort((a, b) => layers.indexOf(a) - layers.indexOf(b));
-  return { chosen, defaulted };
-}
-
-function rankFor(spec: RankSpec, name: string): number {
-  if (typeof spec === 'number') return spec;
-  const r = spec.get(name);
-  if (r === undefined) throw new UserError(`--rank gives no rank for ${name}; add ${name}=<rank>`);
-  return r;
-}
-
-/** The saved (snake_case) config of layer `name` in a topology. */
-function savedConfig(topology: any, name: string): Record<string, any> {
-  const found = topologyLayers(topology).find((l) => l.config?.name === name);
-  if (!found) throw new Error(`layer ${name} missing from the saved topology`);
-  return found.config;
-}
-
-export function convLayer(info: LayerInfo, topology: any): ConvLayer {
-  const weights = info.layer.getWeights();
-  return {
-    name: info.name,
-    config: savedConfig(topology, info.name),
-    geometry: convGeometry(info),
-    kernel: weights[0].dataSync() as Float32Array,
-    bias: weights.length > 1 ? (weights[1].dataSync() as Float32Array) : null,
-  };
-}
-
-export interface Progress {
-  (message: string): void;
-}
-
-export async function compressModel(model: tf.LayersModel, options: CompressOptions, log: Progress = () => {}): Promise<CompressResult> {
-  const scheme = schemeFor({ scheme: options.scheme, basis: options.basis ?? 'per-channel', separable: options.separable ?? false });
-  const layers = listLayers(model);
-  const { chosen, defaulted } = chooseLayers(layers, options);
-  if (defaulted) log(defaulted);
+/**
+ * Filter-reconstruction compression of an in-memory model: plan, factorize, build.
+ * `topology` is the model's saved topology (a loaded model's own); default: its toJSON().
+ */
+export async function compressModel(model: tf.LayersModel, options: CompressOptions & { topology?: any }, log: Progress = () => {}): Promise<CompressResult> {
+  const plan = planCompression(model, options);
+  if (plan.defaulted) log(plan.defaulted);
   const topology = options.topology ?? modelTopology(model);
-
-  const totalMacsBefore = layers.reduce((a, l) => a + (layerMacs(l) ?? 0), 0);
-  const replacements = new Map<string, NewLayer[]>();
-  const results: LayerResult[] = [];
-  const skipped: { name: string; reason: string }[] = [];
-  const targets: CompressResult['targets'] = [];
-  let saved = 0;
-  for (const info of chosen) {
-    const g = convGeometry(info);
-    const rank = rankFor(options.rank, info.name);
-    const full = scheme.fullRank(g);
-    if (!Number.isInteger(rank) || rank < 1 || rank > full) {
-      throw new UserError(`--rank ${rank} for ${info.name}: ${scheme.label} needs a rank from 1 to ${full} (full rank) for this layer`);
-    }
-    const before = conv2dMacs(g);
-    const after = scheme.macs(g, rank);
-    if (after >= before && !options.force) {
-      skipped.push({ name: info.name, reason: `rank ${rank} saves no MACs (${after} ≥ ${before}; largest saving rank ${scheme.breakEvenRank(g)}); pass --force to replace it anyway` });
-      continue;
-    }
-    log(`factorizing ${info.name} (${scheme.label}, rank ${rank} of ${full})`);
-    const conv = convLayer(info, topology);
-    const replacement = await scheme.replace(conv, rank);
-    replacements.set(info.name, replacement.layers);
-    targets.push({ info, conv, rank, replacement });
-    saved += before - after;
-    results.push({
-      name: info.name,
-      scheme: scheme.id,
-      rank,
-      fullRank: full,
-      macsBefore: before,
-      macsAfter: after,
-      paramsBefore: info.params,
-      paramsAfter: scheme.params(g, rank),
-      filterError: replacement.filterError,
-      newLayers: replacement.layers.map((l) => l.config.name),
-      ...(replacement.iterations !== undefined ? { iterations: replacement.iterations } : {}),
-    });
-  }
-  if (replacements.size === 0) {
-    throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
-  }
-  const newTopology = rewriteTopology(topology, replacements);
-  const compressed = await buildRewrittenModel(model, newTopology, replacements);
-  const totalMacsAfter = totalMacsBefore - saved;
-  return {
-    model: compressed,
-    topology: newTopology,
-    scheme,
-    totalMacsBefore,
-    totalMacsAfter,
-    theoreticalSpeedup: totalMacsBefore / totalMacsAfter,
-    layers: results,
-    skipped,
-    targets,
-  };
+  const factorizations = factorize(plan, topology, log);
+  const built = await buildCompressed(model, topology, factorizations);
+  const layers = layerResults(plan, factorizations);
+  return { ...built, plan, factorizations, layers, ...modelCost(plan, layers) };
 }

@@ -1,7 +1,7 @@
 /**
- * The cost model: multiply-accumulates (MACs) per example and parameters, per layer and per
- * factorization at a given rank. inspect, compress and bench all take their "theoretical speedup"
- * from here, so the three always agree.
+ * The cost model: multiply-accumulates (MACs) per example, per layer and per model. inspect,
+ * compress and bench all take their "theoretical speedup" from here and from each scheme's cost at
+ * a rank (src/schemes/), so the three always agree.
  *
  * MACs count the multiply-accumulates of convolutions and dense layers. Element-wise and
  * data-movement layers (activations, batch norm, merges, pooling, reshapes) count as 0: they add
@@ -128,59 +128,6 @@ export function layerMacs(layer: LayerInfo): number | null {
     total += m;
   }
   return total;
-}
-
-// ---- Scheme 2: kh×1 conv with K filters, then 1×kw conv with N filters --------------------------
-
-/** Rank at which Scheme 2 reproduces any kernel exactly: the rank of the (C·kh)×(kw·N) reshaping. */
-export function scheme2FullRank(g: ConvGeometry): number {
-  return Math.min(g.C * g.kh, g.kw * g.N);
-}
-
-/** MACs of the vertical (kh×1, strides (sh,1)) and horizontal (1×kw, strides (1,sw)) pair. */
-export function scheme2Macs(g: ConvGeometry, rank: number): number {
-  // The vertical conv keeps the full input width: its kernel is 1 wide with stride 1 (no padding).
-  const vertical = g.outH * g.inW * rank * g.kh * g.C;
-  const horizontal = g.outH * g.outW * g.N * g.kw * rank;
-  return vertical + horizontal;
-}
-
-export function scheme2Params(g: ConvGeometry, rank: number): number {
-  return g.kh * g.C * rank + g.kw * rank * g.N + (g.useBias ? g.N : 0);
-}
-
-/** Largest rank whose Scheme 2 pair costs fewer MACs than the layer (0 if none does). */
-export function scheme2BreakEvenRank(g: ConvGeometry): number {
-  const perRank = scheme2Macs(g, 1);
-  return Math.max(0, Math.ceil(conv2dMacs(g) / perRank) - 1);
-}
-
-// ---- Scheme 1: M basis filters per input channel, then a 1×1 combination -------------------------
-
-export type Basis = 'per-channel' | 'shared';
-
-/** Smallest M that reproduces any kernel exactly. */
-export function scheme1FullRank(g: ConvGeometry, basis: Basis, separable: boolean): number {
-  // Rank-1 (separable) basis filters span all kh·kw filters only with kh·kw of them.
-  if (separable) return g.kh * g.kw;
-  return basis === 'shared' ? Math.min(g.N * g.C, g.kh * g.kw) : Math.min(g.N, g.kh * g.kw);
-}
-
-export function scheme1Macs(g: ConvGeometry, rank: number, separable: boolean): number {
-  const pointwise = g.outH * g.outW * g.C * rank * g.N;
-  if (!separable) return g.outH * g.outW * g.C * rank * g.kh * g.kw + pointwise;
-  const vertical = g.outH * g.inW * g.C * rank * g.kh;
-  const horizontal = g.outH * g.outW * g.C * rank * g.kw;
-  return vertical + horizontal + pointwise;
-}
-
-export function scheme1Params(g: ConvGeometry, rank: number, separable: boolean): number {
-  const depthwise = separable ? g.C * rank * (g.kh + g.kw) : g.C * rank * g.kh * g.kw;
-  return depthwise + g.C * rank * g.N + (g.useBias ? g.N : 0);
-}
-
-export function scheme1BreakEvenRank(g: ConvGeometry, separable: boolean): number {
-  return Math.max(0, Math.ceil(conv2dMacs(g) / scheme1Macs(g, 1, separable)) - 1);
 }
 
 /** Sum of known MACs and the names of layers whose cost is unknown. */

@@ -1,8 +1,9 @@
 /** The per-layer cost report behind `lowrank inspect`. */
-import { convGeometry, layerMacs, scheme2BreakEvenRank, scheme2FullRank } from './cost.js';
+import { convGeometry, layerMacs } from './cost.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
 import { squaredSingularValues } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
+import { breakEvenRank, scheme2 } from './schemes/index.js';
 
 export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
 
@@ -50,7 +51,7 @@ export async function scheme2Summary(layer: LayerInfo): Promise<Scheme2Summary> 
   const dims = { kh: g.kh, kw: g.kw, C: g.C, N: g.N };
   const sigma2 = await squaredSingularValues(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
   const energyRanks = Object.fromEntries(ENERGY_FRACTIONS.map((f) => [f, energyRank(sigma2, Number(f))])) as Scheme2Summary['energyRanks'];
-  return { fullRank: scheme2FullRank(g), breakEvenRank: scheme2BreakEvenRank(g), energyRanks };
+  return { fullRank: scheme2.fullRank(g), breakEvenRank: breakEvenRank(scheme2, g), energyRanks };
 }
 
 export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Promise<InspectReport> {

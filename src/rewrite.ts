@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.js';
 import { buildModel } from './model/io.js';
 import { listLayers } from './model/layers.js';
-import type { NewLayer } from './schemes.js';
+import type { NewLayer } from './schemes/index.js';
 
 const MODEL_CLASSES = new Set(['Sequential', 'Model', 'Functional']);
 

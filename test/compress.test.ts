@@ -11,7 +11,7 @@ import { convGeometry } from '../src/cost.js';
 import { scheme2Matrix } from '../src/factorize/reshape.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { schemeFor, type SchemeOptions } from '../src/schemes.js';
+import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
 import { CHARCNN, NESTED, RESIDUAL, ROOT, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
 before(async () => {
@@ -19,10 +19,10 @@ before(async () => {
 });
 
 const VARIANTS: (SchemeOptions & { title: string })[] = [
-  { title: 'scheme 2', scheme: 2, basis: 'per-channel', separable: false },
-  { title: 'scheme 1 per-channel', scheme: 1, basis: 'per-channel', separable: false },
-  { title: 'scheme 1 shared', scheme: 1, basis: 'shared', separable: false },
-  { title: 'scheme 1 separable', scheme: 1, basis: 'per-channel', separable: true },
+  { title: 'scheme 2', scheme: '2', basis: 'per-channel', separable: false },
+  { title: 'scheme 1 per-channel', scheme: '1', basis: 'per-channel', separable: false },
+  { title: 'scheme 1 shared', scheme: '1', basis: 'shared', separable: false },
+  { title: 'scheme 1 separable', scheme: '1', basis: 'per-channel', separable: true },
 ];
 
 function fullRanks(model: tf.LayersModel, names: string[], variant: SchemeOptions): Map<string, number> {
@@ -51,7 +51,7 @@ function randomBatch(model: tf.LayersModel, n = 4): tf.Tensor {
 }
 
 async function expectFullRankExact(model: tf.LayersModel, names: string[], variant: SchemeOptions): Promise<void> {
-  const options: CompressOptions = { ...variant, rank: fullRanks(model, names, variant), layers: names, force: true };
+  const options: CompressOptions = { ...variant, rank: fullRanks(model, names, variant), layers: names, allowSlower: true };
   const result = await compressModel(model, options);
   const x = randomBatch(model);
   const diff = relativeMaxDiff(outputs(model, x), outputs(result.model, x));
@@ -118,7 +118,7 @@ describe('scheme 2 filter error', () => {
     const total = sigma.reduce((a, s) => a + s * s, 0);
     const out = path.join(tempDir(), 'c');
     for (const rank of [1, 8, 40, 200]) {
-      const result = await compressModel(model, { scheme: 2, rank, layers: ['conv2'], force: true });
+      const result = await compressModel(model, { ...VARIANTS[0], rank, layers: ['conv2'] });
       const optimum = Math.sqrt(sigma.slice(rank).reduce((a, s) => a + s * s, 0) / total);
       const reported = result.layers[0].filterError;
       assert.ok(Math.abs(reported - optimum) < 1e-4 * Math.max(optimum, 1e-2), `rank ${rank}: ${reported} vs Eckart–Young ${optimum}`);
@@ -205,7 +205,7 @@ describe('compress CLI', () => {
     const parent = tempDir();
     const run = runCli(['compress', RESIDUAL, '--scheme', '1', '--separable', '--layers', 'side', '--rank', '4', '--out', path.join(parent, 'o')]);
     assert.notEqual(run.code, 0);
-    assert.match(errorLine(run), /side is dilated, and tfjs' DepthwiseConv2D ignores dilation/);
+    assert.match(errorLine(run), /cannot replace side: it is dilated, and tfjs' DepthwiseConv2D ignores dilation/);
     assert.deepEqual(fs.readdirSync(parent), []);
   });
 
@@ -218,13 +218,17 @@ describe('compress CLI', () => {
     assert.deepEqual(fs.readdirSync(parent), ['file']);
   });
 
-  test('a rank that saves nothing is skipped with a warning; --force replaces it', () => {
+  test('a rank that saves nothing is skipped with a warning; --allow-slower replaces it and warns', () => {
     const out = path.join(tempDir(), 'o');
     const run = runCli(['compress', CHARCNN, '--rank', 'conv2=8,conv3=1000', '--out', out, '--json']);
     assert.equal(run.code, 0, run.stderr);
     const report = JSON.parse(run.stdout);
     assert.deepEqual(report.layers.map((l: any) => l.name), ['conv2']);
     assert.equal(report.skipped[0].name, 'conv3');
-    assert.match(run.stderr, /warning: left conv3 as it is/);
+    assert.match(run.stderr, /warning: left conv3 as it is.*--allow-slower/);
+    const slower = runCli(['compress', CHARCNN, '--rank', 'conv2=8,conv3=1000', '--out', path.join(tempDir(), 'o'), '--allow-slower', '--json']);
+    assert.equal(slower.code, 0, slower.stderr);
+    assert.deepEqual(JSON.parse(slower.stdout).layers.map((l: any) => l.name), ['conv2', 'conv3']);
+    assert.match(slower.stderr, /warning: conv3 at rank 1000 costs at least as many MACs as the original layer/);
   });
 });

@@ -2,9 +2,8 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
-import {
-  conv2dMacs, convGeometry, layerMacs, modelMacs, scheme1Macs, scheme2BreakEvenRank, scheme2FullRank, scheme2Macs, scheme2Params,
-} from '../src/cost.js';
+import { conv2dMacs, convGeometry, layerMacs, modelMacs } from '../src/cost.js';
+import { breakEvenRank, scheme1, scheme2 } from '../src/schemes/index.js';
 import { listLayers, type LayerInfo } from '../src/model/layers.js';
 
 before(async () => {
@@ -87,15 +86,15 @@ describe('cost model: schemes', () => {
   test('Scheme 2 MACs, params, full and break-even rank (the paper\'s conv2)', () => {
     assert.equal(conv2dMacs(g), 8 * 8 * 128 * 81 * 48);
     // vertical 9×1 keeps the 16-wide input: 8×16 outputs; horizontal 1×9 gives 8×8.
-    assert.equal(scheme2Macs(g, 10), 8 * 16 * 10 * 9 * 48 + 8 * 8 * 128 * 9 * 10);
-    assert.equal(scheme2Params(g, 10), 9 * 48 * 10 + 9 * 10 * 128 + 128);
-    assert.equal(scheme2FullRank(g), Math.min(48 * 9, 9 * 128));
-    const k = scheme2BreakEvenRank(g);
-    assert.ok(scheme2Macs(g, k) < conv2dMacs(g));
-    assert.ok(scheme2Macs(g, k + 1) >= conv2dMacs(g));
+    assert.equal(scheme2.macs(g, 10), 8 * 16 * 10 * 9 * 48 + 8 * 8 * 128 * 9 * 10);
+    assert.equal(scheme2.params(g, 10), 9 * 48 * 10 + 9 * 10 * 128 + 128);
+    assert.equal(scheme2.fullRank(g), Math.min(48 * 9, 9 * 128));
+    const k = breakEvenRank(scheme2, g);
+    assert.ok(scheme2.macs(g, k) < conv2dMacs(g));
+    assert.ok(scheme2.macs(g, k + 1) >= conv2dMacs(g));
   });
   test('Scheme 1 MACs, plain and separable', () => {
-    assert.equal(scheme1Macs(g, 4, false), 8 * 8 * 48 * 4 * 81 + 8 * 8 * 48 * 4 * 128);
-    assert.equal(scheme1Macs(g, 4, true), 8 * 16 * 48 * 4 * 9 + 8 * 8 * 48 * 4 * 9 + 8 * 8 * 48 * 4 * 128);
+    assert.equal(scheme1('per-channel', false).macs(g, 4), 8 * 8 * 48 * 4 * 81 + 8 * 8 * 48 * 4 * 128);
+    assert.equal(scheme1('per-channel', true).macs(g, 4), 8 * 16 * 48 * 4 * 9 + 8 * 8 * 48 * 4 * 9 + 8 * 8 * 48 * 4 * 128);
   });
 });

@@ -9,19 +9,19 @@ import { compressModel, type CompressOptions } from '../src/compress.js';
 import { DEFAULT_PIXELS } from '../src/data/images.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { factoredLayer } from '../src/reconstruct/factors.js';
-import { planImages, reconstructData, type ReconstructOptions, type ReconstructReport } from '../src/reconstruct/index.js';
-import type { SchemeOptions } from '../src/schemes.js';
+import { dataReconstruction, type DataReport } from '../src/pipeline.js';
+import { loadImages, planImages, silentReporter, type ReconstructOptions } from '../src/reconstruct/index.js';
+import type { SchemeOptions } from '../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
 });
 
-const SCHEME2: SchemeOptions = { scheme: 2, basis: 'per-channel', separable: false };
-const SCHEME1: SchemeOptions = { scheme: 1, basis: 'per-channel', separable: false };
-const SHARED: SchemeOptions = { scheme: 1, basis: 'shared', separable: false };
-const SEPARABLE: SchemeOptions = { scheme: 1, basis: 'per-channel', separable: true };
+const SCHEME2: SchemeOptions = { scheme: '2', basis: 'per-channel', separable: false };
+const SCHEME1: SchemeOptions = { scheme: '1', basis: 'per-channel', separable: false };
+const SHARED: SchemeOptions = { scheme: '1', basis: 'shared', separable: false };
+const SEPARABLE: SchemeOptions = { scheme: '1', basis: 'per-channel', separable: true };
 
 // ---- the factored forward pass -----------------------------------------------------------------
 
@@ -56,21 +56,21 @@ describe('factored forward pass', () => {
       const model = geometryModel();
       // tfjs' DepthwiseConv2D ignores dilation, so --separable refuses dilated convs.
       const names = ['g_same_even', 'g_valid_even', 'g_dilated', 'g_stride_same', 'g_out'].filter((n) => !(variant.separable && n === 'g_dilated'));
-      const result = await compressModel(model, { ...variant, rank, layers: names, force: true });
+      const result = await compressModel(model, { ...variant, rank, layers: names, allowSlower: true });
       const layers = new Map(listLayers(result.model).map((l) => [l.name, l.layer]));
-      for (const t of result.targets) {
-        const fl = factoredLayer(t.conv, t.replacement);
-        const g = t.conv.geometry;
+      for (const t of result.factorizations) {
+        const fl = t.scheme.factored(t.target, t.rank);
+        const g = t.target.geometry;
         const x = tf.randomNormal([3, g.inH, g.inW, g.C], 0, 1, 'float32', 5) as tf.Tensor4D;
-        const f = fl.initial();
-        const expected = tf.tidy(() => t.replacement.layers.reduce((h, l) => layers.get(l.config.name)!.apply(h) as tf.Tensor, x as tf.Tensor).reshape([-1, g.N]));
-        const bias = t.conv.bias ? tf.tensor1d(t.conv.bias) : tf.zeros([g.N]);
+        const f = t.factors.map((w) => tf.tensor(w.values, w.shape));
+        const expected = tf.tidy(() => t.scheme.layers(t).reduce((h, l) => layers.get(l.config.name)!.apply(h) as tf.Tensor, x as tf.Tensor).reshape([-1, g.N]));
+        const bias = t.target.bias ? tf.tensor1d(t.target.bias) : tf.zeros([g.N]);
         const mine = tf.tidy(() => fl.forward(x, f).add(bias));
         const viaDesign = tf.tidy(() => tf.matMul(fl.design(x, f), f[fl.last].reshape([fl.lastFanIn, g.N])).add(bias));
         const d1 = relativeMaxDiff(mine, expected);
         const d2 = relativeMaxDiff(viaDesign, expected);
-        assert.ok(d1 < 1e-5, `${t.info.name}: forward differs by ${d1.toExponential(2)}`);
-        assert.ok(d2 < 1e-5, `${t.info.name}: design × last factor differs by ${d2.toExponential(2)}`);
+        assert.ok(d1 < 1e-5, `${t.target.name}: forward differs by ${d1.toExponential(2)}`);
+        assert.ok(d2 < 1e-5, `${t.target.name}: design × last factor differs by ${d2.toExponential(2)}`);
         tf.dispose([x, ...f, expected, bias, mine, viaDesign]);
         fl.dispose();
       }
@@ -80,12 +80,12 @@ describe('factored forward pass', () => {
   test('hand-written gradients match finite differences (every factor, offset, prior)', async () => {
     const model = geometryModel();
     for (const variant of [SCHEME2, SCHEME1, SEPARABLE]) {
-      const result = await compressModel(model, { ...variant, rank: 2, layers: ['g_same_even', 'g_stride_same'], force: true });
-      for (const t of result.targets) {
-        const fl = factoredLayer(t.conv, t.replacement);
-        const g = t.conv.geometry;
+      const result = await compressModel(model, { ...variant, rank: 2, layers: ['g_same_even', 'g_stride_same'], allowSlower: true });
+      for (const t of result.factorizations) {
+        const fl = t.scheme.factored(t.target, t.rank);
+        const g = t.target.geometry;
         const x = tf.randomNormal([2, g.inH, g.inW, g.C], 0, 1, 'float32', 7) as tf.Tensor4D;
-        const f = fl.initial();
+        const f = t.factors.map((w) => tf.tensor(w.values, w.shape));
         const rows = 2 * g.outH * g.outW;
         const target = tf.randomNormal([rows, g.N], 0, 1, 'float32', 8) as tf.Tensor2D;
         const offset = tf.randomNormal([g.N], 0, 1, 'float32', 9) as tf.Tensor1D;
@@ -103,7 +103,7 @@ describe('factored forward pass', () => {
           const dir = tf.randomNormal(analytic.shape, 0, 1, 'float32', seed);
           const numeric = (value(dir) - value(dir.neg())) / 2;
           const exact = tf.tidy(() => analytic.mul(dir).sum().dataSync()[0]);
-          assert.ok(Math.abs(numeric - exact) <= 2e-3 * Math.max(1, Math.abs(numeric)), `${variant.scheme}/${t.info.name}: ${numeric} vs ${exact}`);
+          assert.ok(Math.abs(numeric - exact) <= 2e-3 * Math.max(1, Math.abs(numeric)), `${variant.scheme}/${t.target.name}: ${numeric} vs ${exact}`);
           dir.dispose();
         };
         f.forEach((_, p) => {
@@ -125,28 +125,29 @@ const FIT_IMAGES = 150;
 const HELD_OUT = 100;
 
 interface Run {
-  report: ReconstructReport;
+  report: DataReport;
   weights: Float32Array[];
 }
 
-let charcnn: tf.LayersModel;
-
 async function reconstruct(variant: SchemeOptions, rank: CompressOptions['rank'], options: Partial<ReconstructOptions>): Promise<Run> {
-  charcnn ??= (await loadModel(CHARCNN)).model;
-  const result = await compressModel(charcnn, { ...variant, rank, layers: ['conv2', 'conv3'] });
+  const charcnn = await loadModel(CHARCNN);
+  const result = await compressModel(charcnn.model, { ...variant, rank, layers: ['conv2', 'conv3'], topology: charcnn.topology });
+  result.model.dispose();
   const opts: ReconstructOptions = {
     data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: FIT_IMAGES, joint: true, iterations: 40, batch: 16, seed: 3,
     pixels: DEFAULT_PIXELS, ...options,
   };
   const plan = planImages(opts);
   plan.holdout = plan.holdout.filter((_, i) => i % 10 < HELD_OUT / 100); // every class, HELD_OUT images
-  const report = await reconstructData(charcnn, result, plan, opts);
-  const weights = result.model.getWeights().map((w) => w.dataSync() as Float32Array);
-  result.model.dispose();
+  const stores = await loadImages(charcnn.model, plan, opts);
+  const { report, built } = await dataReconstruction(charcnn.model, charcnn.topology, result.factorizations, stores, plan, opts, silentReporter);
+  const weights = built.model.getWeights().map((w) => w.dataSync() as Float32Array);
+  built.model.dispose();
+  charcnn.model.dispose();
   return { report, weights };
 }
 
-function assertDataBeatsFilter(report: ReconstructReport): void {
+function assertDataBeatsFilter(report: DataReport): void {
   assert.equal(report.layers.length, 2);
   for (const l of report.layers) {
     assert.ok(l.dataError.data < l.dataError.filter, `${l.name}: held-out error ${l.dataError.filter} → ${l.dataError.data}`);
@@ -169,7 +170,7 @@ describe('data reconstruction on the charcnn fixture', () => {
   test('scheme 2: joint beats non-joint on the last replaced layer', async () => {
     nonJoint = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: false });
     assertDataBeatsFilter(nonJoint.report);
-    const last = (r: ReconstructReport) => r.layers[r.layers.length - 1].dataError.data;
+    const last = (r: DataReport) => r.layers[r.layers.length - 1].dataError.data;
     assert.ok(last(joint.report) < last(nonJoint.report), `conv3: joint ${last(joint.report)} vs non-joint ${last(nonJoint.report)}`);
     // Both start from the same filter reconstruction.
     assert.equal(joint.report.layers[1].dataError.filter, nonJoint.report.layers[1].dataError.filter);

@@ -1,13 +1,11 @@
 import { Command, Option } from 'commander';
 import chalk from 'chalk';
-import * as path from 'node:path';
-import { compressModel, parseRankSpec, type CompressResult } from '../compress.js';
+import { parseRankSpec } from '../compress.js';
 import { UserError } from '../errors.js';
-import { checkOutputDir, loadModel, saveModel } from '../model/io.js';
 import { skippedNote } from '../data/images.js';
-import {
-  DEFAULT_RECONSTRUCT, planImages, reconstructData, stderrReporter, type ReconstructOptions, type ReconstructReport,
-} from '../reconstruct/index.js';
+import { runCompress, type CompressReport } from '../pipeline.js';
+import { DEFAULT_RECONSTRUCT, stderrReporter, type ReconstructOptions } from '../reconstruct/index.js';
+import { SCHEME_NAMES, schemeHelp } from '../schemes/index.js';
 import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
 
@@ -19,6 +17,7 @@ interface CompressFlags {
   basis: 'per-channel' | 'shared';
   separable?: boolean;
   force?: boolean;
+  allowSlower?: boolean;
   json?: boolean;
 }
 
@@ -70,13 +69,14 @@ export function registerCompress(program: Command): void {
     .command('compress')
     .description('replace conv layers with low-rank factorizations and write a stock tfjs LayersModel')
     .argument('<model>', 'model.json, or a folder holding one')
-    .addOption(new Option('--scheme <n>', '1: basis filters per channel + 1×1 (SeparableConv2D); 2: kh×1 conv then 1×kw conv').choices(['1', '2']).default('2'))
+    .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default('2'))
     .requiredOption('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
     .option('--layers <names>', 'comma-separated Conv2D layers to replace (default: every Conv2D larger than 1×1 except the first)')
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
     .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
     .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)')
-    .option('--force', 'replace an existing --out folder, and layers whose rank saves no MACs')
+    .option('--force', 'replace an existing --out folder that lowrank wrote')
+    .option('--allow-slower', 'replace layers even where the rank saves no MACs (warns for each)')
     .option('--json', 'print the report as JSON on stdout')
     .option('--data <dir>', 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
@@ -91,57 +91,49 @@ export function registerCompress(program: Command): void {
     .action(async (modelPath: string, flags: CompressFlags & DataFlags, cmd: Command) => {
       const backend = await startBackend(cmd);
       if (flags.separable && flags.scheme !== '1') throw new UserError('--separable applies to --scheme 1 only');
-      const rank = parseRankSpec(flags.rank);
-      const dataOptions = reconstructOptions(flags, cmd);
-      const plan = dataOptions ? planImages(dataOptions) : null;
-      const loaded = await loadModel(modelPath);
-      checkOutputDir(flags.out, flags.force ?? false, loaded.jsonPath);
-      const result = await compressModel(
-        loaded.model,
+      if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the compressed model into');
+      const layers = flags.layers?.split(',').map((s) => s.trim()).filter(Boolean);
+      const report = await runCompress(
         {
-          scheme: flags.scheme === '1' ? 1 : 2,
-          rank,
-          layers: flags.layers?.split(',').map((s) => s.trim()).filter(Boolean),
+          input: modelPath,
+          out: flags.out,
+          force: flags.force ?? false,
+          scheme: flags.scheme,
           basis: flags.basis,
           separable: flags.separable ?? false,
-          force: flags.force ?? false,
-          topology: loaded.topology,
+          rank: parseRankSpec(flags.rank),
+          layers,
+          allowSlower: flags.allowSlower ?? false,
+          data: reconstructOptions(flags, cmd),
         },
-        (message) => note(`lowrank: ${message}`),
+        (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),
+        stderrReporter(),
       );
-      for (const s of result.skipped) note(chalk.yellow(`lowrank: warning: left ${s.name} as it is: ${s.reason}`));
-      let report: ReconstructReport | undefined;
-      if (dataOptions && plan) {
-        note(`lowrank: data reconstruction (${dataOptions.joint ? 'joint' : 'non-joint'}) on ${plan.fit.length} fitting images, ${plan.holdout.length} held out${plan.holdoutSource === 'eval-data' ? ` from ${dataOptions.evalData}` : ''}`);
-        report = await reconstructData(loaded.model, result, plan, dataOptions, stderrReporter());
-        const skipped = skippedNote({ skipped: report.skippedFiles, decoded: 0 });
-        if (skipped) note(chalk.yellow(`lowrank: warning: ${skipped}`));
-      }
-      const saved = await saveModel(result.model, flags.out, { force: flags.force, topology: result.topology });
-      const input = path.relative(process.cwd(), loaded.jsonPath);
-      const output = path.relative(process.cwd(), saved.jsonPath);
+      const skipped = report.data ? skippedNote({ skipped: report.data.skippedFiles, decoded: 0 }) : null;
+      if (skipped) note(chalk.yellow(`lowrank: warning: ${skipped}`));
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify(compressJson(backend, input, output, result, report), null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(compressJson(backend, report), null, 2)}\n`);
       } else {
-        process.stdout.write(`${renderCompress(result, report)}\n`);
-        note(`lowrank: wrote ${output} (${saved.shards} weight shard${saved.shards > 1 ? 's' : ''})`);
+        process.stdout.write(`${renderCompress(report)}\n`);
+        note(`lowrank: wrote ${report.output} (${report.saved.shards} weight shard${report.saved.shards > 1 ? 's' : ''})`);
       }
     });
 }
 
-export function compressJson(backend: string, input: string, output: string, r: CompressResult, data?: ReconstructReport) {
+export function compressJson(backend: string, r: CompressReport) {
+  const data = r.data;
   const fitted = new Map(data?.layers.map((l) => [l.name, l]));
   return {
     backend,
-    input,
-    output,
+    input: r.input,
+    output: r.output,
     scheme: r.scheme.id,
     totalMacsBefore: r.totalMacsBefore,
     totalMacsAfter: r.totalMacsAfter,
     theoreticalSpeedup: r.theoreticalSpeedup,
     layers: r.layers.map((l) => {
       const d = fitted.get(l.name);
-      return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.iterations, kept: d.kept } : l;
+      return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.steps, kept: d.kept } : l;
     }),
     skipped: r.skipped,
     ...(data?.accuracy ? { accuracy: { original: data.accuracy.original, filter: data.accuracy.filter, data: data.accuracy.data } } : {}),
@@ -159,7 +151,8 @@ export function compressJson(backend: string, input: string, output: string, r: 
   };
 }
 
-export function renderCompress(r: CompressResult, data?: ReconstructReport): string {
+export function renderCompress(r: CompressReport): string {
+  const data = r.data;
   const fitted = new Map(data?.layers.map((l) => [l.name, l]));
   const errorCells = (name: string) => {
     if (!data) return [];

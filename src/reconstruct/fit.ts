@@ -21,7 +21,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { seededRandom } from '../data/images.js';
-import type { FactoredLayer } from './factors.js';
+import type { FactoredForm, WeightValue } from '../schemes/index.js';
 import { solveSymmetric } from '../linalg/solve.js';
 import { conv, matMulT, pad2d, paddingOf } from './ops.js';
 import type { LayerCache } from './data.js';
@@ -50,7 +50,7 @@ export const DEFAULT_FIT: Omit<FitOptions, 'seed'> = { iterations: 'auto', batch
 export const MAX_AUTO_STEPS = 300;
 export const AUTO_STEP_MACS = 120e9;
 
-export function autoSteps(fl: FactoredLayer, batch: number): number {
+export function autoSteps(fl: FactoredForm, batch: number): number {
   // Forward plus the gradient of every factor ≈ 4 forward passes; the prior every PRIOR_EVERY steps.
   const step = 4 * batch * fl.macsPerImage + fl.priorMacs / PRIOR_EVERY;
   return Math.max(20, Math.min(MAX_AUTO_STEPS, Math.floor(AUTO_STEP_MACS / step)));
@@ -74,7 +74,7 @@ export interface FitResult {
 }
 
 /** Mean over rows and patch entries of the squared layer input: μ. */
-function patchEnergy(fl: FactoredLayer, x: tf.Tensor4D): { sum: number; rows: number } {
+function patchEnergy(fl: FactoredForm, x: tf.Tensor4D): { sum: number; rows: number } {
   const g = fl.g;
   return tf.tidy(() => {
     const [h, w] = paddingOf(g);
@@ -118,11 +118,11 @@ function minibatches(n: number, batch: number, seed: number): () => number[] {
 }
 
 export async function fitLayer(
-  fl: FactoredLayer, cache: LayerCache, hasBias: boolean, options: FitOptions, progress: FitProgress,
+  fl: FactoredForm, initial: WeightValue[], cache: LayerCache, hasBias: boolean, options: FitOptions, progress: FitProgress,
 ): Promise<FitResult> {
   const g = fl.g;
   const N = g.N;
-  const start = fl.initial();
+  const start = initial.map((w) => tf.tensor(w.values, w.shape));
   const factors = start.map((t) => t.clone());
   let offset: tf.Tensor1D | null = hasBias ? tf.zeros([N]) : null;
 

@@ -4,8 +4,8 @@
  * transposeB set is ~10× slower than the plain product (no XNNPACK path). Measured on this 2-core
  * machine, conv2 of the character CNN (16×16×48 → 8×8×128, 9×9), rank 21, 32 images:
  *
- *   vertical conv forward: tf.conv2d 6 ms · 9 stripes (slice) + concat + matMul 21 ms
- *   filter gradient:       batch↔channel conv (below) 11 ms · stripes + matMul 24 ms · conv3d grads 214 ms
+ *   vertical conv forward: tf.conv2d 6 ms · 9 patch columns (slice) + concat + matMul 21 ms
+ *   filter gradient:       batch↔channel conv (below) 11 ms · patch columns + matMul 24 ms · conv3d grads 214 ms
  *   input gradient:        flipped-kernel conv2d 9 ms · tf.conv2dTranspose 33 ms
  *
  * (tfjs' Slice and Concat run in JavaScript on wasm, so patch extraction is the slow part of a
@@ -18,7 +18,7 @@
  *    and channel axes swapped (stride and dilation trade places), then cropped to the kernel size.
  *
  * The patch+matMul form is still used where a matrix is the point: the design matrix of the
- * last factor's exact least-squares solve (see `stripes`).
+ * last factor's exact least-squares solve (see `patchColumns`).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ConvGeometry } from '../cost.js';
@@ -156,7 +156,7 @@ export function dwFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, k: Pair, s: Pair, 
  * (1 = height, 2 = width) with stride s and dilation d, the (B·H'·W', k·C) matrix whose columns
  * (t·C + c) hold x at tap t. Slices are taken on 2-D views so each copy is one long run.
  */
-export function stripes(x: tf.Tensor4D, axis: 1 | 2, k: number, s: number, d: number, out: number): tf.Tensor2D {
+export function patchColumns(x: tf.Tensor4D, axis: 1 | 2, k: number, s: number, d: number, out: number): tf.Tensor2D {
   return tf.tidy(() => {
     const [b, h, w, c] = x.shape;
     const parts: tf.Tensor2D[] = [];
@@ -183,5 +183,32 @@ export function stripes(x: tf.Tensor4D, axis: 1 | 2, k: number, s: number, d: nu
       }
     }
     return (parts.length === 1 ? parts[0] : tf.concat(parts, 1)) as tf.Tensor2D;
+  });
+}
+
+/** A tensor's values as float64 (for the exact solves), disposing the tensor. */
+export function toF64(t: tf.Tensor): Float64Array {
+  const d = Float64Array.from(t.dataSync());
+  t.dispose();
+  return d;
+}
+
+/** Block-diagonal gram (nb blocks of m×m, given as (nb, m, m)) as a dense (nb·m)² matrix. */
+export function blockDiagonal(blocks: Float64Array, nb: number, m: number): Float64Array {
+  const n = nb * m;
+  const out = new Float64Array(n * n);
+  for (let b = 0; b < nb; b++) {
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < m; j++) out[(b * m + i) * n + b * m + j] = blocks[(b * m + i) * m + j];
+    }
+  }
+  return out;
+}
+
+/** The original conv layer's linear response (no bias, no activation) as rows × N. */
+export function linearResponse(x: tf.Tensor4D, kernel: tf.Tensor4D, g: ConvGeometry): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [h, w] = paddingOf(g);
+    return tf.conv2d(pad2d(x, h, w), kernel, [g.sh, g.sw], 'valid', 'NHWC', [g.dh, g.dw]).reshape([-1, g.N]);
   });
 }

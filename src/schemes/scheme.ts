@@ -1,0 +1,137 @@
+/**
+ * What a factorization scheme is: a plug-in that owns everything about one way of replacing a
+ * layer — which layers it applies to, its full and break-even ranks, MACs and parameters at a rank,
+ * the filter-reconstruction factorization, the stock tfjs layers that replace the original, and the
+ * factored forward pass with its gradients that data reconstruction fits. The pipeline
+ * (src/compress.ts), inspect, bench and reconstruction look schemes up in the registry
+ * (src/schemes/index.ts) and never guess which scheme made what.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import { conv2dMacs, convGeometry, type ConvGeometry } from '../cost.js';
+import { UserError } from '../errors.js';
+import { relativeError } from '../factorize/reshape.js';
+import type { LayerInfo } from '../model/layers.js';
+import { topologyLayers } from '../rewrite.js';
+
+export interface WeightValue {
+  shape: number[];
+  values: Float32Array;
+}
+
+/** One stock tfjs layer of a replacement, in Keras JSON form, with its weights in tfjs order. */
+export interface NewLayer {
+  className: string;
+  config: Record<string, any>;
+  weights: WeightValue[];
+}
+
+/** A layer to replace: its saved config, geometry and weights. */
+export interface TargetLayer {
+  name: string;
+  className: string;
+  /** The layer's config as saved in model.json (snake_case keys). */
+  config: Record<string, any>;
+  geometry: ConvGeometry;
+  /** The kernel in tfjs layout [kh, kw, C, N]. */
+  kernel: Float32Array;
+  bias: Float32Array | null;
+}
+
+/** A layer's replacement at a rank: the factors (tfjs layouts of the new layers' kernels) and bias. */
+export interface Factorization {
+  target: TargetLayer;
+  scheme: Scheme;
+  rank: number;
+  factors: WeightValue[];
+  /** The bias the last new layer carries (the original's, plus any offset data fitting found). */
+  bias: Float32Array | null;
+  /** Alternating-least-squares sweeps, for schemes that iterate. */
+  sweeps?: number;
+}
+
+/**
+ * A replacement as a differentiable function of its factors (tensors in the factors' layouts):
+ * what data reconstruction (src/reconstruct) fits.
+ */
+export interface FactoredForm {
+  g: ConvGeometry;
+  /** Linear response (R × N) of the factors on input x (B, inH, inW, C), R = B·outH·outW. */
+  forward(x: tf.Tensor4D, f: tf.Tensor[]): tf.Tensor2D;
+  /** Sum of squares of E = forward(x) + offset − target (R × N) and the gradients of ½‖E‖². */
+  step(x: tf.Tensor4D, f: tf.Tensor[], target: tf.Tensor2D, offset: tf.Tensor1D | null): { sse: tf.Scalar; grads: tf.Tensor[]; offsetGrad: tf.Tensor1D | null };
+  /** MACs of the replacement per image, and of one evaluation of the filter objective. */
+  macsPerImage: number;
+  priorMacs: number;
+  /** Index of the last linear factor, and its fan-in (rows of its (fanIn × N) matrix). */
+  last: number;
+  lastFanIn: number;
+  /** Design matrix (R × lastFanIn) of the last factor: forward = design · last.reshape(fanIn, N). */
+  design(x: tf.Tensor4D, f: tf.Tensor[]): tf.Tensor2D;
+  /** ‖Ŵ(f) − W‖² and its gradient (the filter-reconstruction objective). */
+  filterObjective(f: tf.Tensor[]): { value: tf.Scalar; grads: tf.Tensor[] };
+  /**
+   * The filter objective as a quadratic in the last factor: ‖W‖² − 2⟨rhs, A⟩ + ⟨A, gram·A⟩ with
+   * A the (fanIn × N) matrix of the last factor (gram is block-diagonal, dense here).
+   */
+  filterNormal(f: tf.Tensor[]): { gram: Float64Array; rhs: Float64Array };
+  dispose(): void;
+}
+
+export interface Scheme {
+  /** Id in reports, --json and the output's record, e.g. 'scheme2'. */
+  id: string;
+  /** Human description of the variant, e.g. "scheme 1 (shared basis, separable)". */
+  label: string;
+  /** Why the scheme cannot replace this layer, or null when it can. */
+  refuses(layer: LayerInfo): string | null;
+  /** Smallest rank that reproduces any kernel of this geometry exactly. */
+  fullRank(g: ConvGeometry): number;
+  /** MACs per example and parameters of the replacement at `rank` (linear in the rank). */
+  macs(g: ConvGeometry, rank: number): number;
+  params(g: ConvGeometry, rank: number): number;
+  /** The filter-reconstruction factors at `rank`. */
+  factorize(target: TargetLayer, rank: number): Factorization;
+  /** The kernel [kh, kw, C, N] that factors compute (for the filter error). */
+  kernelOf(target: TargetLayer, factors: WeightValue[]): Float32Array;
+  /** The stock layers that replace the target, named after it, carrying the factors and bias. */
+  layers(f: Factorization): NewLayer[];
+  /** The factored form for data fitting. */
+  factored(target: TargetLayer, rank: number): FactoredForm;
+}
+
+/** MACs per example of the original layer. */
+export const originalMacs = (g: ConvGeometry): number => conv2dMacs(g);
+
+/** Largest rank whose replacement costs fewer MACs than the layer (0 if none does). */
+export function breakEvenRank(scheme: Scheme, g: ConvGeometry): number {
+  return Math.max(0, Math.ceil(originalMacs(g) / scheme.macs(g, 1)) - 1);
+}
+
+/** ‖W − Ŵ‖_F / ‖W‖_F of a factorization's kernel. */
+export function filterError(f: Factorization): number {
+  return relativeError(f.target.kernel, f.scheme.kernelOf(f.target, f.factors));
+}
+
+/** The saved (snake_case) config of layer `name` in a topology. */
+function savedConfig(topology: any, name: string): Record<string, any> {
+  const found = topologyLayers(topology).find((l) => l.config?.name === name);
+  if (!found) throw new Error(`layer ${name} missing from the saved topology`);
+  return found.config;
+}
+
+/** The layer as the schemes see it: saved config, geometry and weights. */
+export function targetLayer(info: LayerInfo, topology: any): TargetLayer {
+  const weights = info.layer.getWeights();
+  const kernel = weights[0].dataSync() as Float32Array;
+  if (!kernel.every(Number.isFinite)) {
+    throw new UserError(`layer ${info.name}: its kernel has NaN or infinite values; the model file is damaged or was saved from a diverged training run`);
+  }
+  return {
+    name: info.name,
+    className: info.className,
+    config: savedConfig(topology, info.name),
+    geometry: convGeometry(info),
+    kernel,
+    bias: weights.length > 1 ? (weights[1].dataSync() as Float32Array) : null,
+  };
+}
