@@ -214,8 +214,13 @@ export interface BlockTiming {
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D']);
 const PIECE_SUFFIXES = ['_v', '_h', '_p'];
 
-/** B's layers that stand for A's layer `name`: the same name, or name_v/_h/_p pieces in order. */
-function blockOf(name: string, after: LayerInfo[]): LayerInfo[] {
+/**
+ * B's layers that stand for A's layer `name`: as B's record of what replaced what says (written by
+ * compress), else — for models written elsewhere — the same name, or name_v/_h/_p pieces in order.
+ */
+function blockOf(name: string, after: LayerInfo[], replaced: Map<string, string[]> | null = null): LayerInfo[] {
+  const recorded = replaced?.get(name);
+  if (recorded) return recorded.map((n) => after.find((l) => l.name === n)).filter((l): l is LayerInfo => l !== undefined);
   const same = after.find((l) => l.name === name);
   if (same) return [same];
   return after.filter((l) => PIECE_SUFFIXES.some((s) => l.name === name + s));
@@ -228,6 +233,7 @@ function applyChain(layers: LayerInfo[], x: tf.Tensor): tf.Tensor {
 
 export async function timeLayers(
   before: tf.LayersModel, after: tf.LayersModel, batch: number, runs: number, warmup: number, modelMs: { before: number; after: number },
+  replaced: Map<string, string[]> | null = null,
 ): Promise<BlockTiming[]> {
   const a = listLayers(before);
   const b = listLayers(after);
@@ -235,7 +241,7 @@ export async function timeLayers(
   const macsB = b.reduce((s, l) => s + (layerMacs(l) ?? 0), 0);
   const out: BlockTiming[] = [];
   for (const layer of a.filter((l) => CONV_CLASSES.has(l.className) && l.calls.length === 1)) {
-    const block = blockOf(layer.name, b);
+    const block = blockOf(layer.name, b, replaced);
     const x = randomInput(layer.calls[0].inputShapes[0], batch, 3);
     const single = [layer];
     const t = block.length

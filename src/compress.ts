@@ -173,6 +173,14 @@ export interface ReplacementRecord {
   layers: string[];
 }
 
+/** What replaced what, from a model.json's userDefinedMetadata (null for models written elsewhere). */
+export function readReplacementRecords(metadata: any): Map<string, string[]> | null {
+  const replaced = metadata?.lowrank?.replaced;
+  if (!Array.isArray(replaced)) return null;
+  const ok = (r: any) => r && typeof r.layer === 'string' && Array.isArray(r.layers) && r.layers.every((n: unknown) => typeof n === 'string');
+  return new Map(replaced.filter(ok).map((r: ReplacementRecord) => [r.layer, r.layers]));
+}
+
 export function replacementRecords(factorizations: Factorization[]): ReplacementRecord[] {
   return factorizations.map((f) => ({
     layer: f.target.name, scheme: f.scheme.id, label: f.scheme.label, rank: f.rank, layers: f.scheme.layers(f).map((l) => l.config.name),

@@ -1,5 +1,5 @@
 /** The per-layer cost report behind `lowrank inspect`. */
-import { convGeometry, layerMacs } from './cost.js';
+import { convGeometry, layerMacs, modelMacs } from './cost.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
 import { squaredSingularValues } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
@@ -56,7 +56,7 @@ export async function scheme2Summary(layer: LayerInfo): Promise<Scheme2Summary> 
 
 export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Promise<InspectReport> {
   const macs = layers.map(layerMacs);
-  const totalMacs = macs.reduce<number>((a, m) => a + (m ?? 0), 0);
+  const { total: totalMacs, unknown } = modelMacs(layers);
   const reports: LayerReport[] = [];
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
@@ -81,7 +81,7 @@ export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Pr
   return {
     totalMacs,
     totalParams: layers.reduce((a, l) => a + l.params, 0),
-    unknownLayers: layers.filter((_, i) => macs[i] === null).map((l) => l.name),
+    unknownLayers: unknown,
     layers: reports,
   };
 }

@@ -5,6 +5,7 @@ import { checkComparable, compareOnImages, compareOnRandom, timeLayers, timeMode
 import { listImages, skippedNote, type BatchStats } from '../data/images.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
+import { readReplacementRecords } from '../compress.js';
 import { modelMacs } from '../cost.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
@@ -52,7 +53,8 @@ export function registerBench(program: Command): void {
     if (flags.perLayer) {
       const largest = timings[timings.length - 1];
       note(`lowrank: timing conv layers at batch ${largest.batch}`);
-      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, { before: largest.before.medianMs, after: largest.after.medianMs });
+      const replaced = readReplacementRecords(b.userDefinedMetadata);
+      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, { before: largest.before.medianMs, after: largest.after.medianMs }, replaced);
     }
     const report = benchReport(backend, a, b, timings, agreement, perLayer);
     if (flags.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

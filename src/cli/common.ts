@@ -1,7 +1,12 @@
 /** Pieces every command shares: backend start-up and where messages go. */
 import type { Command } from 'commander';
-import { useBackend } from '../backend.js';
-import type { GlobalOptions } from './main.js';
+import { useBackend, type BackendChoice } from '../backend.js';
+
+/** Options every command takes (see main.ts). */
+export interface GlobalOptions {
+  backend: BackendChoice;
+  verbose: boolean;
+}
 
 /** Messages for people go to stderr, so stdout stays clean for tables and --json. */
 export function note(message: string): void {

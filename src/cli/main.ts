@@ -11,11 +11,6 @@ import { registerInspect } from './inspect.js';
 const require = createRequire(import.meta.url);
 const { version } = require('../../../package.json') as { version: string };
 
-export interface GlobalOptions {
-  backend: 'auto' | 'node' | 'wasm' | 'cpu';
-  verbose: boolean;
-}
-
 export function buildProgram(): Command {
   const program = new Command();
   program

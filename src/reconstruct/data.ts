@@ -13,15 +13,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
-import { imageBatches, type BatchStats, type ImageEntry, type InputSize, type PixelOptions } from '../data/images.js';
+import { imageBatches, type BatchStats, type ImageBatch, type ImageEntry, type InputSize, type PixelOptions } from '../data/images.js';
 
 export const IMAGE_BUDGET = 64 * 1024 * 1024;
 export const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
-
-export interface ImageBatchData {
-  x: tf.Tensor4D;
-  labels: (number | null)[];
-}
 
 /** A list of images read in batches, decoded once and kept when small enough. */
 export class ImageStore {
@@ -57,11 +52,11 @@ export class ImageStore {
   }
 
   /** Batches of readable images in order, starting at readable image `skip`. */
-  async *batches(skip = 0): AsyncGenerator<ImageBatchData> {
+  async *batches(skip = 0): AsyncGenerator<ImageBatch> {
     await this.load();
     const { height, width, channels } = this.size;
     let seen = 0;
-    const emit = (data: Float32Array, labels: (number | null)[]): ImageBatchData | null => {
+    const emit = (data: Float32Array, labels: (number | null)[]): ImageBatch | null => {
       const n = labels.length;
       const start = Math.max(0, skip - seen);
       seen += n;
