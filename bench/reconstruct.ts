@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { useBackend } from '../src/backend.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { formatRanks, ranksForSpeedup } from '../src/ranks.js';
+import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/ranks.js';
 import { schemeFor } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 
@@ -24,12 +24,13 @@ const pct = (x: number) => (100 * x).toFixed(1);
 
 export async function runReconstructBench(): Promise<void> {
   await useBackend('wasm');
-  const layers = listLayers((await loadModel(FIXTURE)).model);
+  const fixture = await loadModel(FIXTURE);
+  const layers = listLayers(fixture.model);
   const scheme = schemeFor({ scheme: '2', basis: 'per-channel', separable: false });
   heading('Data reconstruction: charcnn conv2+conv3, Scheme 2, fit on fashion/train (1,000), top-1 on fashion/test (1,000), wasm');
   const rows: (string | number)[][] = [];
   for (const target of SPEEDUPS) {
-    const choice = ranksForSpeedup(layers, ['conv2', 'conv3'], scheme, target);
+    const choice = ranksForSpeedup(layers, filterCandidates(layers, ['conv2', 'conv3'], scheme, fixture.topology), target);
     if (!choice) {
       rows.push([`${target}×`, `cannot reach ${target}×`, '', '', '', '', '', '', '', '']);
       continue;

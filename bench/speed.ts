@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { useBackend } from '../src/backend.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { formatRanks, ranksForSpeedup } from '../src/ranks.js';
+import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/ranks.js';
 import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 
@@ -21,12 +21,13 @@ const VARIANTS: { title: string; flags: string[]; options: SchemeOptions }[] = [
 
 export async function runSpeedBench(target = 4.5): Promise<void> {
   await useBackend('wasm');
-  const layers = listLayers((await loadModel(FIXTURE)).model);
+  const fixture = await loadModel(FIXTURE);
+  const layers = listLayers(fixture.model);
   heading(`Measured speed: charcnn vs conv2+conv3 compressed to ≥ ${target}× theoretical (wasm, filter reconstruction)`);
   const rows: (string | number)[][] = [];
   let perLayer: any[] | null = null;
   for (const v of VARIANTS) {
-    const choice = ranksForSpeedup(layers, ['conv2', 'conv3'], schemeFor(v.options), target);
+    const choice = ranksForSpeedup(layers, filterCandidates(layers, ['conv2', 'conv3'], schemeFor(v.options), fixture.topology), target);
     if (!choice) {
       rows.push([v.title, '—', `cannot reach ${target}×`, '', '', '', '', '']);
       continue;

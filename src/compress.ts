@@ -14,16 +14,22 @@ import { convGeometry, layerMacs, modelMacs } from './cost.js';
 import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
-import { manualRanks, type RankSpec, type RankedLayer } from './ranks.js';
+import {
+  allocateRanks, filterCandidates, manualRanks, maximumSpeedup, ranksForSpeedup, type Allocation, type RankedLayer,
+} from './ranks.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import {
   filterError, schemeFor, targetLayer, type Factorization, type NewLayer, type Scheme, type SchemeOptions,
 } from './schemes/index.js';
 
 export { parseRankSpec, type RankSpec } from './ranks.js';
+import type { RankSpec } from './ranks.js';
 
 export interface CompressOptions extends SchemeOptions {
-  rank: RankSpec;
+  /** The user's ranks; or, with `speedup`, none: ranks are chosen for the target. */
+  rank?: RankSpec;
+  /** Whole-model theoretical speedup to reach with the least predicted error (see ranks.ts). */
+  speedup?: number;
   /** Layer names; default: every Conv2D larger than 1×1 except the first conv. */
   layers?: string[];
   /** Replace layers even where the rank saves no MACs. */
@@ -38,6 +44,8 @@ export interface CompressPlan {
   skipped: { name: string; reason: string }[];
   /** Said when the layers were chosen by default. */
   defaulted: string | null;
+  /** With a speedup target: the chosen ranks, and the equal-fraction baseline's predicted error. */
+  allocation: (Allocation & { target: number; baselineError: number | null; basis: 'spectrum' | 'measured' }) | null;
 }
 
 const isConv2D = (l: LayerInfo) => l.className === 'Conv2D';
@@ -85,18 +93,40 @@ export function selectLayers(layers: LayerInfo[], scheme: Scheme, names: string[
   return { chosen, defaulted: null };
 }
 
+/** Stage 2 for a speedup target: the ranks with the least summed predicted filter error. */
+function ranksForTarget(
+  layers: LayerInfo[], chosen: LayerInfo[], scheme: Scheme, target: number, topology: any,
+): { ranked: RankedLayer[]; skipped: CompressPlan['skipped']; allocation: CompressPlan['allocation'] & {} } {
+  const candidates = filterCandidates(layers, chosen.map((l) => l.name), scheme, topology);
+  const allocation = allocateRanks(layers, candidates, target);
+  if (!allocation) {
+    const max = maximumSpeedup(layers, candidates);
+    throw new UserError(`--speedup ${target}: these layers can make the model at most ${max.speedup.toFixed(2)}× faster by MACs (${max.heldBack}); ask for less, or select more layers with --layers`);
+  }
+  const ranked = chosen.filter((l) => allocation.ranks.has(l.name)).map((info) => ({ info, rank: allocation.ranks.get(info.name)!, slower: false }));
+  const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: `no rank of ${scheme.label} saves MACs on this layer` }));
+  const baseline = ranksForSpeedup(layers, candidates, target);
+  return { ranked, skipped, allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'spectrum' } };
+}
+
 /** Stages 1 and 2, with every check that does not need the factors. */
-export function planCompression(model: tf.LayersModel, options: CompressOptions): CompressPlan {
+export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: any): CompressPlan {
   const scheme = schemeFor(options);
   const layers = listLayers(model);
+  if ((options.rank === undefined) === (options.speedup === undefined)) {
+    throw new UserError('give either --rank (your ranks) or --speedup (ranks chosen for a target), not both and not neither');
+  }
   // With per-layer ranks and no --layers, the ranks name the layers.
   const names = options.layers ?? (options.rank instanceof Map ? [...options.rank.keys()] : undefined);
   const { chosen, defaulted } = selectLayers(layers, scheme, names);
-  const { ranked, skipped } = manualRanks(chosen, scheme, options.rank, options.allowSlower ?? false);
+  if (options.speedup !== undefined) {
+    return { scheme, layers, defaulted, ...ranksForTarget(layers, chosen, scheme, options.speedup, topology) };
+  }
+  const { ranked, skipped } = manualRanks(chosen, scheme, options.rank!, options.allowSlower ?? false);
   if (ranked.length === 0) {
     throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
   }
-  return { scheme, layers, ranked, skipped, defaulted };
+  return { scheme, layers, ranked, skipped, defaulted, allocation: null };
 }
 
 export type Progress = (message: string) => void;
@@ -204,9 +234,9 @@ export interface CompressResult {
  * `topology` is the model's saved topology (a loaded model's own); default: its toJSON().
  */
 export async function compressModel(model: tf.LayersModel, options: CompressOptions & { topology?: any }, log: Progress = () => {}): Promise<CompressResult> {
-  const plan = planCompression(model, options);
-  if (plan.defaulted) log(plan.defaulted);
   const topology = options.topology ?? modelTopology(model);
+  const plan = planCompression(model, options, topology);
+  if (plan.defaulted) log(plan.defaulted);
   const factorizations = factorize(plan, topology, log);
   const built = await buildCompressed(model, topology, factorizations);
   const layers = layerResults(plan, factorizations);

@@ -9,6 +9,7 @@ import {
   buildCompressed, factorize, layerResults, modelCost, planCompression, replacementRecords,
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
 } from './compress.js';
+import { planBySensitivity } from './sensitivity.js';
 import { checkOutputDir, loadModel, saveModel, type SavedModel } from './model/io.js';
 import { evaluateHeldOut, type HeldOutReport } from './reconstruct/heldout.js';
 import {
@@ -48,6 +49,8 @@ export interface CompressReport {
   totalMacsBefore: number;
   totalMacsAfter: number;
   theoreticalSpeedup: number;
+  /** With --speedup: the target and the summed predicted filter error of the chosen and of equal-fraction ranks. */
+  allocation: { target: number; predictedError: number; baselineError: number | null; basis: 'spectrum' | 'measured' } | null;
   data: DataReport | null;
   saved: SavedModel;
 }
@@ -86,13 +89,17 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const images = request.data ? planImages(request.data) : null;
   const loaded = await loadModel(request.input);
   checkOutputDir(request.out, request.force, loaded.jsonPath);
-  const plan = planCompression(loaded.model, request);
+  let plan = planCompression(loaded.model, request, loaded.topology);
   if (plan.defaulted) log(plan.defaulted);
   for (const s of plan.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
   for (const r of plan.ranked.filter((r) => r.slower)) {
     log(`warning: ${r.info.name} at rank ${r.rank} costs at least as many MACs as the original layer; written because of --allow-slower`);
   }
   const stores = request.data && images ? await loadImages(loaded.model, images, request.data) : null;
+  if (request.speedup !== undefined && stores) {
+    plan = (await planBySensitivity(loaded.model, loaded.topology, plan, stores.fit, request.speedup, reporter)).plan;
+    log(`ranks for ≥ ${request.speedup}× chosen by measured sensitivity: ${plan.ranked.map((r) => `${r.info.name}=${r.rank}`).join(', ')}`);
+  }
 
   const filter = factorize(plan, loaded.topology, log);
   const layers = layerResults(plan, filter);
@@ -117,6 +124,9 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     layers,
     skipped: plan.skipped,
     ...modelCost(plan, layers),
+    allocation: plan.allocation && {
+      target: plan.allocation.target, predictedError: plan.allocation.predictedError, baselineError: plan.allocation.baselineError, basis: plan.allocation.basis,
+    },
     data,
     saved,
   };

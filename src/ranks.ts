@@ -3,10 +3,10 @@
  * gave it (`--rank 8` or `--rank conv2=8,conv3=12`, checked against each layer's full and
  * break-even rank before any work) or for a theoretical whole-model speedup.
  */
-import { convGeometry, layerMacs } from './cost.js';
+import { convGeometry, layerMacs, modelMacs } from './cost.js';
 import { UserError } from './errors.js';
 import type { LayerInfo } from './model/layers.js';
-import { breakEvenRank, type Scheme } from './schemes/index.js';
+import { breakEvenRank, targetLayer, type Scheme } from './schemes/index.js';
 
 /** One rank for every layer, or a rank per layer name. */
 export type RankSpec = number | Map<string, number>;
@@ -77,47 +77,143 @@ export function manualRanks(chosen: LayerInfo[], scheme: Scheme, spec: RankSpec,
   return { ranked, skipped };
 }
 
-/** Whole-model speedup when each layer in `ranks` is replaced by `scheme` at its rank. */
-export function theoreticalSpeedup(layers: LayerInfo[], scheme: Scheme, ranks: Map<string, number>): number {
-  let before = 0;
-  let after = 0;
-  for (const layer of layers) {
-    const macs = layerMacs(layer) ?? 0;
-    before += macs;
-    const rank = ranks.get(layer.name);
-    after += rank === undefined ? macs : scheme.macs(convGeometry(layer), rank);
-  }
-  return before / after;
+/** A layer rank selection may choose for, with its scheme and the error each rank would cost. */
+export interface Candidate {
+  info: LayerInfo;
+  scheme: Scheme;
+  /** Predicted error at each rank 0…full rank (index = rank): what the allocation minimises the sum of. */
+  error: ArrayLike<number>;
 }
 
-export interface RankChoice {
+export interface Allocation {
   ranks: Map<string, number>;
   /** Whole-model MACs before / after at these ranks. */
   theoreticalSpeedup: number;
+  /** Σ over the layers of the predicted error at the chosen ranks. */
+  predictedError: number;
+}
+
+/** The named layers as candidates for `scheme`, each with its filter-error curve. */
+export function filterCandidates(layers: LayerInfo[], names: string[], scheme: Scheme, topology: any): Candidate[] {
+  return names.map((name) => {
+    const info = layers.find((l) => l.name === name);
+    if (!info) throw new UserError(`no layer named '${name}'`);
+    return { info, scheme, error: scheme.errorCurve(targetLayer(info, topology)) };
+  });
+}
+
+/** Whole-model MACs when each candidate named in `ranks` is replaced at its rank. */
+function macsAt(layers: LayerInfo[], candidates: Candidate[], ranks: Map<string, number>): { before: number; after: number } {
+  const before = modelMacs(layers).total;
+  let after = before;
+  for (const c of candidates) {
+    const r = ranks.get(c.info.name);
+    if (r !== undefined) after -= (layerMacs(c.info) ?? 0) - c.scheme.macs(convGeometry(c.info), r);
+  }
+  return { before, after };
+}
+
+/** Whole-model speedup at `ranks` (layers not named stay as they are). */
+export function theoreticalSpeedup(layers: LayerInfo[], candidates: Candidate[], ranks: Map<string, number>): number {
+  const { before, after } = macsAt(layers, candidates, ranks);
+  return before / after;
+}
+
+/** The highest rank of a candidate that still saves MACs (never above its full rank); 0 if none does. */
+export function rankCap(c: Candidate): number {
+  const g = convGeometry(c.info);
+  return Math.min(breakEvenRank(c.scheme, g), c.scheme.fullRank(g));
 }
 
 /**
- * The largest ranks, each the same fraction of its layer's full rank but never above its
- * break-even rank (a layer is not made dearer to make another cheaper), whose whole-model speedup
- * is at least `target`; null if even rank 1 everywhere falls short.
+ * The fastest the candidates can make the model (every one at rank 1), and what holds it back:
+ * the MACs no candidate can take away, by kind of layer.
  */
-export function ranksForSpeedup(layers: LayerInfo[], names: string[], scheme: Scheme, target: number): RankChoice | null {
-  const chosen = names.map((n) => layers.find((l) => l.name === n)!);
+export function maximumSpeedup(layers: LayerInfo[], candidates: Candidate[]): { speedup: number; heldBack: string } {
+  const usable = candidates.filter((c) => rankCap(c) >= 1);
+  const ranks = new Map(usable.map((c) => [c.info.name, 1]));
+  const { before, after } = macsAt(layers, candidates, ranks);
+  const names = new Set(usable.map((c) => c.info.name));
+  const firstConv = layers.find((l) => l.className === 'Conv2D');
+  const kinds = new Map<string, number>();
+  for (const l of layers) {
+    const m = layerMacs(l) ?? 0;
+    if (names.has(l.name) || m === 0) continue;
+    const kind = l === firstConv ? 'first conv' : l.className === 'Conv2D' && (l.config.kernelSize as number[]).every((k) => k === 1) ? '1×1 Conv2D' : l.className;
+    kinds.set(kind, (kinds.get(kind) ?? 0) + m);
+  }
+  const rest = [...kinds].sort((a, b) => b[1] - a[1]).map(([k, m]) => `${k} ${((100 * m) / before).toFixed(1)} %`);
+  const replaced = usable.reduce((s, c) => s + c.scheme.macs(convGeometry(c.info), 1), 0);
+  const heldBack = `layers left as they are keep ${((100 * (after - replaced)) / before).toFixed(1)} % of the MACs${rest.length ? ` (${rest.join(', ')})` : ''}, and the chosen layers at rank 1 still cost ${((100 * replaced) / before).toFixed(1)} %`;
+  return { speedup: before / after, heldBack };
+}
+
+/**
+ * Per-layer ranks reaching at least `target`× with the least summed predicted error: every layer
+ * starts at its highest saving rank, then the rank step that adds the least error per MAC saved is
+ * taken until the target is met; finally every step back up that keeps the target is restored
+ * (best error gained per MAC first), so one rank more in any layer would miss the target or stop
+ * saving MACs. Null when even rank 1 everywhere falls short (see `maximumSpeedup`).
+ */
+export function allocateRanks(layers: LayerInfo[], candidates: Candidate[], target: number): Allocation | null {
+  const usable = candidates.filter((c) => rankCap(c) >= 1);
+  const { before } = macsAt(layers, candidates, new Map());
+  const budget = before / target;
+  const ranks = new Map(usable.map((c) => [c.info.name, rankCap(c)]));
+  let after = macsAt(layers, candidates, ranks).after;
+  const perRank = usable.map((c) => c.scheme.macs(convGeometry(c.info), 1));
+  const step = (i: number, r: number) => usable[i].error[r - 1] - usable[i].error[r];
+  if (macsAt(layers, candidates, new Map(usable.map((c) => [c.info.name, 1]))).after > budget * (1 + 1e-12)) return null;
+  while (after > budget * (1 + 1e-12)) {
+    let best = -1;
+    let bestCost = Infinity;
+    usable.forEach((c, i) => {
+      const r = ranks.get(c.info.name)!;
+      if (r <= 1) return;
+      const cost = step(i, r) / perRank[i];
+      if (cost < bestCost) [best, bestCost] = [i, cost];
+    });
+    const name = usable[best].info.name;
+    ranks.set(name, ranks.get(name)! - 1);
+    after -= perRank[best];
+  }
+  for (;;) {
+    let best = -1;
+    let bestGain = -Infinity;
+    usable.forEach((c, i) => {
+      const r = ranks.get(c.info.name)!;
+      if (r >= rankCap(c) || after + perRank[i] > budget * (1 + 1e-12)) return;
+      const gain = step(i, r + 1) / perRank[i];
+      if (gain > bestGain) [best, bestGain] = [i, gain];
+    });
+    if (best < 0) break;
+    const name = usable[best].info.name;
+    ranks.set(name, ranks.get(name)! + 1);
+    after += perRank[best];
+  }
+  const predictedError = usable.reduce((s, c) => s + c.error[ranks.get(c.info.name)!], 0);
+  return { ranks, theoreticalSpeedup: before / macsAt(layers, candidates, ranks).after, predictedError };
+}
+
+/**
+ * The largest ranks that are each the same fraction of their layer's full rank (capped at its
+ * break-even rank) and reach at least `target`×: the simple baseline allocation; null if even
+ * rank 1 everywhere falls short.
+ */
+export function ranksForSpeedup(layers: LayerInfo[], candidates: Candidate[], target: number): Allocation | null {
   const at = (fraction: number) =>
-    new Map(chosen.map((l) => {
-      const g = convGeometry(l);
-      return [l.name, Math.max(1, Math.min(breakEvenRank(scheme, g), Math.floor(fraction * scheme.fullRank(g))))];
-    }));
-  if (theoreticalSpeedup(layers, scheme, at(0)) < target) return null;
+    new Map(candidates.map((c) => [c.info.name, Math.max(1, Math.min(rankCap(c), Math.floor(fraction * c.scheme.fullRank(convGeometry(c.info)))))]));
+  if (theoreticalSpeedup(layers, candidates, at(0)) < target) return null;
   let lo = 0;
   let hi = 1;
   for (let i = 0; i < 40; i++) {
     const mid = (lo + hi) / 2;
-    if (theoreticalSpeedup(layers, scheme, at(mid)) >= target) lo = mid;
+    if (theoreticalSpeedup(layers, candidates, at(mid)) >= target) lo = mid;
     else hi = mid;
   }
   const ranks = at(lo);
-  return { ranks, theoreticalSpeedup: theoreticalSpeedup(layers, scheme, ranks) };
+  const predictedError = candidates.reduce((s, c) => s + (c.error[ranks.get(c.info.name)!] ?? 0), 0);
+  return { ranks, theoreticalSpeedup: theoreticalSpeedup(layers, candidates, ranks), predictedError };
 }
 
 export function formatRanks(ranks: Map<string, number>): string {

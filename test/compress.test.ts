@@ -169,8 +169,19 @@ describe('compress CLI', () => {
   });
 
   const bad: [string, string[], RegExp][] = [
-    ['an unknown layer', ['--layers', 'conv9', '--rank', '4'], /no layer named 'conv9'; eligible Conv2D layers: conv1, conv2, conv3, conv4/],
-    ['a layer that is not a conv', ['--layers', 'flatten', '--rank', '4'], /flatten is a Flatten, not a Conv2D/],
+    ['an unknown layer', ['--layers', 'conv9', '--rank', '4'], /no layer named 'conv9'; eligible: conv1, conv2, conv3, conv4/],
+    ['a layer that is not a conv', ['--layers', 'flatten', '--rank', '4'], /cannot replace flatten: it is a Flatten; scheme 2 replaces Conv2D layers/],
+    ['a layer named twice in --rank', ['--rank', 'conv2=8,conv2=9'], /conv2 is given twice/],
+    ['a --rank entry for a layer --layers does not select', ['--layers', 'conv2', '--rank', 'conv2=8,conv3=9'], /--rank names conv3, which --layers does not select/],
+    ['a --rank entry for a layer not in the model (typo)', ['--layers', 'conv2', '--rank', 'conv2=8,cnv3=9'], /--rank names cnv3/],
+    ['--layers naming no layer', ['--layers', ',', '--rank', '4'], /--layers names no layer/],
+    ['a layer named twice in --layers', ['--layers', 'conv2,conv2', '--rank', '4'], /--layers names conv2 twice/],
+    ['a missing rank for the second layer, before any factorizing', ['--layers', 'conv2,conv3', '--rank', 'conv2=8'], /--rank gives no rank for conv3/],
+    ['an empty --out', ['--layers', 'conv2', '--rank', '4', '--out', ''], /--out is empty/],
+    ['both --rank and --speedup', ['--rank', '4', '--speedup', '4'], /either --rank .* or --speedup/],
+    ['neither --rank nor --speedup', ['--layers', 'conv2'], /either --rank .* or --speedup/],
+    ['a --speedup of 1 or less', ['--speedup', '0.5'], /--speedup 0.5: give a number above 1/],
+    ['an unreachable --speedup', ['--speedup', '80'], /--speedup 80: these layers can make the model at most 29\.\d\d× faster by MACs \(layers left as they are keep 2\.9 % of the MACs \(first conv 2\.9 %/],
     ['rank 0', ['--layers', 'conv2', '--rank', '0'], /needs a rank from 1 to 432/],
     ['a rank above full rank', ['--layers', 'conv2', '--rank', '433'], /needs a rank from 1 to 432/],
     ['a malformed rank', ['--layers', 'conv2', '--rank', 'conv2:4'], /--rank 'conv2:4'/],

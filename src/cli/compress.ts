@@ -11,7 +11,8 @@ import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageF
 
 interface CompressFlags {
   scheme: string;
-  rank: string;
+  rank?: string;
+  speedup?: string;
   layers?: string;
   out: string;
   basis: 'per-channel' | 'shared';
@@ -64,13 +65,20 @@ function reconstructOptions(flags: DataFlags, command: Command): ReconstructOpti
   };
 }
 
+function speedupFlag(text: string): number {
+  const x = Number(text);
+  if (!Number.isFinite(x) || x <= 1) throw new UserError(`--speedup ${text}: give a number above 1 (e.g. 4 for a model needing a quarter of the MACs)`);
+  return x;
+}
+
 export function registerCompress(program: Command): void {
   const command = program
     .command('compress')
     .description('replace conv layers with low-rank factorizations and write a stock tfjs LayersModel')
     .argument('<model>', 'model.json, or a folder holding one')
     .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default('2'))
-    .requiredOption('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
+    .option('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
+    .option('--speedup <x>', 'choose the ranks: the whole model at least this many times fewer MACs, with the least predicted error')
     .option('--layers <names>', 'comma-separated Conv2D layers to replace (default: every Conv2D larger than 1×1 except the first)')
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
     .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
@@ -101,7 +109,8 @@ export function registerCompress(program: Command): void {
           scheme: flags.scheme,
           basis: flags.basis,
           separable: flags.separable ?? false,
-          rank: parseRankSpec(flags.rank),
+          rank: flags.rank === undefined ? undefined : parseRankSpec(flags.rank),
+          speedup: flags.speedup === undefined ? undefined : speedupFlag(flags.speedup),
           layers,
           allowSlower: flags.allowSlower ?? false,
           data: reconstructOptions(flags, cmd),
@@ -131,6 +140,7 @@ export function compressJson(backend: string, r: CompressReport) {
     totalMacsBefore: r.totalMacsBefore,
     totalMacsAfter: r.totalMacsAfter,
     theoreticalSpeedup: r.theoreticalSpeedup,
+    ...(r.allocation ? { rankSelection: r.allocation } : {}),
     layers: r.layers.map((l) => {
       const d = fitted.get(l.name);
       return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.steps, kept: d.kept } : l;
@@ -187,10 +197,14 @@ export function renderCompress(r: CompressReport): string {
       chalk.bold(formatRatio(r.theoreticalSpeedup)), '', '', ...errorColumns.map(() => ''), '',
     ]],
   );
-  if (!data) return table;
+  const allocation = r.allocation
+    ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${r.allocation.basis === 'measured' ? 'measured sensitivity: summed output error of each layer replaced alone' : "the kernels' spectra: summed filter error"} ${r.allocation.predictedError.toFixed(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toFixed(3)})` : ''}`)]
+    : [];
+  if (!data) return [table, ...allocation].join('\n');
   const held = `${data.images.holdout} held-out images${data.images.holdoutSource === 'eval-data' ? ' (--eval-data)' : ''}`;
   const lines = [
     table,
+    ...allocation,
     chalk.dim(`output error = ‖Y − Ŷ‖/‖Y‖ of each layer's linear response in the compressed network on ${held}; data reconstruction ${data.joint ? 'joint' : 'non-joint'}, ${data.images.fit} fitting images`),
   ];
   if (data.accuracy) {

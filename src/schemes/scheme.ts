@@ -89,6 +89,11 @@ export interface Scheme {
   /** MACs per example and parameters of the replacement at `rank` (linear in the rank). */
   macs(g: ConvGeometry, rank: number): number;
   params(g: ConvGeometry, rank: number): number;
+  /**
+   * Relative filter error ‖W − Ŵ‖_F/‖W‖_F of the best factorization at every rank 0…full rank
+   * (index = rank), from the kernel's spectrum: what rank selection trades against MACs.
+   */
+  errorCurve(target: TargetLayer): Float64Array;
   /** The filter-reconstruction factors at `rank`. */
   factorize(target: TargetLayer, rank: number): Factorization;
   /** The kernel [kh, kw, C, N] that factors compute (for the filter error). */
@@ -105,6 +110,19 @@ export const originalMacs = (g: ConvGeometry): number => conv2dMacs(g);
 /** Largest rank whose replacement costs fewer MACs than the layer (0 if none does). */
 export function breakEvenRank(scheme: Scheme, g: ConvGeometry): number {
   return Math.max(0, Math.ceil(originalMacs(g) / scheme.macs(g, 1)) - 1);
+}
+
+/** Relative errors at ranks 0…n of a truncation that drops the tail of descending energies σ². */
+export function tailErrors(sigma2: ArrayLike<number>, fullRank: number): Float64Array {
+  const out = new Float64Array(fullRank + 1);
+  let total = 0;
+  for (let i = 0; i < sigma2.length; i++) total += sigma2[i];
+  let tail = total;
+  for (let r = 0; r <= fullRank; r++) {
+    out[r] = total > 0 ? Math.sqrt(Math.max(tail, 0) / total) : 0;
+    if (r < sigma2.length) tail -= sigma2[r];
+  }
+  return out;
 }
 
 /** ‖W − Ŵ‖_F / ‖W‖_F of a factorization's kernel. */

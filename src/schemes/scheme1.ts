@@ -18,6 +18,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ConvGeometry } from '../cost.js';
 import { scheme1Factorize, type Basis, type Scheme1Factors } from '../factorize/scheme1.js';
+import { symmetricEigen } from '../linalg/eigen.js';
 import {
   blockDiagonal, crop2d, dwConv, dwFilterGrad, dwInputGrad, matMulBT, matMulT, pad2d, paddingOf, toF64, type Pair,
 } from '../reconstruct/ops.js';
@@ -60,6 +61,28 @@ function tfjsFactors(f: Scheme1Factors, g: ConvGeometry): WeightValue[] {
   return [{ shape: [kh, 1, C, M], values: vertical }, { shape: [1, kw, C * M, 1], values: horizontal }, pointwise];
 }
 
+/**
+ * Gram matrices (D×D, D = kh·kw) of each input channel's N×D slice matrix — or their sum, for a
+ * shared basis: their eigenvalues are the energies a rank-M basis keeps.
+ */
+function channelGrams(kernel: Float32Array, g: ConvGeometry, shared: boolean): Float64Array[] {
+  const { kh, kw, C, N } = g;
+  const D = kh * kw;
+  const grams = Array.from({ length: shared ? 1 : C }, () => new Float64Array(D * D));
+  for (let c = 0; c < C; c++) {
+    const gram = grams[shared ? 0 : c];
+    for (let a = 0; a < D; a++) {
+      for (let b = a; b < D; b++) {
+        let s = 0;
+        for (let n = 0; n < N; n++) s += kernel[(a * C + c) * N + n] * kernel[(b * C + c) * N + n];
+        gram[a * D + b] += s;
+        if (b !== a) gram[b * D + a] += s;
+      }
+    }
+  }
+  return grams;
+}
+
 /** The basis filter value S[i, j, c, m] of tfjs-layout factors. */
 function basisAt(factors: WeightValue[], g: ConvGeometry, M: number, separable: boolean): (i: number, j: number, c: number, m: number) => number {
   const { kw, C } = g;
@@ -85,6 +108,30 @@ export function scheme1(basis: Basis, separable: boolean): Scheme {
     params(g, rank) {
       const depthwise = separable ? g.C * rank * (g.kh + g.kw) : g.C * rank * g.kh * g.kw;
       return depthwise + g.C * rank * g.N + (g.useBias ? g.N : 0);
+    },
+
+    // The optimum of the plain variants; for --separable (rank-1 basis filters, no closed form) it
+    // is an optimistic estimate.
+    errorCurve(target) {
+      const g = target.geometry;
+      const D = g.kh * g.kw;
+      const energies = new Float64Array(basis === 'shared' ? D : g.C * D);
+      const grams = channelGrams(target.kernel, g, basis === 'shared');
+      grams.forEach((gram, i) => energies.set(symmetricEigen(gram, D, false).values, i * D));
+      // Per channel, rank M keeps the top M energies of every channel: the tail is the sum of each
+      // channel's tail, i.e. the sum of the energies at positions ≥ M within each channel.
+      const total = energies.reduce((a, v) => a + Math.max(v, 0), 0);
+      const full = scheme.fullRank(g);
+      const out = new Float64Array(full + 1);
+      for (let m = 0; m <= full; m++) {
+        let tail = 0;
+        for (let c = 0; c < grams.length; c++) {
+          const sorted = energies.subarray(c * D, (c + 1) * D);
+          for (let i = m; i < D; i++) tail += Math.max(sorted[i], 0);
+        }
+        out[m] = total > 0 ? Math.sqrt(tail / total) : 0;
+      }
+      return out;
     },
 
     factorize(target, rank) {

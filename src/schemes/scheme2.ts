@@ -8,12 +8,14 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ConvGeometry } from '../cost.js';
+import { scheme2Matrix } from '../factorize/reshape.js';
 import { scheme2Factorize, scheme2Kernel } from '../factorize/scheme2.js';
+import { squaredSingularValues } from '../linalg/svd.js';
 import {
   blockDiagonal, conv, convFilterGrad, convInputGrad, crop2d, matMulBT, matMulT, pad2d, paddingOf, patchColumns, toF64, type Pair,
 } from '../reconstruct/ops.js';
 import { activationOf, biasWeights, conv2dLayer } from './layers.js';
-import type { FactoredForm, Scheme, TargetLayer } from './scheme.js';
+import { tailErrors, type FactoredForm, type Scheme, type TargetLayer } from './scheme.js';
 
 const dimsOf = (g: ConvGeometry) => ({ kh: g.kh, kw: g.kw, C: g.C, N: g.N });
 
@@ -31,6 +33,12 @@ export const scheme2: Scheme = {
   fullRank: (g) => Math.min(g.C * g.kh, g.kw * g.N),
   macs,
   params: (g, rank) => g.kh * g.C * rank + g.kw * rank * g.N + (g.useBias ? g.N : 0),
+
+  errorCurve(target) {
+    const g = target.geometry;
+    const sigma2 = squaredSingularValues(scheme2Matrix(target.kernel, dimsOf(g)), g.C * g.kh, g.kw * g.N);
+    return tailErrors(sigma2, scheme2.fullRank(g));
+  },
 
   factorize(target, rank) {
     const f = scheme2Factorize(target.kernel, dimsOf(target.geometry), rank);

@@ -1,0 +1,113 @@
+/**
+ * Rank selection by measured sensitivity (`compress --speedup X --data …`): instead of predicting
+ * each layer's damage from its kernel's spectrum, measure it. For every chosen layer and a ladder
+ * of candidate ranks, the model with only that layer replaced (filter reconstruction) runs on a
+ * sample of the fitting images, and the relative change of the model's output ‖f − f̂‖/‖f‖ is
+ * that layer's cost at that rank (interpolated between the measured ranks). The allocation of
+ * ranks.ts then meets the target with the least summed measured error. Fitting images, not the
+ * held-out ones, are used, so the held-out report stays an honest check of the choice.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { buildCompressed, type CompressPlan } from './compress.js';
+import { convGeometry } from './cost.js';
+import type { ImageStore } from './reconstruct/data.js';
+import type { Reporter } from './reconstruct/progress.js';
+import { allocateRanks, rankCap, ranksForSpeedup, type Candidate } from './ranks.js';
+import { targetLayer } from './schemes/index.js';
+
+/** Images the sensitivity of each (layer, rank) is measured on. */
+export const SENSITIVITY_IMAGES = 256;
+/** Candidate ranks measured per layer (geometric between 1 and the layer's highest saving rank). */
+export const SENSITIVITY_RANKS = 8;
+
+/** Up to `count` distinct ranks from 1 to `cap`, spaced geometrically, always including both ends. */
+export function rankLadder(cap: number, count: number): number[] {
+  const out = new Set<number>([1, cap]);
+  for (let i = 1; i < count - 1; i++) out.add(Math.round(Math.exp((Math.log(cap) * i) / (count - 1))));
+  return [...out].filter((r) => r >= 1 && r <= cap).sort((a, b) => a - b);
+}
+
+/** A curve over ranks 0…full from measurements at some ranks: linear between them, flat beyond. */
+export function interpolate(measured: { rank: number; error: number }[], full: number): Float64Array {
+  const out = new Float64Array(full + 1);
+  for (let r = 0; r <= full; r++) {
+    const hi = measured.findIndex((m) => m.rank >= r);
+    if (hi <= 0) out[r] = measured[hi < 0 ? measured.length - 1 : 0].error;
+    else {
+      const a = measured[hi - 1];
+      const b = measured[hi];
+      out[r] = a.error + ((b.error - a.error) * (r - a.rank)) / (b.rank - a.rank);
+    }
+  }
+  return out;
+}
+
+/** The model's first output on the sample, as one tensor per batch (kept). */
+async function outputs(model: tf.LayersModel, batches: tf.Tensor4D[]): Promise<tf.Tensor[]> {
+  return batches.map((x) => tf.tidy(() => ([model.predict(x)].flat()[0] as tf.Tensor).reshape([x.shape[0], -1])));
+}
+
+export interface SensitivityResult {
+  plan: CompressPlan;
+  /** Per layer, the measured output error at each candidate rank. */
+  measured: { name: string; points: { rank: number; error: number }[] }[];
+  images: number;
+}
+
+/** Re-chooses `plan`'s ranks for `target`× from measured sensitivities. */
+export async function planBySensitivity(
+  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
+): Promise<SensitivityResult> {
+  const batches: tf.Tensor4D[] = [];
+  let n = 0;
+  for await (const b of images.batches()) {
+    if (n >= SENSITIVITY_IMAGES) {
+      b.x.dispose();
+      break;
+    }
+    const take = Math.min(b.x.shape[0], SENSITIVITY_IMAGES - n);
+    batches.push(take < b.x.shape[0] ? tf.tidy(() => b.x.slice(0, take)) : b.x);
+    if (take < b.x.shape[0]) b.x.dispose();
+    n += take;
+  }
+  const reference = await outputs(original, batches);
+  const norm = reference.reduce((s, y) => s + tf.tidy(() => y.square().sum().dataSync()[0]), 0);
+  const layers = plan.ranked.map((r) => r.info);
+  const ladders = layers.map((info) => rankLadder(rankCap({ info, scheme: plan.scheme, error: [] }), SENSITIVITY_RANKS));
+  const progress = reporter.phase('measuring layer sensitivity', ladders.reduce((s, l) => s + l.length, 0), 'ranks');
+  let done = 0;
+  const measured: SensitivityResult['measured'] = [];
+  const candidates: Candidate[] = [];
+  for (const [i, info] of layers.entries()) {
+    const target = targetLayer(info, topology);
+    const points: { rank: number; error: number }[] = [];
+    for (const rank of ladders[i]) {
+      const built = await buildCompressed(original, topology, [plan.scheme.factorize(target, rank)]);
+      const approx = await outputs(built.model, batches);
+      const sse = approx.reduce((s, y, k) => s + tf.tidy(() => y.sub(reference[k]).square().sum().dataSync()[0]), 0);
+      tf.dispose(approx);
+      built.model.dispose();
+      points.push({ rank, error: Math.sqrt(sse / Math.max(norm, 1e-30)) });
+      progress.update(++done);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // More rank never hurts the best filter reconstruction; keep the measured curve monotone so
+    // noise on a small sample cannot make the allocator prefer fewer ranks for their own sake.
+    for (let k = points.length - 2; k >= 0; k--) points[k].error = Math.max(points[k].error, points[k + 1].error);
+    measured.push({ name: info.name, points });
+    candidates.push({ info, scheme: plan.scheme, error: interpolate(points, plan.scheme.fullRank(convGeometry(info))) });
+  }
+  progress.finish();
+  tf.dispose([...batches, ...reference]);
+  const allocation = allocateRanks(plan.layers, candidates, target)!;
+  const baseline = ranksForSpeedup(plan.layers, candidates, target);
+  return {
+    plan: {
+      ...plan,
+      ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
+      allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'measured' },
+    },
+    measured,
+    images: n,
+  };
+}
