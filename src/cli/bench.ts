@@ -8,7 +8,8 @@ import { listLayers } from '../model/layers.js';
 import { readReplacementRecords } from '../compress.js';
 import { modelMacs } from '../cost.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
+import { imageSetup } from './images.js';
 
 interface BenchFlags extends ImageFlags {
   data?: string;
@@ -36,15 +37,15 @@ export function registerBench(program: Command): void {
     const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch'));
     const runs = intFlag(flags.runs, '--runs');
     const warmup = intFlag(flags.warmup, '--warmup', 0);
-    const pixels = pixelOptions(flags);
-    const images = flags.data ? listImages(flags.data, flags.labels) : null;
+    const setup = flags.data ? imageSetup(cmd, flags, beforePath) : null;
+    const images = flags.data && setup ? listImages(flags.data, setup.labels) : null;
     const a = await loadModel(beforePath);
     const b = await loadModel(afterPath);
     checkComparable(a.model, b.model);
 
     note('lowrank: checking agreement and accuracy');
     const stats: BatchStats = { skipped: [], decoded: 0 };
-    const agreement = images ? await compareOnImages(a.model, b.model, images.entries, pixels, 64, stats) : compareOnRandom(a.model, b.model);
+    const agreement = images && setup ? await compareOnImages(a.model, b.model, images.entries, setup.pixels, 64, stats) : compareOnRandom(a.model, b.model);
     const skipped = skippedNote(stats);
     if (skipped) note(`lowrank: ${skipped}`);
     note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + ${runs} runs each, interleaved)`);

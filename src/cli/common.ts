@@ -23,21 +23,24 @@ export async function startBackend(command: Command): Promise<string> {
 import { Option } from 'commander';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
+import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
 
 export interface ImageFlags {
   scale: string;
   offset: string;
   standardize?: boolean;
+  resize: ResizeMethod;
   labels?: string;
 }
 
-/** Image options shared by compress (--data) and bench. */
+/** Image options shared by compress (--data), bench and evaluate. */
 export function addImageOptions(command: Command): Command {
   return command
     .addOption(new Option('--scale <x>', 'multiply 0–255 pixels by this').default('0.00392156862745098', '1/255'))
     .option('--offset <x>', 'add this after scaling', '0')
     .option('--standardize', 'per image zero mean and unit variance instead of --scale/--offset')
-    .option('--labels <file>', 'class names in output order, one per line (default: sorted subfolder names)');
+    .addOption(new Option('--resize <method>', "how images reach the model's input size: sharp's resampler, or tfjs' resizeBilinear / resizeNearestNeighbor").choices(RESIZE_METHODS).default('sharp'))
+    .option('--labels <file>', 'class names in output order, one per line (default: the labels of a metadata.json beside the model, else sorted subfolder names)');
 }
 
 export function pixelOptions(flags: ImageFlags): PixelOptions {
@@ -45,7 +48,7 @@ export function pixelOptions(flags: ImageFlags): PixelOptions {
   const offset = Number(flags.offset);
   if (!Number.isFinite(scale)) throw new UserError(`--scale ${flags.scale}: give a number`);
   if (!Number.isFinite(offset)) throw new UserError(`--offset ${flags.offset}: give a number`);
-  return { scale, offset, standardize: flags.standardize ?? false };
+  return { scale, offset, standardize: flags.standardize ?? false, resize: flags.resize };
 }
 
 /** A whole number ≥ min from a flag. */

@@ -34,7 +34,7 @@ interface DataFlags extends ImageFlags {
   holdout: string;
 }
 
-const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'labels'];
+const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels'];
 
 /** The data reconstruction options, or null without --data (then no data-only flag may be given). */
 function reconstructOptions(flags: DataFlags, command: Command): ReconstructOptions | null {

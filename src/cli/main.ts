@@ -6,6 +6,7 @@ import { BACKEND_CHOICES } from '../backend.js';
 import { UserError, firstLine } from '../errors.js';
 import { registerBench } from './bench.js';
 import { registerCompress } from './compress.js';
+import { registerEvaluate } from './evaluate.js';
 import { registerInspect } from './inspect.js';
 
 const require = createRequire(import.meta.url);
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerCompress(program);
   registerBench(program);
+  registerEvaluate(program);
   return program;
 }
 

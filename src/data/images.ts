@@ -1,13 +1,14 @@
 /**
  * Sample images for data reconstruction and accuracy checks: a folder read recursively, labels
- * from each image's class subfolder, decoded and resized by sharp, streamed in batches so memory
- * is bounded by the batch and not by the folder.
+ * from each image's class subfolder, decoded by sharp and resized (preprocess.ts), streamed in
+ * batches so memory is bounded by the batch and not by the folder.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import sharp from 'sharp';
+import sharp, { type OutputInfo } from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
+import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
 export interface PixelOptions {
   /** Multiplies each 0–255 pixel (default 1/255). */
@@ -16,9 +17,11 @@ export interface PixelOptions {
   offset: number;
   /** Per image: zero mean, unit variance (replaces scale/offset). */
   standardize: boolean;
+  /** How images of another size reach the model's input size (see preprocess.ts). */
+  resize: ResizeMethod;
 }
 
-export const DEFAULT_PIXELS: PixelOptions = { scale: 1 / 255, offset: 0, standardize: false };
+export const DEFAULT_PIXELS: PixelOptions = { scale: 1 / 255, offset: 0, standardize: false, resize: 'sharp' };
 
 export interface ImageEntry {
   file: string;
@@ -50,11 +53,25 @@ function walk(dir: string, out: string[]): void {
   }
 }
 
+/** Class names in the model's output order, and where they come from (for messages). */
+export interface ClassList {
+  names: string[];
+  source: string;
+}
+
+function readLabelsFile(labelsFile: string): ClassList {
+  if (!fs.existsSync(labelsFile)) throw new UserError(`--labels ${labelsFile}: no such file`);
+  const names = fs.readFileSync(labelsFile, 'utf8').split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new UserError(`--labels ${labelsFile}: the file lists no class names`);
+  return { names, source: labelsFile };
+}
+
 /**
  * Lists a folder's files (every file is a candidate: sharp decides what is an image). Labels are
- * the first subfolder under the root; classes are the sorted folder names, or those of `labelsFile`.
+ * the first subfolder under the root; classes are the sorted folder names, or those of `labels`
+ * (a --labels file, or a list such as a model's metadata.json gives).
  */
-export function listImages(root: string, labelsFile?: string): ImageSet {
+export function listImages(root: string, labels?: string | ClassList): ImageSet {
   const dir = path.resolve(root);
   if (!fs.existsSync(dir)) throw new UserError(`${root}: no such folder; give a folder of images (one subfolder per class)`);
   if (!fs.statSync(dir).isDirectory()) throw new UserError(`${root}: not a folder; give a folder of images (one subfolder per class)`);
@@ -65,20 +82,14 @@ export function listImages(root: string, labelsFile?: string): ImageSet {
     const parts = path.relative(dir, file).split(path.sep);
     return parts.length > 1 ? parts[0] : null;
   };
-  let classes: string[];
-  if (labelsFile) {
-    if (!fs.existsSync(labelsFile)) throw new UserError(`--labels ${labelsFile}: no such file`);
-    classes = fs.readFileSync(labelsFile, 'utf8').split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
-    if (classes.length === 0) throw new UserError(`--labels ${labelsFile}: the file lists no class names`);
-  } else {
-    classes = [...new Set(files.map(folderOf).filter((f): f is string => f !== null))].sort();
-  }
+  const list = typeof labels === 'string' ? readLabelsFile(labels) : labels;
+  const classes = list ? list.names : [...new Set(files.map(folderOf).filter((f): f is string => f !== null))].sort();
   const index = new Map(classes.map((c, i) => [c, i]));
   const entries = files.map((file) => {
     const folder = folderOf(file);
     if (folder === null) return { file, label: null };
     const label = index.get(folder);
-    if (label === undefined) throw new UserError(`${root}: folder '${folder}' is not a class listed in ${labelsFile}`);
+    if (label === undefined) throw new UserError(`${root}: folder '${folder}' is not a class listed in ${list!.source}; name each class folder after one of its classes`);
     return { file, label };
   });
   return { root: dir, entries, classes };
@@ -120,18 +131,23 @@ export async function decodeImage(file: string, size: InputSize, pixels: PixelOp
   if (size.channels !== 1 && size.channels !== 3) {
     throw new UserError(`the model takes ${size.channels}-channel input; images can feed 1- or 3-channel models only`);
   }
-  let raw: Buffer;
+  let decoded: { data: Buffer; info: OutputInfo };
   try {
     let image = sharp(file, { failOn: 'error' });
-    const meta = await image.metadata();
-    if (meta.width !== size.width || meta.height !== size.height) image = image.resize(size.width, size.height, { fit: 'fill' });
+    if (pixels.resize === 'sharp') {
+      const meta = await image.metadata();
+      if (meta.width !== size.width || meta.height !== size.height) image = image.resize(size.width, size.height, { fit: 'fill' });
+    }
     image = size.channels === 1 ? image.removeAlpha().greyscale() : image.removeAlpha().toColourspace('srgb');
-    const out = await image.raw().toBuffer({ resolveWithObject: true });
-    if (out.info.channels !== size.channels) return null;
-    raw = out.data;
+    decoded = await image.raw().toBuffer({ resolveWithObject: true });
+    if (decoded.info.channels !== size.channels) return null;
   } catch {
     return null;
   }
+  const { info } = decoded;
+  const raw = pixels.resize !== 'sharp' && (info.width !== size.width || info.height !== size.height)
+    ? resizeLikeTfjs(decoded.data, info, size, pixels.resize)
+    : decoded.data;
   const x = new Float32Array(raw.length);
   if (pixels.standardize) {
     let mean = 0;
