@@ -7,7 +7,8 @@ import { runCompress, type CompressReport } from '../pipeline.js';
 import { DEFAULT_RECONSTRUCT, stderrReporter, type ReconstructOptions } from '../reconstruct/index.js';
 import { SCHEME_NAMES, schemeHelp } from '../schemes/index.js';
 import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
+import { imageSetup } from './images.js';
 
 interface CompressFlags {
   scheme: string;
@@ -37,7 +38,7 @@ interface DataFlags extends ImageFlags {
 const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels'];
 
 /** The data reconstruction options, or null without --data (then no data-only flag may be given). */
-function reconstructOptions(flags: DataFlags, command: Command): ReconstructOptions | null {
+function reconstructOptions(flags: DataFlags, command: Command, modelPath: string): ReconstructOptions | null {
   if (!flags.data) {
     const given = DATA_ONLY.filter((k) => command.getOptionValueSource(k) === 'cli');
     if (given.length) {
@@ -60,8 +61,7 @@ function reconstructOptions(flags: DataFlags, command: Command): ReconstructOpti
     iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0),
     batch: intFlag(flags.batch, '--batch', 1),
     seed: intFlag(flags.seed, '--seed', 0),
-    pixels: pixelOptions(flags),
-    labels: flags.labels,
+    ...imageSetup(command, flags, modelPath),
   };
 }
 
@@ -113,7 +113,7 @@ export function registerCompress(program: Command): void {
           speedup: flags.speedup === undefined ? undefined : speedupFlag(flags.speedup),
           layers,
           allowSlower: flags.allowSlower ?? false,
-          data: reconstructOptions(flags, cmd),
+          data: reconstructOptions(flags, cmd, modelPath),
         },
         (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),
         stderrReporter(),

@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { buildCompressed } from '../compress.js';
 import { UserError } from '../errors.js';
 import {
-  inputSizeOf, listImages, shuffled, splitHoldout, type BatchStats, type ImageEntry, type PixelOptions,
+  inputSizeOf, listImages, shuffled, splitHoldout, type BatchStats, type ClassList, type ImageEntry, type PixelOptions,
 } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
 import type { Factorization, WeightValue } from '../schemes/index.js';
@@ -43,7 +43,8 @@ export interface ReconstructOptions {
   batch: number;
   seed: number;
   pixels: PixelOptions;
-  labels?: string;
+  /** A --labels file or a class list (e.g. from metadata.json); default: sorted subfolder names. */
+  labels?: string | ClassList;
   /** Byte budget of the per-layer sample cache. */
   cacheBytes?: number;
   /** Filter-prior weight and Adam step (see fit.ts). */
