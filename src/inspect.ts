@@ -3,6 +3,8 @@ import { convGeometry, layerMacs, modelMacs } from './cost.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
 import { squaredSingularValues } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
+import { selectLayers } from './compress.js';
+import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from './ranks.js';
 import { breakEvenRank, scheme2 } from './schemes/index.js';
 
 export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
@@ -86,3 +88,40 @@ export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Pr
   };
 }
 
+
+/** Whole-model targets inspect offers ranks for. */
+export const REACH_TARGETS = [2, 4, 8] as const;
+
+export interface SpeedupReach {
+  /** The layers compress would replace by default. */
+  layers: string[];
+  /** The fastest those layers can make the model by MACs (each at rank 1). */
+  maxSpeedup: number;
+  /** What holds it back: the MACs left in other layers, by kind. */
+  heldBack: string;
+  /** Per reachable target, the ranks with the least summed filter error (equal fractions with --no-spectra). */
+  targets: { target: number; ranks: Record<string, number>; theoreticalSpeedup: number }[];
+}
+
+/**
+ * "How fast can this get?": the maximum theoretical speedup of the default selection of Scheme 2
+ * layers, what holds it back, and the ranks reaching a few whole-model targets — more useful than
+ * energy ranks, which often lie above break-even.
+ */
+export function speedupReach(layers: LayerInfo[], topology: any, withSpectra = true): SpeedupReach | null {
+  let chosen: LayerInfo[];
+  try {
+    chosen = selectLayers(layers, scheme2, undefined).chosen;
+  } catch {
+    return null; // no layer to replace: the layer table says why
+  }
+  const candidates = withSpectra
+    ? filterCandidates(layers, chosen.map((l) => l.name), scheme2, topology)
+    : chosen.map((info) => ({ info, scheme: scheme2, error: new Float64Array(scheme2.fullRank(convGeometry(info)) + 1) }));
+  const max = maximumSpeedup(layers, candidates);
+  const targets = REACH_TARGETS.filter((t) => t <= max.speedup).map((target) => {
+    const a = withSpectra ? allocateRanks(layers, candidates, target)! : ranksForSpeedup(layers, candidates, target)!;
+    return { target, ranks: Object.fromEntries(a.ranks), theoreticalSpeedup: a.theoreticalSpeedup };
+  });
+  return { layers: chosen.map((l) => l.name), maxSpeedup: max.speedup, heldBack: max.heldBack, targets };
+}

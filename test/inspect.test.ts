@@ -32,6 +32,23 @@ describe('inspect', () => {
     assert.equal(r.layers.find((l: any) => l.name === 'conv4').scheme2, null, '1×1 convs have no Scheme 2 summary');
   });
 
+  test('"how fast can this get": the maximum by MACs and ranks that reach each whole-model target', () => {
+    const run = runCli(['inspect', CHARCNN, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const r = JSON.parse(run.stdout);
+    assert.deepEqual(r.reach.layers, ['conv2', 'conv3']);
+    // Independently: conv2 and conv3 at rank 1 (scheme 2 MACs K·(C·kh·W_in + N·kw·W_out)·H_out).
+    const conv2 = 8 * (16 * 9 * 48 + 8 * 9 * 128);
+    const conv3 = 1 * (8 * 8 * 128 + 1 * 8 * 128);
+    const other = r.totalMacs - r.layers.filter((l: any) => ['conv2', 'conv3'].includes(l.name)).reduce((a: number, l: any) => a + l.macs, 0);
+    assert.ok(Math.abs(r.reach.maxSpeedup - r.totalMacs / (other + conv2 + conv3)) < 1e-9, `${r.reach.maxSpeedup}`);
+    assert.match(r.reach.heldBack, /first conv/);
+    assert.deepEqual(r.reach.targets.map((t: any) => t.target), [2, 4, 8]);
+    for (const t of r.reach.targets) assert.ok(t.theoreticalSpeedup >= t.target && t.theoreticalSpeedup < t.target * 1.1, JSON.stringify(t));
+    const text = runCli(['inspect', CHARCNN]).stdout;
+    assert.match(text, /How fast can this get\? Scheme 2 on conv2, conv3: at most 29\.\d\d× by MACs/);
+  });
+
   test('functional and nested models are listed layer by layer under the inner names', () => {
     const residual = JSON.parse(runCli(['inspect', RESIDUAL, '--json']).stdout);
     assert.ok(['stem', 'branch_a', 'branch_b', 'add', 'down', 'side', 'gap', 'logits'].every((n) => residual.layers.some((l: any) => l.name === n)));

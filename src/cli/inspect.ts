@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import { inspectLayers, type InspectReport } from '../inspect.js';
+import { inspectLayers, speedupReach, type InspectReport, type SpeedupReach } from '../inspect.js';
 import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
-import { formatCount, formatPercent, renderTable } from '../report/format.js';
+import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { note, startBackend } from './common.js';
 
 /** A conv layer this heavy is the one worth factorizing. */
@@ -22,14 +22,16 @@ export function registerInspect(program: Command): void {
       const loaded = await loadModel(modelPath);
       const layers = listLayers(loaded.model);
       const report = await inspectLayers(layers, options.spectra);
+      const reach = speedupReach(layers, loaded.topology, options.spectra);
       if (report.unknownLayers.length) {
         note(chalk.yellow(`lowrank: warning: no cost known for ${report.unknownLayers.join(', ')} (shown as ?; not counted in the total)`));
       }
       const shown = path.relative(process.cwd(), loaded.jsonPath);
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ backend, model: shown, ...report }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ backend, model: shown, ...report, reach }, null, 2)}\n`);
       } else {
         process.stdout.write(`${renderInspect(shown, report)}\n`);
+        if (reach) process.stdout.write(`\n${renderReach(reach)}\n`);
       }
       loaded.model.dispose();
     });
@@ -81,4 +83,21 @@ export function renderInspect(model: string, report: InspectReport): string {
     );
   }
   return parts.join('\n');
+}
+
+export function renderReach(r: SpeedupReach): string {
+  const lines = [
+    chalk.bold(`How fast can this get? Scheme 2 on ${r.layers.join(', ')}: at most ${formatRatio(r.maxSpeedup)} by MACs (every layer at rank 1)`),
+    chalk.dim(`held back by: ${r.heldBack}`),
+  ];
+  if (r.targets.length) {
+    lines.push(
+      renderTable(
+        [{ header: 'target', align: 'right' }, ...r.layers.map((name) => ({ header: name, align: 'right' as const })), { header: 'reached', align: 'right' }],
+        r.targets.map((t) => [formatRatio(t.target), ...r.layers.map((n) => String(t.ranks[n] ?? '—')), formatRatio(t.theoreticalSpeedup)]),
+      ),
+      chalk.dim('ranks per layer for each whole-model target (least summed filter error); compress --speedup <x> chooses them for you'),
+    );
+  }
+  return lines.join('\n');
 }
