@@ -1,7 +1,7 @@
 /** The per-layer cost report behind `lowrank inspect`. */
 import { convGeometry, layerMacs, scheme2BreakEvenRank, scheme2FullRank } from './cost.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
-import { squaredSingularValues } from './linalg/svd.js';
+import { spectrum } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
 
 export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
@@ -48,7 +48,7 @@ export async function scheme2Summary(layer: LayerInfo): Promise<Scheme2Summary> 
   const g = convGeometry(layer);
   const kernel = layer.layer.getWeights()[0].dataSync() as Float32Array;
   const dims = { kh: g.kh, kw: g.kw, C: g.C, N: g.N };
-  const sigma2 = await squaredSingularValues(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
+  const sigma2 = spectrum(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
   const energyRanks = Object.fromEntries(ENERGY_FRACTIONS.map((f) => [f, energyRank(sigma2, Number(f))])) as Scheme2Summary['energyRanks'];
   return { fullRank: scheme2FullRank(g), breakEvenRank: scheme2BreakEvenRank(g), energyRanks };
 }

@@ -16,11 +16,11 @@ export interface Scheme2Factors {
   horizontal: Float32Array;
 }
 
-export async function scheme2Factorize(kernel: Float32Array, d: KernelDims, rank: number): Promise<Scheme2Factors> {
+export function scheme2Factorize(kernel: Float32Array, d: KernelDims, rank: number): Scheme2Factors {
   const { kh, kw, C, N } = d;
   const rows = C * kh;
   const cols = kw * N;
-  const { u, s, v } = await truncatedSvd(scheme2Matrix(kernel, d), rows, cols, rank);
+  const { u, s, v } = truncatedSvd(scheme2Matrix(kernel, d), rows, cols, rank);
   const vertical = new Float32Array(kh * C * rank);
   const horizontal = new Float32Array(kw * rank * N);
   for (let k = 0; k < rank; k++) {
