@@ -1,13 +1,13 @@
 // Linear-algebra benchmark at VGG16 scale: every 3×3 conv kernel of VGG16 reshaped to the
 // scheme-2 matrix (C·3)×(3·N), filled with seeded Gaussian weights (He scale), then
 //   - truncatedSvd at k = ⌊min(m,n)/4⌋, with ‖A − UΣVᵀ‖_F compared to the Eckart–Young optimum;
-//   - squaredSingularValues.
+//   - spectrum (all σ²).
 // Run: `npx tsc -p . && node dist/bench/linalg.js` (or import runLinalgBench()).
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { fileURLToPath } from 'node:url';
-import { squaredSingularValues, truncatedSvd, lastSvdInfo } from '../src/linalg/svd.js';
-import { Rng } from '../src/linalg/rng.js';
+import { spectrum, truncatedSvd, type SvdDiagnostics } from '../src/linalg/svd.js';
+import { xoshiro128plus } from '../src/random.js';
 
 interface Layer {
   name: string;
@@ -64,7 +64,8 @@ export async function runLinalgBench(): Promise<void> {
   console.log(
     [pad('layer', 8), pad('m×n', 10), pad('k', 4), pad('svd ms', 8), pad('(cpu)', 7), pad('path', 22), pad('err/EY−1', 10), pad('σ²s ms', 8), pad('(cpu)', 7)].join(' '),
   );
-  const rng = new Rng(2024);
+  const rng = xoshiro128plus(2024);
+  const info = {} as SvdDiagnostics;
   let svdTotal = 0;
   let sqTotal = 0;
   let svdCpu = 0;
@@ -80,7 +81,7 @@ export async function runLinalgBench(): Promise<void> {
 
     let t0 = performance.now();
     let c0 = process.cpuUsage();
-    const sq = squaredSingularValues(a, m, n);
+    const sq = spectrum(a, m, n);
     const tSq = performance.now() - t0;
     const cSq = cpuMs(c0);
     sqTotal += tSq;
@@ -88,14 +89,13 @@ export async function runLinalgBench(): Promise<void> {
 
     t0 = performance.now();
     c0 = process.cpuUsage();
-    const { u, s, v } = truncatedSvd(a, m, n, k);
+    const { u, s, v } = truncatedSvd(a, m, n, k, info);
     const tSvd = performance.now() - t0;
     const cSvd = cpuMs(c0);
     svdTotal += tSvd;
     svdCpu += cSvd;
-    const info = lastSvdInfo;
     const path =
-      info.path === 'dense' ? 'dense' : `ℓ=${info.block} it=${info.iterations} G·Q×${info.products ?? 0}${info.polish ? ` +${info.polish}sw` : ''}`;
+      info.path === 'dense' ? 'dense' : `ℓ=${info.block} it=${info.subspaceIterations} G·Q×${info.products}${info.polishSweeps ? ` +${info.polishSweeps}sw` : ''}`;
 
     // Eckart–Young reference from the full spectrum just computed (float32 Gram: σ² to ~1e-7·σ₁²,
     // i.e. the reference error is good to ~1e-6 relative here).
@@ -121,7 +121,7 @@ export async function runLinalgBench(): Promise<void> {
   const leaked = tf.memory().numTensors - tensorsBefore;
   console.log(
     `total truncatedSvd ${(svdTotal / 1000).toFixed(2)} s (cpu ${(svdCpu / 1000).toFixed(2)} s), ` +
-      `squaredSingularValues ${(sqTotal / 1000).toFixed(2)} s (cpu ${(sqCpu / 1000).toFixed(2)} s)`,
+      `spectrum ${(sqTotal / 1000).toFixed(2)} s (cpu ${(sqCpu / 1000).toFixed(2)} s)`,
   );
   console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB, tensors leaked ${leaked}`);
 }

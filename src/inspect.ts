@@ -1,7 +1,7 @@
 /** The per-layer cost report behind `lowrank inspect`. */
 import { convGeometry, layerMacs, modelMacs } from './cost.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
-import { squaredSingularValues } from './linalg/svd.js';
+import { spectrum } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
 import { selectLayers } from './compress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from './ranks.js';
@@ -51,7 +51,7 @@ export async function scheme2Summary(layer: LayerInfo): Promise<Scheme2Summary> 
   const g = convGeometry(layer);
   const kernel = layer.layer.getWeights()[0].dataSync() as Float32Array;
   const dims = { kh: g.kh, kw: g.kw, C: g.C, N: g.N };
-  const sigma2 = await squaredSingularValues(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
+  const sigma2 = spectrum(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
   const energyRanks = Object.fromEntries(ENERGY_FRACTIONS.map((f) => [f, energyRank(sigma2, Number(f))])) as Scheme2Summary['energyRanks'];
   return { fullRank: scheme2.fullRank(g), breakEvenRank: breakEvenRank(scheme2, g), energyRanks };
 }

@@ -4,9 +4,13 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { EigenvalueDecomposition, Matrix, SingularValueDecomposition } from 'ml-matrix';
+import { energyRank, scheme2Matrix } from '../src/factorize/reshape.js';
 import { symmetricEigen } from '../src/linalg/eigen.js';
-import { squaredSingularValues, truncatedSvd } from '../src/linalg/svd.js';
-import { Rng } from '../src/linalg/rng.js';
+import { spectrum, truncatedSvd } from '../src/linalg/svd.js';
+import { loadModel } from '../src/model/io.js';
+import { listLayers } from '../src/model/layers.js';
+import { xoshiro128plus, type Random } from '../src/random.js';
+import { CHARCNN } from './helpers.js';
 
 before(async () => {
   await tf.setBackend('wasm');
@@ -16,7 +20,7 @@ before(async () => {
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-function randomSymmetric(n: number, rng: Rng): Float64Array {
+function randomSymmetric(n: number, rng: Random): Float64Array {
   const a = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j <= i; j++) {
@@ -29,7 +33,7 @@ function randomSymmetric(n: number, rng: Rng): Float64Array {
 }
 
 /** Q·diag(λ)·Qᵀ with a random orthogonal Q (Gram–Schmidt of a Gaussian matrix). */
-function symmetricWithSpectrum(lambda: number[], rng: Rng): Float64Array {
+function symmetricWithSpectrum(lambda: number[], rng: Random): Float64Array {
   const n = lambda.length;
   const q = orthonormalColumns(n, n, rng);
   const a = new Float64Array(n * n);
@@ -44,7 +48,7 @@ function symmetricWithSpectrum(lambda: number[], rng: Rng): Float64Array {
 }
 
 /** rows×cols with orthonormal columns (float64 Gram–Schmidt, two passes). */
-function orthonormalColumns(rows: number, cols: number, rng: Rng): Float64Array {
+function orthonormalColumns(rows: number, cols: number, rng: Random): Float64Array {
   const qt = new Float64Array(cols * rows);
   for (let j = 0; j < cols; j++) {
     const v = qt.subarray(j * rows, (j + 1) * rows);
@@ -71,12 +75,8 @@ function orthonormalColumns(rows: number, cols: number, rng: Rng): Float64Array 
  * rows×r with exactly orthonormal columns, cheap at any size: r distinct columns of the orthonormal
  * DCT-II matrix with random row signs (dense, delocalised, orthogonal to float64 precision).
  */
-function dctColumns(rows: number, r: number, rng: Rng): Float64Array {
-  const freq = Array.from({ length: rows }, (_, i) => i);
-  for (let i = rows - 1; i > 0; i--) {
-    const j = Math.floor(rng.uniform() * (i + 1));
-    [freq[i], freq[j]] = [freq[j], freq[i]];
-  }
+function dctColumns(rows: number, r: number, rng: Random): Float64Array {
+  const freq = rng.shuffle(Array.from({ length: rows }, (_, i) => i));
   const sign = Array.from({ length: rows }, () => (rng.uniform() < 0.5 ? -1 : 1));
   const f = new Float64Array(rows * r);
   for (let p = 0; p < r; p++) {
@@ -95,7 +95,7 @@ interface Built {
 }
 
 /** A = U·diag(σ)·Vᵀ (float64, then rounded to float32) with exactly orthonormal DCT factors. */
-function withSpectrum(m: number, n: number, sigma: number[], rng: Rng): Built {
+function withSpectrum(m: number, n: number, sigma: number[], rng: Random): Built {
   const r = sigma.length;
   const u = dctColumns(m, r, rng);
   const v = dctColumns(n, r, rng);
@@ -193,7 +193,7 @@ function orthonormalityError(x: ArrayLike<number>, rows: number, k: number): num
 // ---------------------------------------------------------------------------------------------
 
 describe('symmetricEigen', () => {
-  const rng = new Rng(11);
+  const rng = xoshiro128plus(11);
   const cases: { name: string; n: number; a: () => Float64Array }[] = [
     { name: 'n=1', n: 1, a: () => Float64Array.of(-2.5) },
     { name: 'n=2', n: 2, a: () => randomSymmetric(2, rng) },
@@ -242,8 +242,8 @@ describe('symmetricEigen', () => {
   }
 });
 
-describe('squaredSingularValues', () => {
-  const rng = new Rng(22);
+describe('spectrum', () => {
+  const rng = xoshiro128plus(22);
   const gaussian = (m: number, n: number): Float32Array => Float32Array.from({ length: m * n }, () => rng.gaussian());
   const lowRank = (m: number, n: number, r: number): Float32Array => {
     const b = gaussian(m, r);
@@ -264,7 +264,7 @@ describe('squaredSingularValues', () => {
     test(`${c.name}: σ² match the oracle (relative to σ₁²: 1e-5), no tensor leak`, () => {
       const a = c.a();
       const before = tf.memory().numTensors;
-      const got = squaredSingularValues(a, c.m, c.n);
+      const got = spectrum(a, c.m, c.n);
       assert.equal(tf.memory().numTensors, before, 'tensors leaked');
       assert.equal(got.length, Math.min(c.m, c.n));
       const oracle = oracleSingularValues(a, c.m, c.n).map((x) => x * x);
@@ -298,7 +298,7 @@ describe('truncatedSvd', () => {
     // conv3 shape 1024×2048; rank 320 (σᵢ = 0.985^i), oracle = the constructed spectrum
     { name: '1024×2048, rank 320, σᵢ = 0.985^i', m: 1024, n: 2048, sigma: decay(320, 0.985), ks: [1, 8, 512, 1024], mlOracle: false },
   ];
-  const rng = new Rng(33);
+  const rng = xoshiro128plus(33);
   for (const c of cases) {
     describe(c.name, () => {
       const built = withSpectrum(c.m, c.n, c.sigma, rng);
@@ -346,7 +346,7 @@ describe('truncatedSvd', () => {
   }
 
   test('k is clamped to min(m, n); k = 0 gives empty factors', () => {
-    const r = new Rng(5);
+    const r = xoshiro128plus(5);
     const a = Float32Array.from({ length: 6 * 4 }, () => r.gaussian());
     const full = truncatedSvd(a, 6, 4, 10);
     assert.equal(full.s.length, 4);
@@ -361,6 +361,124 @@ describe('truncatedSvd', () => {
     assert.deepEqual(Array.from(s), [0, 0, 0, 0, 0]);
     assert.ok(orthonormalityError(u, 30, 5) <= 1e-5);
     assert.ok(orthonormalityError(v, 50, 5) <= 1e-5);
-    assert.deepEqual(Array.from(squaredSingularValues(a, 30, 50)), new Array(30).fill(0));
+    assert.deepEqual(Array.from(spectrum(a, 30, 50)), new Array(30).fill(0));
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// energy ranks and exactly low-rank kernels (real kernels of the character CNN)
+
+const FRACTIONS = [0.9, 0.95, 0.99];
+
+/** Scheme 2 matrix (C·kh)×(kw·N) of every conv kernel of the character CNN, by layer name. */
+async function charcnnMatrices(): Promise<Map<string, { a: Float32Array; m: number; n: number }>> {
+  const { model } = await loadModel(CHARCNN);
+  const out = new Map<string, { a: Float32Array; m: number; n: number }>();
+  for (const l of listLayers(model)) {
+    if (l.className !== 'Conv2D') continue;
+    const kernel = l.layer.getWeights()[0];
+    const [kh, kw, C, N] = kernel.shape;
+    out.set(l.name, { a: scheme2Matrix(kernel.dataSync() as Float32Array, { kh, kw, C, N }), m: C * kh, n: kw * N });
+  }
+  return out;
+}
+
+/**
+ * The energy rank by its definition, independently of energyRank: 1 + the number of prefixes
+ * σ₁² + … + σ_r² that fall short of fraction·Σσ² (at most the number of values).
+ */
+function energyRankByDefinition(sigma2: number[], fraction: number): number {
+  const total = sigma2.reduce((x, y) => x + y, 0);
+  let prefix = 0;
+  let short = 0;
+  for (const x of sigma2) {
+    prefix += x;
+    if (prefix < fraction * total) short++;
+  }
+  return Math.min(short + 1, sigma2.length);
+}
+
+/** Eigen-decomposition of the float64 Gram matrix A·Aᵀ (m ≤ n) by ml-matrix: σ² descending, U (m×m). */
+function oracleGramEigen(a: Float32Array, m: number, n: number): { sigma2: number[]; u: Matrix } {
+  const x = toMatrix(a, m, n);
+  const e = new EigenvalueDecomposition(x.mmul(x.transpose()), { assumeSymmetric: true });
+  const order = Array.from(e.realEigenvalues.keys()).sort((p, q) => e.realEigenvalues[q] - e.realEigenvalues[p]);
+  const vectors = e.eigenvectorMatrix;
+  const u = new Matrix(m, m);
+  order.forEach((src, j) => { for (let i = 0; i < m; i++) u.set(i, j, vectors.get(i, src)); });
+  return { sigma2: order.map((i) => Math.max(e.realEigenvalues[i], 0)), u };
+}
+
+describe('energy ranks: energyRank on spectrum equals the definition on an independent SVD', () => {
+  let kernels: Map<string, { a: Float32Array; m: number; n: number }>;
+  before(async () => {
+    kernels = await charcnnMatrices();
+  });
+
+  for (const name of ['conv1', 'conv2', 'conv4']) {
+    test(`charcnn ${name}`, () => {
+      const { a, m, n } = kernels.get(name)!;
+      const oracle = oracleSingularValues(a, m, n).map((x) => x * x);
+      const got = spectrum(a, m, n);
+      for (const f of FRACTIONS) assert.equal(energyRank(got, f), energyRankByDefinition(oracle, f), `${name} (${m}×${n}) at ${f}`);
+    });
+  }
+
+  const rng = xoshiro128plus(44);
+  const gaussian = (m: number, n: number): Float32Array => Float32Array.from({ length: m * n }, () => rng.gaussian());
+  const random: { name: string; m: number; n: number; a: () => Float32Array }[] = [
+    { name: 'Gaussian 60×150 (dense path)', m: 60, n: 150, a: () => gaussian(60, 150) },
+    { name: 'Gaussian 500×300 (two-stage path, tall)', m: 500, n: 300, a: () => gaussian(500, 300) },
+    { name: '200×400 with σᵢ = 0.97^i', m: 200, n: 400, a: () => withSpectrum(200, 400, Array.from({ length: 200 }, (_, i) => Math.pow(0.97, i)), rng).a },
+  ];
+  for (const c of random) {
+    test(c.name, () => {
+      const a = c.a();
+      const oracle = oracleSingularValues(a, c.m, c.n).map((x) => x * x);
+      const got = spectrum(a, c.m, c.n);
+      for (const f of FRACTIONS) assert.equal(energyRank(got, f), energyRankByDefinition(oracle, f), `at ${f}`);
+    });
+  }
+
+  test('fractions hit exactly: σ² = 36, 25, 16, 9, 9, 4, 1 (prefix sums 36 61 77 86 95 99 100)', () => {
+    const sigma = [6, 5, 4, 3, 3, 2, 1];
+    const sigma2 = sigma.map((x) => x * x);
+    // Singular values placed at shuffled positions with random signs, wide and tall.
+    const order = rng.shuffle(Array.from({ length: 12 }, (_, i) => i));
+    const wide = new Float32Array(7 * 12);
+    sigma.forEach((x, i) => { wide[i * 12 + order[i]] = rng.uniform() < 0.5 ? -x : x; });
+    const tall = Float32Array.from({ length: 12 * 7 }, (_, p) => wide[(p % 7) * 12 + Math.floor(p / 7)]);
+    for (const [a, m, n] of [[wide, 7, 12], [tall, 12, 7]] as const) {
+      const got = spectrum(a, m, n);
+      for (const f of [0.77, 0.86, 0.95, 0.99, 1]) {
+        const prefixes = sigma2.map((_, r) => sigma2.slice(0, r + 1).reduce((x, y) => x + y, 0));
+        assert.ok(prefixes.includes(f * 100), `${f} is hit exactly`);
+        assert.equal(energyRank(got, f), energyRankByDefinition(sigma2, f), `${m}×${n} at ${f}`);
+      }
+    }
+  });
+});
+
+describe('truncatedSvd reproduces an exactly low-rank kernel', () => {
+  // conv2 of the character CNN (432×1152) projected onto its top r left singular directions:
+  // A_r = U_r·U_rᵀ·A in float64 (rounded to float32), so σ_{r+1…} = 0 up to float32 rounding.
+  let conv2: { a: Float32Array; m: number; n: number };
+  let u: Matrix;
+  before(async () => {
+    conv2 = (await charcnnMatrices()).get('conv2')!;
+    u = oracleGramEigen(conv2.a, conv2.m, conv2.n).u;
+  });
+  // r = 1, 21, 100: subspace path; r = 300: the block covers most of the spectrum (dense path).
+  for (const r of [1, 21, 100, 300]) {
+    test(`rank ${r}: relative error ≤ 1e-5`, () => {
+      const { a, m, n } = conv2;
+      const ur = u.subMatrix(0, m - 1, 0, r - 1);
+      const x = toMatrix(a, m, n);
+      const low = ur.mmul(ur.transpose().mmul(x));
+      const ar = Float32Array.from(low.to1DArray());
+      const { u: uk, s, v } = truncatedSvd(ar, m, n, r);
+      const rel = residual(ar, m, n, uk, s, v, r) / frobenius(ar);
+      assert.ok(rel <= 1e-5, `‖A_r − UΣVᵀ‖/‖A_r‖ = ${rel.toExponential(2)}`);
+    });
+  }
 });

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
+import { mulberry32 } from '../random.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
 export interface PixelOptions {
@@ -95,26 +96,9 @@ export function listImages(root: string, labels?: string | ClassList): ImageSet 
   return { root: dir, entries, classes };
 }
 
-/** A seeded PRNG (mulberry32): same seed, same sample. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
+/** `items` in a seeded random order (a new array; same seed, same order). */
 export function shuffled<T>(items: T[], seed: number): T[] {
-  const out = items.slice();
-  const random = seededRandom(seed);
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
+  return mulberry32(seed).shuffle(items.slice());
 }
 
 /** Splits off a held-out fraction (at least one image each side), reproducibly. */

@@ -48,16 +48,16 @@ export function kernelFromScheme2Matrix(matrix: Float32Array, d: KernelDims): Fl
 }
 
 /** Smallest rank keeping at least `fraction` of Σσ² (given σ² descending). */
-export function energyRank(squaredSingularValues: ArrayLike<number>, fraction: number): number {
+export function energyRank(sigma2: ArrayLike<number>, fraction: number): number {
   let total = 0;
-  for (let i = 0; i < squaredSingularValues.length; i++) total += squaredSingularValues[i];
+  for (let i = 0; i < sigma2.length; i++) total += sigma2[i];
   if (total === 0) return 0;
   let kept = 0;
-  for (let i = 0; i < squaredSingularValues.length; i++) {
-    kept += squaredSingularValues[i];
+  for (let i = 0; i < sigma2.length; i++) {
+    kept += sigma2[i];
     if (kept >= fraction * total * (1 - 1e-12)) return i + 1;
   }
-  return squaredSingularValues.length;
+  return sigma2.length;
 }
 
 /** ‖a − b‖_F / ‖a‖_F. */

@@ -1,9 +1,10 @@
-// Householder helpers shared by the eigen/SVD code: blocked (compact WY) application of a sequence
-// of reflectors on the tfjs backend, and orthonormal completion of a basis.
+// Householder helpers shared by the eigen/SVD code: the compact WY factor of a block of reflectors
+// (dlarft), blocked application of a sequence of reflectors on the tfjs backend, and orthonormal
+// completion of a basis.
 import * as tf from '@tensorflow/tfjs';
 import { orthonormalize } from './orth.js';
-import { Rng } from './rng.js';
-import { take } from './tfmat.js';
+import type { Random } from '../random.js';
+import { readAndDispose } from './tfmat.js';
 
 const WY_BLOCK = 64;
 
@@ -30,7 +31,7 @@ export function applyReflectors(vt: Float64Array, tau: Float64Array, start: Int3
           vb[i * nb + j] = val;
         }
       }
-      const t = blockT(vt, tau, start, q0, nb, rows);
+      const t = reflectorBlockT(vt, rows, tau, start, q0, nb);
       const prev = cur;
       cur = tf.tidy(() => {
         const w = tf.matMul(tf.tensor2d(t, [nb, nb]), tf.matMul(tf.tensor2d(vtb, [nb, rows]), prev));
@@ -38,7 +39,7 @@ export function applyReflectors(vt: Float64Array, tau: Float64Array, start: Int3
       });
       prev.dispose();
     }
-    const out = take(cur);
+    const out = readAndDispose(cur);
     cur = tf.tensor2d(new Float32Array(0), [0, cols]);
     return out;
   } finally {
@@ -46,26 +47,31 @@ export function applyReflectors(vt: Float64Array, tau: Float64Array, start: Int3
   }
 }
 
-/** Upper-triangular T with H_{q0} ⋯ H_{q0+nb−1} = I − V T Vᵀ (LAPACK dlarft, forward, columnwise). */
-function blockT(vt: Float64Array, tau: Float64Array, start: Int32Array, q0: number, nb: number, rows: number): Float32Array {
-  const t = new Float64Array(nb * nb);
-  const z = new Float64Array(nb);
-  for (let j = 0; j < nb; j++) {
-    const tj = tau[q0 + j];
-    t[j * nb + j] = tj;
+/**
+ * LAPACK dlarft (forward, rowwise storage): the upper-triangular count×count T (row-major float32)
+ * with H_first ⋯ H_{first+count−1} = I − V T Vᵀ. Reflector q is row q of `vt` (rows of length
+ * `len`): zero before lead[q], 1 at lead[q]; H_q = I − tau[q]·v_q v_qᵀ.
+ */
+export function reflectorBlockT(vt: Float64Array, len: number, tau: Float64Array, lead: Int32Array, first: number, count: number): Float32Array {
+  const t = new Float64Array(count * count);
+  const z = new Float64Array(count);
+  for (let j = 0; j < count; j++) {
+    const tj = tau[first + j];
+    t[j * count + j] = tj;
     if (tj === 0) continue;
-    const vj = (q0 + j) * rows;
-    const s0 = start[q0 + j];
+    const vj = (first + j) * len;
+    // z[i] = v_iᵀ v_j for i < j (v_j is zero before its leading 1, and lead[i] ≤ lead[j]).
     for (let i = 0; i < j; i++) {
-      const vi = (q0 + i) * rows;
+      const vi = (first + i) * len;
       let s = 0;
-      for (let r = s0; r < rows; r++) s += vt[vi + r] * vt[vj + r];
+      for (let p = lead[first + j]; p < len; p++) s += vt[vi + p] * vt[vj + p];
       z[i] = s;
     }
+    // T[0:j, j] = −τ_j T[0:j, 0:j] z
     for (let i = 0; i < j; i++) {
       let s = 0;
-      for (let r = i; r < j; r++) s += t[i * nb + r] * z[r];
-      t[i * nb + j] = -tj * s;
+      for (let p = i; p < j; p++) s += t[i * count + p] * z[p];
+      t[i * count + j] = -tj * s;
     }
   }
   return Float32Array.from(t);
@@ -79,7 +85,7 @@ function blockT(vt: Float64Array, tau: Float64Array, start: Int32Array, q0: numb
  * this stays accurate when k is close to rows. When few columns are needed (and `rng` is given),
  * projected random vectors are used instead (cheaper: no O(rows·c²) JS QR).
  */
-export function completeBasis(x: Float32Array | Float64Array, rows: number, c: number, k: number, rng?: Rng): Float32Array {
+export function completeBasis(x: Float32Array | Float64Array, rows: number, c: number, k: number, rng?: Random): Float32Array {
   const out = new Float32Array(rows * k);
   for (let i = 0; i < rows; i++) for (let j = 0; j < c; j++) out[i * k + j] = x[i * c + j];
   if (k <= c) return out;
@@ -101,7 +107,7 @@ export function completeBasis(x: Float32Array | Float64Array, rows: number, c: n
     });
     const o = orthonormalize(q, 2, rng);
     q.dispose();
-    const comp = take(o);
+    const comp = readAndDispose(o);
     for (let i = 0; i < rows; i++) for (let j = 0; j < need; j++) out[i * k + c + j] = comp[i * need + j];
     return out;
   }

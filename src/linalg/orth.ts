@@ -10,10 +10,7 @@
 // full rank.
 import * as tf from '@tensorflow/tfjs';
 import { invertUpper } from './eigen.js';
-import { Rng } from './rng.js';
-
-/** Counters for diagnostics (benchmarks/tests). */
-export const orthStats = { calls: 0, passes: 0, replaced: 0 };
+import type { Random } from '../random.js';
 
 /** Squared pivot below which a column is treated as dependent on the earlier ones. */
 const DEPENDENT_PIVOT2 = 1e-4;
@@ -103,7 +100,7 @@ function cholQRPass(z: tf.Tensor2D, l: number): PassResult {
 }
 
 /** Replaces the listed columns of z by random Gaussian columns (returns a new tensor). */
-function replaceColumns(z: tf.Tensor2D, cols: number[], rng: Rng): tf.Tensor2D {
+function replaceColumns(z: tf.Tensor2D, cols: number[], rng: Random): tf.Tensor2D {
   const [rows, l] = z.shape;
   const keep = new Float32Array(l).fill(1);
   for (const c of cols) keep[c] = 0;
@@ -119,24 +116,21 @@ function replaceColumns(z: tf.Tensor2D, cols: number[], rng: Rng): tf.Tensor2D {
  * equilibrated CholeskyQR passes. Dependent columns are replaced by random directions. A further
  * pass is added automatically while the previous one started far from orthogonal.
  */
-export function orthonormalize(z: tf.Tensor2D, passes: number, rng: Rng): tf.Tensor2D {
+export function orthonormalize(z: tf.Tensor2D, passes: number, rng: Random): tf.Tensor2D {
   const l = z.shape[1];
   const requested = passes;
-  orthStats.calls++;
   let cur = z;
   let done = 0;
   let replacements = 0;
   try {
     while (done < passes) {
       const res = cholQRPass(cur, l);
-      orthStats.passes++;
       if (cur !== z) cur.dispose();
       cur = res.q;
       done++;
       if (res.deficient.length > 0) {
         // Swap in random directions; the next pass orthogonalises them against the rest.
         if (++replacements > 3) throw new Error('orthonormalize: could not build a full-rank basis');
-        orthStats.replaced += res.deficient.length;
         const next = replaceColumns(cur, res.deficient, rng);
         cur.dispose();
         cur = next;

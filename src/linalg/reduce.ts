@@ -7,7 +7,8 @@
 // tf.slice on the wasm backend copies its whole input first, so slicing once per group matters.
 import * as tf from '@tensorflow/tfjs';
 import { allocBand } from './band.js';
-import { take } from './tfmat.js';
+import { reflectorBlockT } from './householder.js';
+import { readAndDispose } from './tfmat.js';
 
 /** Panels per trailing update: the update becomes one rank-2·PANELS·b product (better XNNPACK
  *  efficiency than rank 2b) and the trailing matrix is sliced/rewritten 1/PANELS as often. */
@@ -30,7 +31,7 @@ export function denseToBand(g: tf.Tensor2D, n: number, b: number): { ab: Float64
     while (c0 < n) {
       const r = n - c0;
       const span = Math.min(PANELS * b, r);
-      const topRows = take(r === span ? a.clone() : a.slice([0, 0], [span, r])); // rows 0..span of A
+      const topRows = readAndDispose(r === span ? a.clone() : a.slice([0, 0], [span, r])); // rows 0..span of A
       // Group accumulators: column j of W_acc/V_acc (r rows, zero above its panel's trailing start).
       const sMax = span;
       const wa = new Float32Array(r * sMax);
@@ -78,7 +79,8 @@ export function denseToBand(g: tf.Tensor2D, n: number, b: number): { ab: Float64
             vtPad[q * r + t + i] = x;
           }
         }
-        const tm = formT(vtPad, kk, r, tau, t);
+        // (float64 copy: keeps reflectorBlockT monomorphic, which the 64-wide blocks of applyReflectors need)
+        const tm = reflectorBlockT(Float64Array.from(vtPad), r, tau, Int32Array.from({ length: kk }, (_, q) => t + q), 0, kk);
         const wPad = computeW(a, wa, va, wat, vat, r, sMax, s, vPad, vtPad, tm, kk, t);
         for (let i = t; i < r; i++) {
           for (let j = 0; j < kk; j++) {
@@ -135,7 +137,7 @@ function pendingColumns(wa: Float32Array, va: Float32Array, r: number, sMax: num
       wc[j * w + c] = wa[(o + c) * sMax + j];
     }
   }
-  return take(
+  return readAndDispose(
     tf.tidy(() =>
       tf.add(
         tf.matMul(tf.tensor2d(wa, [r, sMax]), tf.tensor2d(vc, [sMax, w])),
@@ -164,7 +166,7 @@ function computeW(
   kk: number,
   t: number,
 ): Float32Array {
-  const w = take(
+  const w = readAndDispose(
     tf.tidy(() => {
       const v = tf.tensor2d(vPad, [r, kk]);
       const vt = tf.tensor2d(vtPad, [kk, r]);
@@ -220,33 +222,4 @@ function panelQR(pt: Float64Array, nb: number, rp: number, kk: number, tau: Floa
       for (let i = q + 1; i < rp; i++) pt[cr + i] -= s * pt[row + i];
     }
   }
-}
-
-/**
- * Upper-triangular T (kk×kk, row-major) with H_0 H_1 ⋯ H_{kk-1} = I − V T Vᵀ (LAPACK dlarft);
- * row q of vt (kk×len) is v_q, whose first nonzero (= 1) is at column off + q.
- */
-function formT(vt: Float32Array, kk: number, len: number, tau: Float64Array, off: number): Float32Array {
-  const t = new Float64Array(kk * kk);
-  const z = new Float64Array(kk);
-  for (let j = 0; j < kk; j++) {
-    const tj = tau[j];
-    t[j * kk + j] = tj;
-    if (tj === 0) continue;
-    const vj = j * len;
-    // z[i] = v_iᵀ v_j for i < j (overlap starts at off + j where v_j has its leading 1).
-    for (let i = 0; i < j; i++) {
-      const vi = i * len;
-      let s = 0;
-      for (let p = off + j; p < len; p++) s += vt[vi + p] * vt[vj + p];
-      z[i] = s;
-    }
-    // T[0:j, j] = −τ_j T[0:j, 0:j] z
-    for (let i = 0; i < j; i++) {
-      let s = 0;
-      for (let p = i; p < j; p++) s += t[i * kk + p] * z[p];
-      t[i * kk + j] = -tj * s;
-    }
-  }
-  return Float32Array.from(t);
 }

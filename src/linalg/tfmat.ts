@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 
 /** Synchronously reads a tensor's values (a copy) and disposes the tensor. */
-export function take(t: tf.Tensor): Float32Array {
+export function readAndDispose(t: tf.Tensor): Float32Array {
   const d = t.dataSync() as Float32Array;
   t.dispose();
   return d;

@@ -6,34 +6,23 @@
 //   than 1e-5·‖T‖ are re-orthogonalised within their cluster) → back-transformation X = Q·Z with
 //   the reflectors grouped 64 at a time (compact WY, tf.matMul on the active backend, float32).
 // Vectors come back in float32 precision, which is all the SVD outputs carry.
-import { eigenFromTridiagonal, tridiagonalizeSymmetric, type TridiagonalForm } from './eigen.js';
-import { Rng } from './rng.js';
+import type { TridiagonalForm } from './eigen.js';
+import type { Random } from '../random.js';
 import { applyReflectors } from './householder.js';
-
-export interface TopEigenpairs {
-  /** All n eigenvalues, descending. */
-  values: Float64Array;
-  /** n×count row-major float32, column j = eigenvector of values[j]. */
-  vectors: Float32Array;
-}
 
 const CLUSTER = 1e-5;
 
-/** Eigenvalues (all, descending) and the eigenvectors of the `count` largest ones. */
-export function topEigenpairs(a: Float64Array, n: number, count: number, rng: Rng): TopEigenpairs {
-  const tri = tridiagonalizeSymmetric(a, n);
-  return topEigenpairsOf(tri, eigenFromTridiagonal(tri, false).values, count, rng);
-}
-
-/** Same, from an existing tridiagonal form and its (descending) eigenvalues. */
-export function topEigenpairsOf(tri: TridiagonalForm, values: Float64Array, count: number, rng: Rng): TopEigenpairs {
+/**
+ * Eigenvectors of the `count` largest eigenvalues of the matrix whose tridiagonal form is `tri`,
+ * given all its eigenvalues (descending): n×count row-major float32, column j for values[j].
+ */
+export function topEigenvectors(tri: TridiagonalForm, values: Float64Array, count: number, rng: Random): Float32Array {
   count = Math.min(count, tri.n);
-  const z = tridiagonalVectors(tri, values, count, rng);
-  return { values, vectors: backTransform(tri, z, count) };
+  return backTransform(tri, tridiagonalVectors(tri, values, count, rng), count);
 }
 
 /** Inverse iteration for the eigenvectors of T = tridiag(e, d, e) at the first `count` values. */
-function tridiagonalVectors(tri: TridiagonalForm, values: Float64Array, count: number, rng: Rng): Float64Array {
+function tridiagonalVectors(tri: TridiagonalForm, values: Float64Array, count: number, rng: Random): Float64Array {
   const { n, d, e } = tri;
   let tnorm = 0;
   for (let i = 0; i < n; i++) tnorm = Math.max(tnorm, Math.abs(d[i]) + Math.abs(e[i]) + (i > 0 ? Math.abs(e[i - 1]) : 0));

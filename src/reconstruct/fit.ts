@@ -20,9 +20,9 @@
  * better on the fitting images.
  */
 import * as tf from '@tensorflow/tfjs';
-import { seededRandom } from '../data/images.js';
 import type { FactoredForm, WeightValue } from '../schemes/index.js';
 import { solveSymmetric } from '../linalg/solve.js';
+import { mulberry32 } from '../random.js';
 import { conv, matMulT, pad2d, paddingOf } from './ops.js';
 import type { LayerCache } from './data.js';
 
@@ -97,18 +97,14 @@ function rms(t: tf.Tensor): number {
 
 /** Seeded minibatches of image indices, epoch by epoch. */
 function minibatches(n: number, batch: number, seed: number): () => number[] {
-  const random = seededRandom(seed);
+  const random = mulberry32(seed);
   let order: number[] = [];
   let pos = n;
   return () => {
     const out: number[] = [];
     while (out.length < batch) {
       if (pos >= n) {
-        order = Array.from({ length: n }, (_, i) => i);
-        for (let i = n - 1; i > 0; i--) {
-          const j = Math.floor(random() * (i + 1));
-          [order[i], order[j]] = [order[j], order[i]];
-        }
+        order = random.shuffle(Array.from({ length: n }, (_, i) => i));
         pos = 0;
       }
       out.push(order[pos++]);

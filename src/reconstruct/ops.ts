@@ -66,7 +66,7 @@ export function matMulBT(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 }
 
 /** Inserts s−1 zeros between neighbours along height and width (s = 1: unchanged). */
-function stuff(x: tf.Tensor4D, s: Pair): tf.Tensor4D {
+function interleaveZeros(x: tf.Tensor4D, s: Pair): tf.Tensor4D {
   return tf.tidy(() => {
     let y = x;
     const [b, h, w, c] = y.shape;
@@ -97,7 +97,7 @@ export function dwConv(x: tf.Tensor4D, w: tf.Tensor4D, s: Pair, d: Pair): tf.Ten
 function transposedInput(dy: tf.Tensor4D, k: Pair, s: Pair, d: Pair, inHW: Pair): tf.Tensor4D {
   const [, oh, ow] = dy.shape;
   const pads = (i: 0 | 1, o: number): Pair => [(k[i] - 1) * d[i], inHW[i] - (o - 1) * s[i] - 1];
-  return pad2d(stuff(dy, s), pads(0, oh), pads(1, ow)); // called inside tf.tidy
+  return pad2d(interleaveZeros(dy, s), pads(0, oh), pads(1, ow)); // called inside tf.tidy
 }
 
 /** Gradient of conv(x, w, s, d) with respect to x (padded input of height×width `inHW`). */

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { ConvGeometry } from '../cost.js';
 import { scheme2Matrix } from '../factorize/reshape.js';
 import { scheme2Factorize, scheme2Kernel } from '../factorize/scheme2.js';
-import { squaredSingularValues } from '../linalg/svd.js';
+import { spectrum } from '../linalg/svd.js';
 import {
   blockDiagonal, conv, convFilterGrad, convInputGrad, crop2d, matMulBT, matMulT, pad2d, paddingOf, patchColumns, toF64, type Pair,
 } from '../reconstruct/ops.js';
@@ -36,7 +36,7 @@ export const scheme2: Scheme = {
 
   errorCurve(target) {
     const g = target.geometry;
-    const sigma2 = squaredSingularValues(scheme2Matrix(target.kernel, dimsOf(g)), g.C * g.kh, g.kw * g.N);
+    const sigma2 = spectrum(scheme2Matrix(target.kernel, dimsOf(g)), g.C * g.kh, g.kw * g.N);
     return tailErrors(sigma2, scheme2.fullRank(g));
   },
 
