@@ -156,11 +156,16 @@ function assertDataBeatsFilter(report: DataReport): void {
 }
 
 describe('data reconstruction on the charcnn fixture', () => {
-  let joint: Run;
-  let nonJoint: Run;
+  // Runs shared by several tests, computed by whichever test needs them first: any test passes alone.
+  const shared = new Map<string, Promise<Run>>();
+  const sharedRun = (joint: boolean) => {
+    const key = String(joint);
+    if (!shared.has(key)) shared.set(key, reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint }));
+    return shared.get(key)!;
+  };
 
   test('scheme 2: lowers the held-out output error of every replaced layer', async () => {
-    joint = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: true });
+    const joint = await sharedRun(true);
     assertDataBeatsFilter(joint.report);
     assert.equal(joint.report.images.fit, FIT_IMAGES);
     assert.equal(joint.report.images.holdout, HELD_OUT);
@@ -168,7 +173,8 @@ describe('data reconstruction on the charcnn fixture', () => {
   });
 
   test('scheme 2: joint beats non-joint on the last replaced layer', async () => {
-    nonJoint = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: false });
+    const joint = await sharedRun(true);
+    const nonJoint = await sharedRun(false);
     assertDataBeatsFilter(nonJoint.report);
     const last = (r: DataReport) => r.layers[r.layers.length - 1].dataError.data;
     assert.ok(last(joint.report) < last(nonJoint.report), `conv3: joint ${last(joint.report)} vs non-joint ${last(nonJoint.report)}`);
@@ -177,6 +183,7 @@ describe('data reconstruction on the charcnn fixture', () => {
   });
 
   test('the same seed gives identical results', async () => {
+    const joint = await sharedRun(true);
     const again = await reconstruct(SCHEME2, new Map([['conv2', 10], ['conv3', 24]]), { joint: true });
     assert.deepEqual(again.report.layers.map((l) => [l.fitError, l.dataError]), joint.report.layers.map((l) => [l.fitError, l.dataError]));
     assert.deepEqual(again.report.accuracy, joint.report.accuracy);
