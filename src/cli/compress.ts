@@ -3,12 +3,12 @@ import chalk from 'chalk';
 import * as path from 'node:path';
 import { compressModel, parseRankSpec, type CompressResult } from '../compress.js';
 import { UserError } from '../errors.js';
-import { checkOutputDir, loadModel, saveModel } from '../model/io.js';
+import { QUANTIZE_CHOICES, checkOutputDir, dominantEncoding, encodingOfFlag, keptWeights, loadModel, saveModel } from '../model/io.js';
 import { skippedNote } from '../data/images.js';
 import {
   DEFAULT_RECONSTRUCT, planImages, reconstructData, stderrReporter, type ReconstructOptions, type ReconstructReport,
 } from '../reconstruct/index.js';
-import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
+import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
 
 interface CompressFlags {
@@ -19,6 +19,7 @@ interface CompressFlags {
   basis: 'per-channel' | 'shared';
   separable?: boolean;
   force?: boolean;
+  quantize?: (typeof QUANTIZE_CHOICES)[number];
   json?: boolean;
 }
 
@@ -76,7 +77,8 @@ export function registerCompress(program: Command): void {
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
     .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
     .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)')
-    .option('--force', 'replace an existing --out folder, and layers whose rank saves no MACs')
+    .option('--force', 'replace an existing --out folder (only an empty one or a model lowrank wrote), and layers whose rank saves no MACs')
+    .addOption(new Option('--quantize <kind>', 'precision of the new weights (default: that of most of the input\'s weights; the others keep their bytes)').choices(QUANTIZE_CHOICES))
     .option('--json', 'print the report as JSON on stdout')
     .option('--data <dir>', 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
@@ -95,7 +97,7 @@ export function registerCompress(program: Command): void {
       const dataOptions = reconstructOptions(flags, cmd);
       const plan = dataOptions ? planImages(dataOptions) : null;
       const loaded = await loadModel(modelPath);
-      checkOutputDir(flags.out, flags.force ?? false, loaded.jsonPath);
+      const outputCheck = checkOutputDir(flags.out, flags.force ?? false, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
       const result = await compressModel(
         loaded.model,
         {
@@ -117,13 +119,22 @@ export function registerCompress(program: Command): void {
         const skipped = skippedNote({ skipped: report.skippedFiles, decoded: 0 });
         if (skipped) note(chalk.yellow(`lowrank: warning: ${skipped}`));
       }
-      const saved = await saveModel(result.model, flags.out, { force: flags.force, topology: result.topology });
+      const encoding = flags.quantize ? encodingOfFlag(flags.quantize) : dominantEncoding(loaded);
+      const saved = await saveModel(result.model, flags.out, {
+        topology: result.topology,
+        check: outputCheck,
+        userDefinedMetadata: loaded.userDefinedMetadata,
+        weights: keptWeights(result.model, loaded, result.layers.flatMap((l) => l.newLayers), encoding),
+        log: (message) => note(`lowrank: ${message}`),
+      });
+      const fileBytes = { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes };
       const input = path.relative(process.cwd(), loaded.jsonPath);
       const output = path.relative(process.cwd(), saved.jsonPath);
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify(compressJson(backend, input, output, result, report), null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ ...compressJson(backend, input, output, result, report), fileBytes, newWeights: encoding }, null, 2)}\n`);
       } else {
         process.stdout.write(`${renderCompress(result, report)}\n`);
+        process.stdout.write(`files (weights + model.json) ${formatBytes(fileBytes.before)} → ${formatBytes(fileBytes.after)}; new weights ${encoding}\n`);
         note(`lowrank: wrote ${output} (${saved.shards} weight shard${saved.shards > 1 ? 's' : ''})`);
       }
     });
