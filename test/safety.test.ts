@@ -135,7 +135,7 @@ describe('output appears atomically, and only once (items 3–4)', () => {
   test('Ctrl-C while fitting exits 130 and leaves no output', async () => {
     const out = path.join(tempDir(), 'out');
     const run = runCliAsync(['--backend', 'wasm', 'compress', CHARCNN, '--layers', 'conv2', '--rank', '8', '--out', out, '--data', FASHION_TRAIN, '--samples', '200']);
-    while (!/collecting|fitting|conv2:/.test(run.stderr())) await new Promise((r) => setTimeout(r, 50));
+    while (!/conv2: /.test(run.stderr()) && run.child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
     run.child.kill('SIGINT');
     const result = await run.done;
     assert.equal(result.code, 130, result.stderr);
