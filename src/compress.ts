@@ -217,6 +217,15 @@ export function replacementRecords(factorizations: Factorization[]): Replacement
   }));
 }
 
+/**
+ * The input's userDefinedMetadata with this run's records added under lowrank.replaced (records
+ * of an earlier lowrank run on the input are kept: its replacement layers may be replaced again).
+ */
+export function withReplacementRecords(metadata: Record<string, any> | undefined, factorizations: Factorization[]): Record<string, any> {
+  const previous = Array.isArray(metadata?.lowrank?.replaced) ? metadata!.lowrank.replaced : [];
+  return { ...(metadata ?? {}), lowrank: { ...(metadata?.lowrank ?? {}), replaced: [...previous, ...replacementRecords(factorizations)] } };
+}
+
 export interface CompressResult {
   model: tf.LayersModel;
   /** The rewritten topology to save with `model`. */

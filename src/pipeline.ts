@@ -6,11 +6,13 @@
 import * as path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import {
-  buildCompressed, factorize, layerResults, modelCost, planCompression, replacementRecords,
+  buildCompressed, factorize, layerResults, modelCost, planCompression, withReplacementRecords,
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
 } from './compress.js';
 import { planBySensitivity } from './sensitivity.js';
-import { checkOutputDir, loadModel, saveModel, type SavedModel } from './model/io.js';
+import {
+  checkOutputDir, dominantEncoding, keptWeights, loadModel, saveModel, type Encoding, type SavedModel,
+} from './model/io.js';
 import { evaluateHeldOut, type HeldOutReport } from './reconstruct/heldout.js';
 import {
   fitToData, loadImages, planImages, silentReporter,
@@ -25,6 +27,8 @@ export interface CompressRequest extends CompressOptions {
   force: boolean;
   /** Data reconstruction, or null for filter reconstruction only. */
   data: ReconstructOptions | null;
+  /** Precision of the new weights; default: that of most of the input's weights. */
+  quantize?: Encoding;
 }
 
 export interface DataReport {
@@ -53,6 +57,9 @@ export interface CompressReport {
   allocation: { target: number; predictedError: number; baselineError: number | null; basis: 'spectrum' | 'measured' } | null;
   data: DataReport | null;
   saved: SavedModel;
+  /** Bytes of weights + model.json, input and output. */
+  fileBytes: { before: number; after: number };
+  newWeights: Encoding;
 }
 
 const shown = (p: string) => path.relative(process.cwd(), p) || p;
@@ -88,7 +95,7 @@ export async function dataReconstruction(
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
   const images = request.data ? planImages(request.data) : null;
   const loaded = await loadModel(request.input);
-  checkOutputDir(request.out, request.force, loaded.jsonPath);
+  const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
   let plan = planCompression(loaded.model, request, loaded.topology);
   if (plan.defaulted) log(plan.defaulted);
   for (const s of plan.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
@@ -113,8 +120,14 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);
   }
-  const metadata = { ...(loaded.userDefinedMetadata ?? {}), lowrank: { replaced: replacementRecords(written) } };
-  const saved = await saveModel(built.model, request.out, { force: request.force, topology: built.topology, userDefinedMetadata: metadata });
+  const encoding = request.quantize ?? dominantEncoding(loaded);
+  const saved = await saveModel(built.model, request.out, {
+    topology: built.topology,
+    check: outputCheck,
+    userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, written),
+    weights: keptWeights(built.model, loaded, written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name)), encoding),
+    log,
+  });
   built.model.dispose();
   loaded.model.dispose();
   return {
@@ -129,5 +142,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     },
     data,
     saved,
+    fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },
+    newWeights: encoding,
   };
 }

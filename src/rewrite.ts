@@ -62,7 +62,7 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
   if (model.class_name === 'Sequential') {
     const layers = sequentialLayers(model);
     const out: Entry[] = [];
-    for (const entry of layers) {
+    for (const [position, entry] of layers.entries()) {
       if (MODEL_CLASSES.has(entry.class_name)) rewriteModel(entry, replacements, done);
       const name = entry.config?.name;
       const replacement = replacements.get(name);
@@ -73,8 +73,9 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
       done.add(name);
       replacement.forEach((l, i) => {
         const config = { ...l.config };
-        // The first layer of a Sequential carries the model's input shape.
-        if (i === 0 && entry.config.batch_input_shape) config.batch_input_shape = entry.config.batch_input_shape;
+        // The first layer of a Sequential carries the model's input shape; on any other layer a
+        // batch_input_shape is stray (tfjs warns about it), so it is not copied.
+        if (position === 0 && i === 0 && entry.config.batch_input_shape) config.batch_input_shape = entry.config.batch_input_shape;
         out.push({ class_name: l.className, config });
       });
     }

@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
-import { loadModel, readModelFiles, saveModel } from '../src/model/io.js';
+import { checkOutputDir, loadModel, readModelFiles, saveModel } from '../src/model/io.js';
+import { encodeValues, toFloat16 } from '../src/model/quantize.js';
 import { listLayers } from '../src/model/layers.js';
 import { NESTED, RESIDUAL, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
@@ -89,7 +90,7 @@ describe('model I/O: round trip', () => {
         const values = tensor.dataSync() as Float32Array;
         if (dtype === 'float16') {
           const half = new Uint16Array(values.length);
-          values.forEach((v, i) => (half[i] = toHalf(v)));
+          values.forEach((v, i) => (half[i] = toFloat16(v)));
           chunks.push(half.buffer);
           specs.push({ ...spec, quantization: { dtype: 'float16' } });
         } else {
@@ -120,18 +121,6 @@ describe('model I/O: round trip', () => {
     }
   });
 });
-
-/** float32 → IEEE half bits (round to nearest), for building a quantized model. */
-function toHalf(v: number): number {
-  const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = ((x >>> 23) & 0xff) - 127 + 15;
-  const mant = x & 0x7fffff;
-  if (exp <= 0) return sign | (Math.round((mant | 0x800000) / 2 ** (14 - exp)) & 0x3ff);
-  if (exp >= 31) return sign | 0x7c00;
-  return sign | ((exp << 10) + Math.round(mant / 8192));
-}
 
 describe('model I/O: bad input gives a one-line error and a non-zero exit', () => {
   test('missing file', () => expectError(path.join(tempDir(), 'none', 'model.json'), /no such file/));
@@ -187,5 +176,59 @@ describe('model I/O: bad input gives a one-line error and a non-zero exit', () =
     const before = folderSnapshot(path.dirname(p));
     assert.equal(runCli(['inspect', p]).code, 0);
     assert.deepEqual(folderSnapshot(path.dirname(p)), before);
+  });
+});
+
+describe('weight encodings match tfjs\' decoding', () => {
+  test('float16: every half value encodes to itself; halfway cases round to even', () => {
+    const halves = new Uint16Array(65536).map((_, i) => i);
+    const decoded = tf.io.decodeWeights(halves.buffer, [{ name: 'h', shape: [65536], dtype: 'float32', quantization: { dtype: 'float16' } }]).h.dataSync();
+    for (let h = 0; h < 65536; h++) {
+      if (Number.isNaN(decoded[h])) assert.ok(Number.isNaN(decoded[toFloat16(decoded[h])]), `NaN ${h}`);
+      else assert.equal(toFloat16(decoded[h]), h, `half 0x${h.toString(16)} (${decoded[h]})`);
+    }
+    // 1 + 2^-11 lies halfway between 1 and the next half: even (1) wins; 1 + 3·2^-11 rounds up to even.
+    assert.equal(toFloat16(1 + 2 ** -11), 0x3c00);
+    assert.equal(toFloat16(1 + 3 * 2 ** -11), 0x3c02);
+    assert.equal(toFloat16(1e6), 0x7c00, 'overflow is Inf');
+  });
+
+  test('uint8 and uint16: within half a step of the value, zero exact', () => {
+    const values = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 3 + 1);
+    values[7] = 0;
+    for (const dtype of ['uint8', 'uint16'] as const) {
+      const { bytes, quantization } = encodeValues(values, dtype);
+      const decoded = tf.io.decodeWeights(bytes.slice().buffer, [{ name: 'q', shape: [1000], dtype: 'float32', quantization }]).q.dataSync();
+      values.forEach((v, i) => assert.ok(Math.abs(decoded[i] - v) <= quantization!.scale! / 2 + 1e-6, `${dtype} ${i}`));
+      assert.equal(decoded[7], 0, `${dtype}: zero is exact`);
+    }
+  });
+});
+
+describe('saving never replaces what appeared at --out meanwhile', () => {
+  const tiny = () => tf.sequential({ layers: [tf.layers.dense({ inputShape: [2], units: 2 })] });
+
+  test('a folder that appeared after the check is left alone and the save fails', async () => {
+    const out = path.join(tempDir(), 'out');
+    const check = checkOutputDir(out, false);
+    fs.mkdirSync(out);
+    fs.writeFileSync(path.join(out, 'theirs.txt'), 'x');
+    await assert.rejects(saveModel(tiny(), out, { check }), /appeared while lowrank was working/);
+    assert.deepEqual(fs.readdirSync(out), ['theirs.txt']);
+    assert.deepEqual(fs.readdirSync(path.dirname(out)), ['out'], 'no partial folder left');
+  });
+
+  test('--force replaces only the folder it checked, not one another run put there meanwhile', async () => {
+    const parent = tempDir();
+    const out = path.join(parent, 'out');
+    await saveModel(tiny(), out);
+    const check = checkOutputDir(out, true);
+    await saveModel(tiny(), path.join(parent, 'other'));
+    fs.rmSync(out, { recursive: true });
+    fs.renameSync(path.join(parent, 'other'), out); // another run's output, same kind of folder
+    const theirs = folderSnapshot(out);
+    await assert.rejects(saveModel(tiny(), out, { check }), /replaced by another folder while lowrank was working/);
+    assert.deepEqual(folderSnapshot(out), theirs);
+    assert.deepEqual(fs.readdirSync(parent), ['out'], 'no partial folder left');
   });
 });

@@ -6,7 +6,8 @@ import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport } from '../pipeline.js';
 import { DEFAULT_RECONSTRUCT, stderrReporter, type ReconstructOptions } from '../reconstruct/index.js';
 import { SCHEME_NAMES, schemeHelp } from '../schemes/index.js';
-import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
+import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
+import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
 import { imageSetup } from './images.js';
 
@@ -20,6 +21,7 @@ interface CompressFlags {
   separable?: boolean;
   force?: boolean;
   allowSlower?: boolean;
+  quantize?: (typeof QUANTIZE_CHOICES)[number];
   json?: boolean;
 }
 
@@ -85,6 +87,7 @@ export function registerCompress(program: Command): void {
     .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)')
     .option('--force', 'replace an existing --out folder that lowrank wrote')
     .option('--allow-slower', 'replace layers even where the rank saves no MACs (warns for each)')
+    .addOption(new Option('--quantize <kind>', 'precision of the new weights (default: that of most of the input\'s weights; the others keep their bytes)').choices(QUANTIZE_CHOICES))
     .option('--json', 'print the report as JSON on stdout')
     .option('--data <dir>', 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
@@ -114,6 +117,7 @@ export function registerCompress(program: Command): void {
           layers,
           allowSlower: flags.allowSlower ?? false,
           data: reconstructOptions(flags, cmd, modelPath),
+          quantize: flags.quantize === undefined ? undefined : encodingOfFlag(flags.quantize),
         },
         (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),
         stderrReporter(),
@@ -124,6 +128,7 @@ export function registerCompress(program: Command): void {
         process.stdout.write(`${JSON.stringify(compressJson(backend, report), null, 2)}\n`);
       } else {
         process.stdout.write(`${renderCompress(report)}\n`);
+        process.stdout.write(`files (weights + model.json) ${formatBytes(report.fileBytes.before)} → ${formatBytes(report.fileBytes.after)}; new weights ${report.newWeights}\n`);
         note(`lowrank: wrote ${report.output} (${report.saved.shards} weight shard${report.saved.shards > 1 ? 's' : ''})`);
       }
     });
@@ -141,6 +146,8 @@ export function compressJson(backend: string, r: CompressReport) {
     totalMacsAfter: r.totalMacsAfter,
     theoreticalSpeedup: r.theoreticalSpeedup,
     ...(r.allocation ? { rankSelection: r.allocation } : {}),
+    fileBytes: r.fileBytes,
+    newWeights: r.newWeights,
     layers: r.layers.map((l) => {
       const d = fitted.get(l.name);
       return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.steps, kept: d.kept } : l;

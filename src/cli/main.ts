@@ -1,23 +1,22 @@
 /** The `lowrank` command line: global options, the commands, and one-line errors. */
 import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
-import { createRequire } from 'node:module';
 import { BACKEND_CHOICES } from '../backend.js';
 import { UserError, firstLine } from '../errors.js';
+import { exitCleanlyOnSignals } from '../interrupt.js';
+import { VERSION } from '../version.js';
 import { registerBench } from './bench.js';
 import { registerCompress } from './compress.js';
 import { registerEvaluate } from './evaluate.js';
 import { registerInspect } from './inspect.js';
 
-const require = createRequire(import.meta.url);
-const { version } = require('../../../package.json') as { version: string };
 
 export function buildProgram(): Command {
   const program = new Command();
   program
     .name('lowrank')
     .description('Speed up saved TensorFlow.js CNNs with low-rank expansions of their convolutions (Jaderberg et al. 2014)')
-    .version(version)
+    .version(VERSION)
     .addOption(new Option('--backend <name>', 'tfjs backend: auto = tfjs-node if installed, else wasm').choices(BACKEND_CHOICES).default('auto'))
     .option('--verbose', 'print stack traces of errors', false)
     .showHelpAfterError('(add --help for usage)')
@@ -30,6 +29,7 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  exitCleanlyOnSignals();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
