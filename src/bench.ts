@@ -1,6 +1,7 @@
 /**
  * Measured speed and agreement of two models on one backend. Timing interleaves the models
- * (A B A B …) so drift hits both, and a prediction counts only once its data is read back.
+ * (A B A B …) so drift hits both, a prediction counts only once its data is read back, and each
+ * speedup comes with a distribution-free 95 % interval of the median paired ratio.
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
@@ -16,13 +17,40 @@ export interface TimingStats {
   imagesPerSec: number;
 }
 
-export interface BatchTiming {
-  batch: number;
-  before: TimingStats;
-  after: TimingStats;
+export type Verdict = 'faster' | 'slower' | 'within noise';
+
+/** A speedup read from paired runs: before/after time of the same run pair. */
+export interface Ratio {
   /** Median of the paired per-run ratios before/after. */
   speedup: number;
+  /** 95 % interval of that median. */
+  speedupLow: number;
+  speedupHigh: number;
+  /** 'within noise' when the interval reaches within NOISE_MARGIN of 1×. */
+  verdict: Verdict;
+  /** True when the interval is too wide to read (high/low above WIDE_INTERVAL). */
+  wide: boolean;
 }
+
+export interface BatchTiming extends Ratio {
+  batch: number;
+  /** Timed runs per model (the --runs asked for, raised to MIN_RUNS and MIN_TIMED_MS). */
+  runs: number;
+  before: TimingStats;
+  after: TimingStats;
+}
+
+/** Fewest timed runs per model and batch: enough for a 95 % interval of the median. */
+export const MIN_RUNS = 10;
+/** Least timed time per model and batch: short runs are timed more often. */
+export const MIN_TIMED_MS = 500;
+/**
+ * Speedups whose interval comes this close to 1× are not reported as a difference: two copies of
+ * one model can differ by a percent or two (memory placement), which many runs would call real.
+ */
+export const NOISE_MARGIN = 0.03;
+/** An interval whose high/low exceeds this is too wide to read. */
+export const WIDE_INTERVAL = 1.25;
 
 export function quantile(values: number[], q: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -30,6 +58,34 @@ export function quantile(values: number[], q: number): number {
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
   return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
+
+/**
+ * Distribution-free 95 % interval of the median: the k-th smallest and k-th largest values, k the
+ * largest with P(Binomial(n, ½) < k) ≤ 2.5 %. Below 6 values no k qualifies: min–max (lower coverage).
+ */
+export function medianInterval(values: number[]): [number, number] {
+  const s = [...values].sort((a, b) => a - b);
+  const n = s.length;
+  let k = 1;
+  let logP = -n * Math.LN2; // log P(X = 0)
+  let below = Math.exp(logP); // P(X ≤ k − 1)
+  while (k < n / 2) {
+    logP += Math.log((n - k + 1) / k);
+    if (below + Math.exp(logP) > 0.025) break;
+    below += Math.exp(logP);
+    k++;
+  }
+  return [s[k - 1], s[n - k]];
+}
+
+/** Speedup, interval and verdict from paired before/after times. */
+export function pairedRatio(before: number[], after: number[]): Ratio {
+  const ratios = before.map((v, i) => v / after[i]);
+  const [low, high] = medianInterval(ratios);
+  const speedup = quantile(ratios, 0.5);
+  const verdict: Verdict = low <= 1 + NOISE_MARGIN && high >= 1 / (1 + NOISE_MARGIN) ? 'within noise' : speedup < 1 ? 'slower' : 'faster';
+  return { speedup, speedupLow: low, speedupHigh: high, verdict, wide: high / low > WIDE_INTERVAL };
 }
 
 function stats(times: number[], batch: number): TimingStats {
@@ -53,7 +109,12 @@ export function randomInput(inputShape: (number | null)[], batch: number, seed =
   return tf.randomUniform([batch, ...(inputShape.slice(1) as number[])], 0, 1, 'float32', seed);
 }
 
-/** Interleaved timing of two functions on the same input. */
+const sum = (values: number[]) => values.reduce((s, v) => s + v, 0);
+
+/**
+ * Interleaved timing of two functions on the same input: at least `runs` (and MIN_RUNS) pairs, and
+ * more until each side has been timed for MIN_TIMED_MS.
+ */
 export async function timePair(
   a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number,
 ): Promise<{ a: number[]; b: number[] }> {
@@ -63,7 +124,8 @@ export async function timePair(
   }
   const ta: number[] = [];
   const tb: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  const enough = () => ta.length >= Math.max(runs, MIN_RUNS) && sum(ta) >= MIN_TIMED_MS && sum(tb) >= MIN_TIMED_MS;
+  for (let i = 0; !enough(); i++) {
     // Alternate which goes first so neither always runs on a warmer cache.
     if (i % 2 === 0) {
       ta.push(await timeOnce(a));
@@ -84,12 +146,7 @@ export async function timeModels(
     const x = randomInput(before.inputs[0].shape, batch);
     const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup);
     x.dispose();
-    out.push({
-      batch,
-      before: stats(t.a, batch),
-      after: stats(t.b, batch),
-      speedup: quantile(t.a.map((v, i) => v / t.b[i]), 0.5),
-    });
+    out.push({ batch, runs: t.a.length, before: stats(t.a, batch), after: stats(t.b, batch), ...pairedRatio(t.a, t.b) });
   }
   return out;
 }
@@ -196,19 +253,46 @@ export function compareOnRandom(before: tf.LayersModel, after: tf.LayersModel, e
 
 // ---- per-layer timing ------------------------------------------------------------------------------
 
-export interface BlockTiming {
+/** One of A's conv layers beside the layers of B that stand for it, timed inside the model runs. */
+export interface BlockTiming extends Ratio {
   /** The original layer's name. */
   name: string;
+  /** Time spent in the layer (before) and in its replacement block (after) per typical model run. */
   beforeMs: number;
-  afterMs: number | null;
-  /** Share of the model's measured time, and of its MACs. */
+  afterMs: number;
+  /** Share of the model's time in these runs, and of its MACs. */
   beforeTimeShare: number;
-  afterTimeShare: number | null;
+  afterTimeShare: number;
   beforeMacShare: number;
-  afterMacShare: number | null;
+  afterMacShare: number;
   /** Layers of B that replace it (itself when unchanged). */
   afterLayers: string[];
-  speedup: number | null;
+}
+
+/** Fixed cost per model run that does not grow with the work: the reason batch 1 gains little. */
+export interface Overhead {
+  /** Model time of the typical runs. */
+  modelMs: number;
+  /** Time outside every layer's own computation (the framework's bookkeeping, read-back). */
+  outsideMs: number;
+  /** Layer calls per run. */
+  layers: number;
+  /** Time of the cheapest layer call: the least any layer costs, however little it computes. */
+  cheapestLayerMs: number;
+  /** outsideMs + layers × cheapestLayerMs. */
+  fixedMs: number;
+}
+
+export interface LayerTiming {
+  batch: number;
+  runs: number;
+  blocks: BlockTiming[];
+  /** Everything the blocks leave out: the other layers (activations, pooling, flatten, dense, softmax), bookkeeping, read-back. */
+  other: Ratio & { beforeMs: number; afterMs: number };
+  /** Model time of the typical runs, which blocks + other add up to. */
+  beforeMs: number;
+  afterMs: number;
+  overhead: { before: Overhead; after: Overhead };
 }
 
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D']);
@@ -226,42 +310,133 @@ function blockOf(name: string, after: LayerInfo[], replaced: Map<string, string[
   return after.filter((l) => PIECE_SUFFIXES.some((s) => l.name === name + s));
 }
 
-/** Runs a chain of layers eagerly on one input: the block as it runs inside the model. */
-function applyChain(layers: LayerInfo[], x: tf.Tensor): tf.Tensor {
-  return tf.tidy(() => layers.reduce((h, l) => l.layer.apply(h) as tf.Tensor, x));
+/**
+ * Records the time spent inside each layer's call() during a model run. Kernels run synchronously
+ * on the cpu, wasm and tfjs-node backends, so the wall time inside call() is the layer's own work,
+ * measured where it really runs: inside the model, on the previous layer's fresh output.
+ */
+class LayerClock {
+  /** Per run: milliseconds spent in each layer (summed over a shared layer's calls). */
+  readonly runs: Map<tf.layers.Layer, number>[] = [];
+  private current = new Map<tf.layers.Layer, number>();
+  private readonly restore: (() => void)[] = [];
+
+  constructor(layers: LayerInfo[]) {
+    for (const { layer } of layers) {
+      const original = layer.call;
+      const clock = this;
+      layer.call = function (this: tf.layers.Layer, ...args: Parameters<typeof original>) {
+        const start = performance.now();
+        const out = original.apply(this, args);
+        clock.current.set(layer, (clock.current.get(layer) ?? 0) + performance.now() - start);
+        return out;
+      };
+      this.restore.push(() => (layer.call = original));
+    }
+  }
+
+  predict(model: tf.LayersModel, x: tf.Tensor): tf.Tensor | tf.Tensor[] {
+    this.current = new Map();
+    const out = model.predict(x);
+    this.runs.push(this.current);
+    return out;
+  }
+
+  /** Puts every layer's own call() back. */
+  stop(): void {
+    this.restore.forEach((f) => f());
+  }
 }
 
+/** Per-run time of `layers` in each of the last `n` recorded runs. */
+function perRun(clock: LayerClock, n: number, layers: LayerInfo[]): number[] {
+  return clock.runs.slice(-n).map((run) => layers.reduce((s, l) => s + (run.get(l.layer) ?? 0), 0));
+}
+
+/**
+ * The runs whose model time lies between its quartiles. Per-layer times are means over these: a
+ * median per row would not add up (a busy machine's stalls land in a different row each run), and
+ * a plain mean would let those stalls in.
+ */
+function typicalRuns(totals: number[]): number[] {
+  const lo = quantile(totals, 0.25);
+  const hi = quantile(totals, 0.75);
+  return totals.flatMap((t, i) => (t >= lo && t <= hi ? [i] : []));
+}
+
+function meanOver(values: number[], runs: number[]): number {
+  return runs.reduce((s, i) => s + values[i], 0) / runs.length;
+}
+
+function overheadOf(clock: LayerClock, layers: LayerInfo[], totals: number[], typical: number[]): Overhead {
+  const inLayers = perRun(clock, totals.length, layers);
+  const outsideMs = meanOver(totals.map((t, i) => t - inLayers[i]), typical);
+  const callsOf = (l: LayerInfo) => Math.max(1, l.calls.length);
+  const calls = layers.reduce((s, l) => s + callsOf(l), 0);
+  const perCall = layers.map((l) => meanOver(perRun(clock, totals.length, [l]), typical) / callsOf(l));
+  const cheapestLayerMs = Math.min(...perCall.filter((ms) => ms > 0));
+  return { modelMs: meanOver(totals, typical), outsideMs, layers: calls, cheapestLayerMs, fixedMs: outsideMs + calls * cheapestLayerMs };
+}
+
+/**
+ * Time of each of A's conv layers and of its replacement in B, measured inside interleaved runs of
+ * the whole models; "other" is the rest of each run, so the rows add up to the model time. Speedups
+ * are paired per run (median and interval); times are means over the typical runs.
+ */
 export async function timeLayers(
-  before: tf.LayersModel, after: tf.LayersModel, batch: number, runs: number, warmup: number, modelMs: { before: number; after: number },
-  replaced: Map<string, string[]> | null = null,
-): Promise<BlockTiming[]> {
+  before: tf.LayersModel, after: tf.LayersModel, batch: number, runs: number, warmup: number, replaced: Map<string, string[]> | null = null,
+): Promise<LayerTiming> {
   const a = listLayers(before);
   const b = listLayers(after);
+  const clockA = new LayerClock(a);
+  const clockB = new LayerClock(b);
+  let t: { a: number[]; b: number[] };
+  try {
+    const x = randomInput(before.inputs[0].shape, batch);
+    t = await timePair(() => clockA.predict(before, x), () => clockB.predict(after, x), runs, warmup);
+    x.dispose();
+  } finally {
+    clockA.stop();
+    clockB.stop();
+  }
+  const n = t.a.length;
+  const typical = { a: typicalRuns(t.a), b: typicalRuns(t.b) };
+  const beforeMs = meanOver(t.a, typical.a);
+  const afterMs = meanOver(t.b, typical.b);
   const macsA = a.reduce((s, l) => s + (layerMacs(l) ?? 0), 0);
   const macsB = b.reduce((s, l) => s + (layerMacs(l) ?? 0), 0);
-  const out: BlockTiming[] = [];
-  for (const layer of a.filter((l) => CONV_CLASSES.has(l.className) && l.calls.length === 1)) {
+  const blocks: BlockTiming[] = [];
+  const inBlocks = { a: t.a.map(() => 0), b: t.b.map(() => 0) };
+  for (const layer of a.filter((l) => CONV_CLASSES.has(l.className))) {
     const block = blockOf(layer.name, b, replaced);
-    const x = randomInput(layer.calls[0].inputShapes[0], batch, 3);
-    const single = [layer];
-    const t = block.length
-      ? await timePair(() => applyChain(single, x), () => applyChain(block, x), runs, warmup)
-      : { a: (await timePair(() => applyChain(single, x), () => applyChain(single, x), runs, warmup)).a, b: null };
-    x.dispose();
-    const beforeMs = quantile(t.a, 0.5);
-    const afterMs = t.b ? quantile(t.b, 0.5) : null;
-    const blockMacs = block.reduce((s, l) => s + (layerMacs(l) ?? 0), 0);
-    out.push({
+    if (!block.length) continue; // no counterpart in B: its time stays in "other"
+    const ta = perRun(clockA, n, [layer]);
+    const tb = perRun(clockB, n, block);
+    ta.forEach((v, i) => (inBlocks.a[i] += v));
+    tb.forEach((v, i) => (inBlocks.b[i] += v));
+    const layerBefore = meanOver(ta, typical.a);
+    const layerAfter = meanOver(tb, typical.b);
+    blocks.push({
       name: layer.name,
-      beforeMs,
-      afterMs,
-      beforeTimeShare: beforeMs / modelMs.before,
-      afterTimeShare: afterMs === null ? null : afterMs / modelMs.after,
+      beforeMs: layerBefore,
+      afterMs: layerAfter,
+      beforeTimeShare: layerBefore / beforeMs,
+      afterTimeShare: layerAfter / afterMs,
       beforeMacShare: (layerMacs(layer) ?? 0) / macsA,
-      afterMacShare: block.length ? blockMacs / macsB : null,
+      afterMacShare: block.reduce((s, l) => s + (layerMacs(l) ?? 0), 0) / macsB,
       afterLayers: block.map((l) => l.name),
-      speedup: afterMs === null ? null : quantile(t.a.map((v, i) => v / t.b![i]), 0.5),
+      ...pairedRatio(ta, tb),
     });
   }
-  return out;
+  const otherA = t.a.map((v, i) => v - inBlocks.a[i]);
+  const otherB = t.b.map((v, i) => v - inBlocks.b[i]);
+  return {
+    batch,
+    runs: n,
+    blocks,
+    other: { beforeMs: meanOver(otherA, typical.a), afterMs: meanOver(otherB, typical.b), ...pairedRatio(otherA, otherB) },
+    beforeMs,
+    afterMs,
+    overhead: { before: overheadOf(clockA, a, t.a, typical.a), after: overheadOf(clockB, b, t.b, typical.b) },
+  };
 }

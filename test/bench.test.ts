@@ -5,8 +5,10 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
+import { MIN_RUNS, medianInterval } from '../src/bench.js';
 import { loadModel } from '../src/model/io.js';
-import { CHARCNN, FASHION_TEST, RESIDUAL, errorLine, runCli, tempDir } from './helpers.js';
+import { listLayers } from '../src/model/layers.js';
+import { CHARCNN, FASHION_TEST, NESTED, RESIDUAL, errorLine, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -45,6 +47,9 @@ describe('bench', () => {
     assert.deepEqual(r.batches.map((b: any) => b.batch), [1, 8]);
     for (const b of r.batches) {
       assert.ok(b.speedup > 0.5 && b.speedup < 2, `speedup ${b.speedup} of a model against itself`);
+      assert.ok(b.speedupLow <= b.speedup && b.speedup <= b.speedupHigh, JSON.stringify(b));
+      assert.equal(b.verdict, 'within noise', `batch ${b.batch}: ${b.speedupLow}–${b.speedupHigh}`);
+      assert.ok(b.runs >= MIN_RUNS, `${b.runs} runs`);
       assert.ok(b.before.p10Ms <= b.before.medianMs && b.before.medianMs <= b.before.p90Ms);
     }
     assert.equal(r.before.bytes, fs.statSync(path.join(path.dirname(CHARCNN), 'group1-shard1of1.bin')).size);
@@ -61,6 +66,95 @@ describe('bench', () => {
     assert.match(run.stdout, /theoretical speedup \(MACs\): \d+\.\d\d×/);
     assert.match(run.stdout, /agreement on 64 fixed-seed random inputs \(no --data\)/);
     assert.match(run.stdout, /conv2 .*conv2_v, conv2_h/);
+  });
+
+  test('a model against itself with --runs 3: runs raised, and every batch flagged as no measurable difference', () => {
+    const run = runCli(['bench', CHARCNN, path.dirname(CHARCNN), '--batch', '1,4', '--runs', '3', '--warmup', '1']);
+    assert.equal(run.code, 0, run.stderr);
+    for (const batch of [1, 4]) {
+      assert.match(run.stdout, new RegExp(`batch ${batch}: no measurable difference`));
+      const row = run.stdout.split('\n').find((l) => new RegExp(`^\\s+${batch}  `).test(l))!;
+      assert.match(row, /\(within noise\) \[\d+\.\d\d–\d+\.\d\d×\]/, row);
+      const runs = Number(/→ \d+\s+(\d+)\s/.exec(row)![1]);
+      assert.ok(runs >= MIN_RUNS, row);
+    }
+  });
+
+  test('a slowdown is labelled as one', () => {
+    const out = path.join(tempDir(), 'c');
+    assert.equal(runCli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52', '--out', out]).code, 0);
+    // The compressed model first: the "after" model is the slow original.
+    const run = runCli(['bench', out, CHARCNN, '--batch', '4', '--runs', '3', '--warmup', '1']);
+    assert.equal(run.code, 0, run.stderr);
+    const row = run.stdout.split('\n').find((l) => /^\s+4  /.test(l))!;
+    assert.match(row, /0\.\d\d× \(slower\) \[0\.\d\d–0\.\d\d×\]/, row);
+  });
+
+  test('the 95% interval of the median takes the order statistics the binomial tail gives', () => {
+    for (const n of [1, 5, 6, 10, 17, 40, 101]) {
+      const values = Array.from({ length: n }, (_, i) => ((i * 7919) % 101) + i / 1000);
+      const sorted = [...values].sort((a, b) => a - b);
+      // Largest k with P(Binomial(n, 1/2) ≤ k − 1) ≤ 2.5 %, counted exactly with big integers.
+      let k = 1;
+      let coefficient = 1n;
+      let cumulative = 1n; // Σ_{j<k} C(n, j)
+      const total = 2n ** BigInt(n);
+      for (let j = 1; j < n / 2; j++) {
+        coefficient = (coefficient * BigInt(n - j + 1)) / BigInt(j);
+        if ((cumulative + coefficient) * 40n > total) break;
+        cumulative += coefficient;
+        k = j + 1;
+      }
+      if (cumulative * 40n > total) k = 1;
+      assert.deepEqual(medianInterval(values), [sorted[k - 1], sorted[n - k]], `n = ${n}`);
+    }
+  });
+
+  for (const [title, before, makeAfter] of [
+    ['charcnn against its compression', CHARCNN, () => {
+      const out = path.join(tempDir(), 'c');
+      assert.equal(runCli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52', '--out', out]).code, 0);
+      return out;
+    }],
+    ['residual (branches) against itself', RESIDUAL, () => path.dirname(RESIDUAL)],
+    ['nested against itself', NESTED, () => path.dirname(NESTED)],
+  ] as const) {
+    test(`per-layer times inside the model runs add up to the model time: ${title}`, async () => {
+      const run = runCli(['bench', before, makeAfter(), '--batch', '1,2', '--runs', '3', '--warmup', '1', '--per-layer', '--json']);
+      assert.equal(run.code, 0, run.stderr);
+      const r = JSON.parse(run.stdout);
+      const p = r.perLayer;
+      const { model } = await loadModel(before);
+      const convs = listLayers(model).filter((l) => l.className === 'Conv2D');
+      assert.deepEqual(p.blocks.map((b: any) => b.name), convs.map((l) => l.name));
+      assert.equal(p.batch, 2);
+      for (const side of ['beforeMs', 'afterMs'] as const) {
+        const sum = p.blocks.reduce((s: number, b: any) => s + b[side], p.other[side]);
+        assert.ok(Math.abs(sum - p[side]) <= 1e-9 * p[side], `${side}: rows sum to ${sum}, model ${p[side]}`);
+        assert.ok(p.other[side] >= 0 && p.blocks.every((b: any) => b[side] > 0), JSON.stringify(p));
+      }
+      // Every layer call counted once, nested ones included.
+      assert.equal(r.overheadAtBatch1.before.layers, listLayers(model).length);
+      for (const o of [r.overheadAtBatch1.before, r.overheadAtBatch1.after]) assert.ok(o.fixedMs > 0 && o.fixedMs <= o.modelMs, JSON.stringify(o));
+      if (before === CHARCNN) {
+        assert.deepEqual(p.blocks.find((b: any) => b.name === 'conv2').afterLayers, ['conv2_v', 'conv2_h']);
+        assert.equal(r.overheadAtBatch1.after.layers, 8);
+      }
+    });
+  }
+
+  test("per-layer blocks follow the output's record of what replaced what, not name suffixes", () => {
+    const out = path.join(tempDir(), 'renamed');
+    const made = runCli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '8', '--out', out]);
+    assert.equal(made.code, 0, made.stderr);
+    // Rename the replacement layers (topology, weights and record) to names no suffix rule knows.
+    const jsonPath = path.join(out, 'model.json');
+    const text = fs.readFileSync(jsonPath, 'utf8').replaceAll('conv2_v', 'reduce_a').replaceAll('conv2_h', 'expand_b');
+    fs.writeFileSync(jsonPath, text);
+    const run = runCli(['bench', CHARCNN, out, '--batch', '2', '--runs', '3', '--warmup', '1', '--per-layer', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const blocks = JSON.parse(run.stdout).perLayer.blocks;
+    assert.deepEqual(blocks.find((b: any) => b.name === 'conv2').afterLayers, ['reduce_a', 'expand_b']);
   });
 
   test('bad input: models with different inputs', () => {

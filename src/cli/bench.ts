@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import { checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels, type Agreement, type BatchTiming, type BlockTiming } from '../bench.js';
+import {
+  MIN_RUNS, MIN_TIMED_MS, NOISE_MARGIN, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
+  type Agreement, type BatchTiming, type LayerTiming, type Ratio,
+} from '../bench.js';
 import { listImages, skippedNote, type BatchStats } from '../data/images.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
@@ -28,9 +31,9 @@ export function registerBench(program: Command): void {
     .argument('<after>', 'the compressed model (model.json or its folder)')
     .option('--data <dir>', 'images to check accuracy and agreement on (one subfolder per class)')
     .option('--batch <sizes>', 'comma-separated batch sizes to time', '1,32')
-    .option('--runs <n>', 'timed runs per model and batch size', '20')
+    .option('--runs <n>', `timed runs per model and batch size (at least ${MIN_RUNS}, more until each model ran ${MIN_TIMED_MS / 1000} s)`, '20')
     .option('--warmup <n>', 'untimed runs first', '3')
-    .option('--per-layer', "time each conv layer and its replacement on its real input shape")
+    .option('--per-layer', 'time each conv layer and its replacement inside the model runs, at the largest batch')
     .option('--json', 'print the report as JSON on stdout');
   addImageOptions(command).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
     const backend = await startBackend(cmd);
@@ -48,16 +51,21 @@ export function registerBench(program: Command): void {
     const agreement = images && setup ? await compareOnImages(a.model, b.model, images.entries, setup.pixels, 64, stats) : compareOnRandom(a.model, b.model);
     const skipped = skippedNote(stats);
     if (skipped) note(`lowrank: ${skipped}`);
-    note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + ${runs} runs each, interleaved)`);
+    note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + at least ${Math.max(runs, MIN_RUNS)} runs each, interleaved)`);
     const timings = await timeModels(a.model, b.model, batches, runs, warmup);
-    let perLayer: BlockTiming[] | undefined;
+    const largest = timings[timings.length - 1];
+    const replaced = readReplacementRecords(b.userDefinedMetadata);
+    let perLayer: LayerTiming | undefined;
     if (flags.perLayer) {
-      const largest = timings[timings.length - 1];
-      note(`lowrank: timing conv layers at batch ${largest.batch}`);
-      const replaced = readReplacementRecords(b.userDefinedMetadata);
-      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, { before: largest.before.medianMs, after: largest.after.medianMs }, replaced);
+      note(`lowrank: timing layers inside the model runs at batch ${largest.batch}`);
+      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, replaced);
     }
-    const report = benchReport(backend, a, b, timings, agreement, perLayer);
+    let atBatch1: LayerTiming | undefined;
+    if (batches.includes(1)) {
+      if (perLayer?.batch !== 1) note('lowrank: timing layers at batch 1 (fixed overhead)');
+      atBatch1 = perLayer?.batch === 1 ? perLayer : await timeLayers(a.model, b.model, 1, runs, warmup, replaced);
+    }
+    const report = benchReport(backend, a, b, timings, agreement, perLayer, atBatch1);
     if (flags.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     else process.stdout.write(`${renderBench(report)}\n`);
   });
@@ -73,7 +81,15 @@ function side(m: LoadedModel, accuracy: number | null) {
   };
 }
 
-export function benchReport(backend: string, a: LoadedModel, b: LoadedModel, batches: BatchTiming[], g: Agreement, perLayer?: BlockTiming[]) {
+/** A per-layer table with the model time of the same batch in the speed table, timed apart from it. */
+function withModelTimes(t: LayerTiming, batches: BatchTiming[]) {
+  const model = batches.find((x) => x.batch === t.batch)!;
+  return { ...t, modelBeforeMs: model.before.medianMs, modelAfterMs: model.after.medianMs };
+}
+
+export function benchReport(
+  backend: string, a: LoadedModel, b: LoadedModel, batches: BatchTiming[], g: Agreement, perLayer?: LayerTiming, atBatch1?: LayerTiming,
+) {
   const before = side(a, g.accuracyBefore);
   const after = side(b, g.accuracyAfter);
   return {
@@ -88,8 +104,22 @@ export function benchReport(backend: string, a: LoadedModel, b: LoadedModel, bat
     examples: g.examples,
     randomInputs: g.randomInputs,
     ...(g.accuracyBefore !== null && g.accuracyAfter !== null ? { accuracyDelta: g.accuracyAfter - g.accuracyBefore } : {}),
-    ...(perLayer ? { perLayer } : {}),
+    ...(perLayer ? { perLayer: withModelTimes(perLayer, batches) } : {}),
+    ...(atBatch1 ? { overheadAtBatch1: atBatch1.overhead } : {}),
   };
+}
+
+/** Per-layer runs whose model time is further than this from the speed table's get a warning. */
+const SUM_TOLERANCE = 0.1;
+/** At batch 1, a fixed overhead above this share of the model time gets a note. */
+const OVERHEAD_NOTE_SHARE = 0.25;
+
+/** "6.77× [6.60–6.90×]", "0.80× (slower)", "— (within noise)"; the interval only when asked. */
+function formatSpeedup(r: Ratio, interval: boolean): string {
+  const range = interval ? ` [${r.speedupLow.toFixed(2)}–${formatRatio(r.speedupHigh)}]` : '';
+  if (r.verdict === 'within noise') return `${interval ? formatRatio(r.speedup) : '—'} (within noise)${range}`;
+  if (r.verdict === 'slower') return `${chalk.red(`${formatRatio(r.speedup)} (slower)`)}${range}`;
+  return `${chalk.bold(formatRatio(r.speedup))}${range}`;
 }
 
 type BenchReport = ReturnType<typeof benchReport>;
@@ -101,8 +131,13 @@ export function renderBench(r: BenchReport): string {
     `${ms(t.before.medianMs)} (${ms(t.before.p10Ms)}–${ms(t.before.p90Ms)})`,
     `${ms(t.after.medianMs)} (${ms(t.after.p10Ms)}–${ms(t.after.p90Ms)})`,
     `${t.before.imagesPerSec.toFixed(0)} → ${t.after.imagesPerSec.toFixed(0)}`,
-    chalk.bold(formatRatio(t.speedup)),
+    String(t.runs),
+    formatSpeedup(t, true),
     formatPercent(t.speedup / r.theoreticalSpeedup, 0),
+  ]);
+  const warnings = r.batches.flatMap((t) => [
+    ...(t.wide ? [`batch ${t.batch}: the speedup's 95% interval is too wide to read; raise --runs or time on a quieter machine`] : []),
+    ...(t.verdict === 'within noise' ? [`batch ${t.batch}: no measurable difference (the 95% interval reaches within ${formatPercent(NOISE_MARGIN, 0)} of 1×)`] : []),
   ]);
   const parts = [
     `${chalk.bold('before')} ${r.before.path}: ${formatCount(r.before.macs)} MACs, ${formatCount(r.before.params)} params, ${formatBytes(r.before.bytes)}`,
@@ -112,13 +147,21 @@ export function renderBench(r: BenchReport): string {
     renderTable(
       [
         { header: 'batch', align: 'right' }, { header: 'before: median (p10–p90)' }, { header: 'after: median (p10–p90)' },
-        { header: 'images/s' }, { header: 'speedup', align: 'right' }, { header: 'of theoretical', align: 'right' },
+        { header: 'images/s' }, { header: 'runs', align: 'right' }, { header: 'speedup [95% interval]' }, { header: 'of theoretical', align: 'right' },
       ],
       speed,
     ),
-    chalk.dim('speedup = median of paired before/after ratios; "of theoretical" = measured / theoretical speedup: how much of the MAC saving this backend turns into time'),
-    '',
+    ...warnings.map((w) => chalk.yellow(w)),
+    chalk.dim('speedup = median of paired before/after ratios, with a distribution-free 95% interval of that median; "of theoretical" = measured / theoretical speedup: how much of the MAC saving this backend turns into time'),
   ];
+  const o = r.overheadAtBatch1;
+  if (o && Math.max(o.before.fixedMs / o.before.modelMs, o.after.fixedMs / o.after.modelMs) >= OVERHEAD_NOTE_SHARE) {
+    parts.push(
+      `at batch 1, fixed per-layer overhead is ~${ms(o.after.fixedMs)} of ${ms(o.after.modelMs)} in the compressed model ` +
+        `(${o.after.layers} layers, ~${ms(o.after.fixedMs / o.after.layers)} each; before: ~${ms(o.before.fixedMs)} of ${ms(o.before.modelMs)}); fewer, larger layers help`,
+    );
+  }
+  parts.push('');
   const on = r.randomInputs ? `${r.examples} fixed-seed random inputs (no --data)` : `${r.examples} images`;
   parts.push(`agreement on ${on}: top-1 ${chalk.bold(formatPercent(r.agreement, 1))}, max |Δ| ${r.maxAbsDiff.toExponential(2)}, mean |Δ| ${r.meanAbsDiff.toExponential(2)}`);
   if (r.accuracyDelta !== undefined) {
@@ -126,23 +169,37 @@ export function renderBench(r: BenchReport): string {
     const delta = `${d >= 0 ? '+' : ''}${d.toFixed(2)} points`;
     parts.push(`top-1 accuracy: ${formatPercent(r.before.accuracy!, 2)} → ${formatPercent(r.after.accuracy!, 2)} (${d < -1 ? chalk.red(delta) : chalk.green(delta)})`);
   }
-  if (r.perLayer) {
+  const p = r.perLayer;
+  if (p) {
+    const off = (sum: number, model: number) => Math.abs(sum / model - 1) > SUM_TOLERANCE;
     parts.push(
       '',
       renderTable(
         [
           { header: 'layer' }, { header: 'before', align: 'right' }, { header: 'time', align: 'right' }, { header: 'MACs', align: 'right' },
           { header: 'after', align: 'right' }, { header: 'time', align: 'right' }, { header: 'MACs', align: 'right' },
-          { header: 'speedup', align: 'right' }, { header: 'replaced by' },
+          { header: 'speedup' }, { header: 'replaced by' },
         ],
-        r.perLayer.map((l) => [
-          l.name, ms(l.beforeMs), formatPercent(l.beforeTimeShare), formatPercent(l.beforeMacShare),
-          l.afterMs === null ? '' : ms(l.afterMs), formatPercent(l.afterTimeShare), formatPercent(l.afterMacShare),
-          l.speedup === null ? '' : chalk.bold(formatRatio(l.speedup)), l.afterLayers.join(', '),
-        ]),
+        [
+          ...p.blocks.map((l) => [
+            l.name, ms(l.beforeMs), formatPercent(l.beforeTimeShare), formatPercent(l.beforeMacShare),
+            ms(l.afterMs), formatPercent(l.afterTimeShare), formatPercent(l.afterMacShare),
+            formatSpeedup(l, false), l.afterLayers.join(', '),
+          ]),
+          ['other', ms(p.other.beforeMs), formatPercent(p.other.beforeMs / p.beforeMs), '', ms(p.other.afterMs), formatPercent(p.other.afterMs / p.afterMs), '', formatSpeedup(p.other, false), ''],
+        ],
+        [['sum', ms(p.beforeMs), formatPercent(p.beforeMs / p.modelBeforeMs), '', ms(p.afterMs), formatPercent(p.afterMs / p.modelAfterMs), '', '', '']],
       ),
-      chalk.dim('per layer: median time of the layer (before) and of its replacement block (after) on its real input shape, with its share of the whole model\'s time and MACs'),
+      chalk.dim(
+        `per layer: time inside ${p.runs} interleaved runs of each whole model at batch ${p.batch} (mean over the runs between the quartiles), with its share of those runs' time and of the MACs; ` +
+          'other = the remaining layers (activations, pooling, flatten, dense, softmax), bookkeeping and read-back; sum = as a share of the model time in the speed table',
+      ),
     );
+    if (off(p.beforeMs, p.modelBeforeMs) || off(p.afterMs, p.modelAfterMs)) {
+      parts.push(chalk.yellow(
+        `the per-layer times add up to ${ms(p.beforeMs)} → ${ms(p.afterMs)}, more than ${formatPercent(SUM_TOLERANCE, 0)} off the speed table's ${ms(p.modelBeforeMs)} → ${ms(p.modelAfterMs)}: the machine's speed changed between the two; time on a quieter machine`,
+      ));
+    }
   }
   return parts.join('\n');
 }
