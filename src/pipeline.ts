@@ -3,7 +3,9 @@
  * (fit to data, evaluate held out) → build → save once. Every check a user can fail runs before the
  * slow work. Returns a report; src/cli/compress.ts only renders it.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
 import {
   buildCompressed, factorize, layerResults, modelCost, planCompression, withReplacementRecords,
@@ -127,6 +129,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, written),
     weights: keptWeights(built.model, loaded, written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name)), encoding),
     log,
+    companions: [METADATA_FILE].map((name) => path.join(path.dirname(loaded.jsonPath), name)).filter((p) => fs.existsSync(p)),
   });
   built.model.dispose();
   loaded.model.dispose();

@@ -12,7 +12,7 @@ import { scheme2Matrix } from '../src/factorize/reshape.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
-import { CHARCNN, NESTED, RESIDUAL, ROOT, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+import { CHARCNN, NESTED, RESIDUAL, ROOT, copyModel, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -242,5 +242,20 @@ describe('compress CLI', () => {
     assert.equal(slower.code, 0, slower.stderr);
     assert.deepEqual(JSON.parse(slower.stdout).layers.map((l: any) => l.name), ['conv2', 'conv3']);
     assert.match(slower.stderr, /warning: conv3 at rank 1000 costs at least as many MACs as the original layer/);
+  });
+});
+
+describe('a Teachable Machine metadata.json beside the model', () => {
+  test('is copied beside the output, and --force still recognises that output as lowrank\'s', () => {
+    const input = copyModel(CHARCNN);
+    const metadata = JSON.stringify({ labels: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'], imageSize: 24 });
+    fs.writeFileSync(path.join(path.dirname(input), 'metadata.json'), metadata);
+    const out = path.join(tempDir(), 'out');
+    const first = runCli(['compress', input, '--layers', 'conv2', '--rank', '8', '--out', out]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(fs.readFileSync(path.join(out, 'metadata.json'), 'utf8'), metadata);
+    const again = runCli(['compress', input, '--layers', 'conv2', '--rank', '9', '--out', out, '--force']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['group1-shard1of1.bin', 'metadata.json', 'model.json']);
   });
 });

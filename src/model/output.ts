@@ -55,6 +55,8 @@ function notReplaceable(dir: string): string | null {
   }
   if (!writtenByLowrank(json)) return 'it was not written by lowrank';
   const own = new Set<string>(['model.json']);
+  const companions = json.userDefinedMetadata?.[METADATA_KEY]?.files;
+  for (const name of Array.isArray(companions) ? companions : []) own.add(String(name));
   for (const group of Array.isArray(json.weightsManifest) ? json.weightsManifest : []) {
     for (const p of Array.isArray(group?.paths) ? group.paths : []) own.add(String(p));
   }

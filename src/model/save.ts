@@ -38,6 +38,11 @@ export interface SaveOptions {
   check?: OutputCheck;
   /** Messages (swept leftovers of killed runs). */
   log?: (message: string) => void;
+  /**
+   * Files copied beside model.json, under their own names (a Teachable Machine metadata.json the
+   * app needs next to the model); recorded in lowrank's marker so --force recognises them.
+   */
+  companions?: string[];
 }
 
 export interface SavedModel {
@@ -171,6 +176,11 @@ export async function saveModel(model: tf.LayersModel, outDir: string, options: 
     const writer = new ShardWriter(partial.dir);
     const specs = await writeWeights(writer, sources);
     const paths = writer.finish();
+    const companions = (options.companions ?? []).map((file) => {
+      const name = path.basename(file);
+      fs.copyFileSync(file, path.join(partial.dir, name));
+      return name;
+    });
     const metadata = options.userDefinedMetadata ?? {};
     const previous = metadata[METADATA_KEY];
     const json = {
@@ -181,7 +191,7 @@ export async function saveModel(model: tf.LayersModel, outDir: string, options: 
       weightsManifest: [{ paths, weights: specs }],
       userDefinedMetadata: {
         ...metadata,
-        [METADATA_KEY]: { ...(previous && typeof previous === 'object' ? previous : {}), version: VERSION },
+        [METADATA_KEY]: { ...(previous && typeof previous === 'object' ? previous : {}), version: VERSION, ...(companions.length ? { files: companions } : {}) },
       },
     };
     const text = JSON.stringify(json);
