@@ -1,17 +1,23 @@
 /**
  * Rank selection by measured sensitivity (`compress --speedup X --data …`): instead of predicting
  * each layer's damage from its kernel's spectrum, measure it. For every chosen layer and a ladder
- * of candidate ranks, the model with only that layer replaced (filter reconstruction) runs on a
- * sample of the fitting images, and the relative change of the model's output ‖f − f̂‖/‖f‖ is
- * that layer's cost at that rank (interpolated between the measured ranks). The allocation of
- * ranks.ts then meets the target with the least summed measured error. Fitting images, not the
- * held-out ones, are used, so the held-out report stays an honest check of the choice.
+ * of candidate ranks, the layer is factorized and its last factor solved exactly to reproduce the
+ * layer's response on a sample of the fitting images (the cheap first step of data
+ * reconstruction, which the run then applies in full); the model with only that layer replaced
+ * runs on the sample, and the relative change of the model's output ‖f − f̂‖/‖f‖ is that layer's
+ * cost at that rank (interpolated between the measured ranks). The allocation of ranks.ts then
+ * meets the target with the least summed measured error. Fitting images, not the held-out ones,
+ * are used, so the held-out report stays an honest check of the choice.
  */
 import * as tf from '@tensorflow/tfjs';
 import { buildCompressed, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
-import type { ImageStore } from './reconstruct/data.js';
+import { DEFAULT_CACHE_BYTES, LayerCache, type ImageStore } from './reconstruct/data.js';
+import { DEFAULT_FIT, fitLayer } from './reconstruct/fit.js';
+import { addOffset, weightValue } from './reconstruct/index.js';
+import { linearResponse } from './reconstruct/ops.js';
 import type { Reporter } from './reconstruct/progress.js';
+import { makeTap } from './reconstruct/taps.js';
 import { allocateRanks, rankCap, ranksForSpeedup, type Candidate } from './ranks.js';
 import { targetLayer } from './schemes/index.js';
 
@@ -58,18 +64,10 @@ export interface SensitivityResult {
 export async function planBySensitivity(
   original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
 ): Promise<SensitivityResult> {
+  const sample = images.head(SENSITIVITY_IMAGES);
   const batches: tf.Tensor4D[] = [];
-  let n = 0;
-  for await (const b of images.batches()) {
-    if (n >= SENSITIVITY_IMAGES) {
-      b.x.dispose();
-      break;
-    }
-    const take = Math.min(b.x.shape[0], SENSITIVITY_IMAGES - n);
-    batches.push(take < b.x.shape[0] ? tf.tidy(() => b.x.slice(0, take)) : b.x);
-    if (take < b.x.shape[0]) b.x.dispose();
-    n += take;
-  }
+  for await (const b of sample.batches()) batches.push(b.x);
+  const n = sample.count;
   const reference = await outputs(original, batches);
   const norm = reference.reduce((s, y) => s + tf.tidy(() => y.square().sum().dataSync()[0]), 0);
   const layers = plan.ranked.map((r) => r.info);
@@ -80,9 +78,23 @@ export async function planBySensitivity(
   const candidates: Candidate[] = [];
   for (const [i, info] of layers.entries()) {
     const target = targetLayer(info, topology);
+    const { kh, kw, C, N } = target.geometry;
+    const kernel = tf.tensor4d(target.kernel, [kh, kw, C, N]);
+    const tap = makeTap(original, [info.name], false);
+    const cache = new LayerCache(sample, (x) => tf.tidy(() => {
+      const phi = tap(x).inputs[0];
+      return { x: phi, y: linearResponse(phi, kernel, target.geometry) };
+    }), DEFAULT_CACHE_BYTES);
+    await cache.fill(() => {});
     const points: { rank: number; error: number }[] = [];
     for (const rank of ladders[i]) {
-      const built = await buildCompressed(original, topology, [plan.scheme.factorize(target, rank)]);
+      const start = plan.scheme.factorize(target, rank);
+      const form = plan.scheme.factored(target, rank);
+      const fit = await fitLayer(form, start.factors, cache, target.bias !== null, { ...DEFAULT_FIT, iterations: 0, seed: 0 }, { iteration() {}, solve() {} });
+      form.dispose();
+      const solved = { ...start, factors: fit.factors.map(weightValue), bias: addOffset(target.bias, fit.offset) };
+      tf.dispose(fit.factors);
+      const built = await buildCompressed(original, topology, [solved]);
       const approx = await outputs(built.model, batches);
       const sse = approx.reduce((s, y, k) => s + tf.tidy(() => y.sub(reference[k]).square().sum().dataSync()[0]), 0);
       tf.dispose(approx);
@@ -94,6 +106,8 @@ export async function planBySensitivity(
     // More rank never hurts the best filter reconstruction; keep the measured curve monotone so
     // noise on a small sample cannot make the allocator prefer fewer ranks for their own sake.
     for (let k = points.length - 2; k >= 0; k--) points[k].error = Math.max(points[k].error, points[k + 1].error);
+    cache.dispose();
+    kernel.dispose();
     measured.push({ name: info.name, points });
     candidates.push({ info, scheme: plan.scheme, error: interpolate(points, plan.scheme.fullRank(convGeometry(info))) });
   }

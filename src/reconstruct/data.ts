@@ -33,6 +33,11 @@ export class ImageStore {
     readonly stats: BatchStats,
   ) {}
 
+  /** A store of the first `n` entries (decoded anew; for a sample of a large set). */
+  head(n: number): ImageStore {
+    return new ImageStore(this.entries.slice(0, n), this.size, this.pixels, this.batch, { skipped: [], decoded: 0 });
+  }
+
   private get perImage(): number {
     return this.size.height * this.size.width * this.size.channels;
   }

@@ -137,11 +137,11 @@ export interface DataFit {
   seconds: number;
 }
 
-function value(t: tf.Tensor): WeightValue {
+export function weightValue(t: tf.Tensor): WeightValue {
   return { shape: t.shape.slice(), values: Float32Array.from(t.dataSync()) };
 }
 
-function addOffset(bias: Float32Array | null, offset: Float32Array | null): Float32Array | null {
+export function addOffset(bias: Float32Array | null, offset: Float32Array | null): Float32Array | null {
   if (!bias) return null;
   const out = Float32Array.from(bias);
   if (offset) for (let i = 0; i < out.length; i++) out[i] += offset[i];
@@ -209,7 +209,7 @@ export async function fitToData(
     cache.dispose();
     form.dispose();
     kernel.dispose();
-    const result: Factorization = { ...f, factors: fit.factors.map(value), bias: addOffset(f.bias, fit.offset) };
+    const result: Factorization = { ...f, factors: fit.factors.map(weightValue), bias: addOffset(f.bias, fit.offset) };
     tf.dispose(fit.factors);
     setReplacementWeights(built.model, result);
     fitted.push(result);
