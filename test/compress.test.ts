@@ -12,18 +12,13 @@ import { scheme2Matrix } from '../src/factorize/reshape.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
-import { CHARCNN, NESTED, RESIDUAL, ROOT, copyModel, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+import { CHARCNN, NESTED, RESIDUAL, ROOT, SCHEME_VARIANTS, copyModel, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
 });
 
-const VARIANTS: (SchemeOptions & { title: string })[] = [
-  { title: 'scheme 2', scheme: '2', basis: 'per-channel', separable: false },
-  { title: 'scheme 1 per-channel', scheme: '1', basis: 'per-channel', separable: false },
-  { title: 'scheme 1 shared', scheme: '1', basis: 'shared', separable: false },
-  { title: 'scheme 1 separable', scheme: '1', basis: 'per-channel', separable: true },
-];
+const VARIANTS = SCHEME_VARIANTS;
 
 function fullRanks(model: tf.LayersModel, names: string[], variant: SchemeOptions): Map<string, number> {
   const scheme = schemeFor(variant);

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { SchemeOptions } from '../src/schemes/index.js';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -57,3 +58,11 @@ export function folderSnapshot(dir: string): Record<string, string> {
   }
   return out;
 }
+
+/** Every registered scheme variant, for tests parametrized over schemes. */
+export const SCHEME_VARIANTS: (SchemeOptions & { title: string })[] = [
+  { title: 'scheme 2', scheme: '2', basis: 'per-channel', separable: false },
+  { title: 'scheme 1 per-channel', scheme: '1', basis: 'per-channel', separable: false },
+  { title: 'scheme 1 shared', scheme: '1', basis: 'shared', separable: false },
+  { title: 'scheme 1 separable', scheme: '1', basis: 'per-channel', separable: true },
+];

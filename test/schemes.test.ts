@@ -12,18 +12,13 @@ import { convGeometry, layerMacs } from '../src/cost.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { filterError, schemeFor, targetLayer, type SchemeOptions } from '../src/schemes/index.js';
-import { CHARCNN, NESTED, RESIDUAL } from './helpers.js';
+import { CHARCNN, NESTED, RESIDUAL, SCHEME_VARIANTS } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
 });
 
-const VARIANTS: (SchemeOptions & { title: string })[] = [
-  { title: 'scheme 2', scheme: '2', basis: 'per-channel', separable: false },
-  { title: 'scheme 1 per-channel', scheme: '1', basis: 'per-channel', separable: false },
-  { title: 'scheme 1 shared', scheme: '1', basis: 'shared', separable: false },
-  { title: 'scheme 1 separable', scheme: '1', basis: 'per-channel', separable: true },
-];
+const VARIANTS = SCHEME_VARIANTS;
 
 const FIXTURES: [string, string][] = [['charcnn', CHARCNN], ['residual', RESIDUAL], ['nested', NESTED]];
 
