@@ -11,7 +11,7 @@ import { compressModel, selectLayers } from '../src/compress.js';
 import { convGeometry, layerMacs } from '../src/cost.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { filterError, schemeFor, targetLayer, type SchemeOptions } from '../src/schemes/index.js';
+import { filterError, schemeFor, targetLayer } from '../src/schemes/index.js';
 import { CHARCNN, NESTED, RESIDUAL, SCHEME_VARIANTS } from './helpers.js';
 
 before(async () => {
