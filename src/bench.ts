@@ -6,8 +6,11 @@ import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { layerMacs } from './cost.js';
 import { UserError } from './errors.js';
-import { imageBatches, inputSizeOf, type BatchStats, type ImageEntry, type PixelOptions } from './data/images.js';
-import { listLayers, type LayerInfo } from './model/layers.js';
+import { imageBatches, modelImageSize, type BatchStats, type ImageEntry, type PixelOptions } from './data/images.js';
+import { checkFiniteActivations, nonFiniteSummary } from './model/finite.js';
+import { listLayers, type LayerInfo, type Shape } from './model/layers.js';
+import { silentReporter, type Phase, type Reporter } from './reconstruct/progress.js';
+import { formatBytes } from './report/format.js';
 
 export interface TimingStats {
   medianMs: number;
@@ -53,13 +56,14 @@ export function randomInput(inputShape: (number | null)[], batch: number, seed =
   return tf.randomUniform([batch, ...(inputShape.slice(1) as number[])], 0, 1, 'float32', seed);
 }
 
-/** Interleaved timing of two functions on the same input. */
+/** Interleaved timing of two functions on the same input; `onPair` after each warm-up or timed pair. */
 export async function timePair(
-  a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number,
+  a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number, onPair: () => void = () => {},
 ): Promise<{ a: number[]; b: number[] }> {
   for (let i = 0; i < warmup; i++) {
     await timeOnce(a);
     await timeOnce(b);
+    onPair();
   }
   const ta: number[] = [];
   const tb: number[] = [];
@@ -72,17 +76,26 @@ export async function timePair(
       tb.push(await timeOnce(b));
       ta.push(await timeOnce(a));
     }
+    onPair();
   }
   return { a: ta, b: tb };
 }
 
+/** Counts warm-up and timed pairs into a progress phase. */
+function pairCounter(phase: Phase): () => void {
+  let done = 0;
+  return () => phase.update(++done);
+}
+
 export async function timeModels(
-  before: tf.LayersModel, after: tf.LayersModel, batches: number[], runs: number, warmup: number,
+  before: tf.LayersModel, after: tf.LayersModel, batches: number[], runs: number, warmup: number, reporter: Reporter = silentReporter,
 ): Promise<BatchTiming[]> {
   const out: BatchTiming[] = [];
   for (const batch of batches) {
     const x = randomInput(before.inputs[0].shape, batch);
-    const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup);
+    const phase = reporter.phase(`timing batch ${batch}`, warmup + runs, 'runs');
+    const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup, pairCounter(phase));
+    phase.finish();
     x.dispose();
     out.push({
       batch,
@@ -94,7 +107,44 @@ export async function timeModels(
   return out;
 }
 
+/** Largest batch bench runs: beyond it a timing says nothing new and the runs take minutes. */
+export const MAX_BENCH_BATCH = 4096;
+/** Activation memory a timed batch may take. */
+export const BENCH_MEMORY = 2 * 1024 ** 3;
+
+/** Float32 bytes of one example's largest layer input plus output: the peak of a forward pass, roughly. */
+export function exampleActivationBytes(model: tf.LayersModel): number {
+  const elements = (shape: Shape) => shape.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1);
+  let peak = 0;
+  for (const l of listLayers(model)) {
+    for (const call of l.calls) {
+      const total = [...call.inputShapes, ...call.outputShapes].reduce((a, s) => a + elements(s), 0);
+      peak = Math.max(peak, total);
+    }
+  }
+  return 4 * peak;
+}
+
+/** Refuses batch sizes whose activations would not fit BENCH_MEMORY. */
+export function checkBatchMemory(model: tf.LayersModel, batches: number[]): void {
+  const perExample = exampleActivationBytes(model);
+  for (const batch of batches) {
+    if (batch * perExample > BENCH_MEMORY) {
+      throw new UserError(
+        `--batch ${batch}: about ${formatBytes(batch * perExample)} of activations (${formatBytes(perExample)} per example in the largest layer), over the ${formatBytes(BENCH_MEMORY)} budget; give at most ${Math.floor(BENCH_MEMORY / perExample)}`,
+      );
+    }
+  }
+}
+
+/** Refuses models bench cannot run side by side: different shapes, several inputs, a free input dimension. */
 export function checkComparable(before: tf.LayersModel, after: tf.LayersModel): void {
+  if (before.inputs.length !== 1) {
+    throw new UserError(`the model takes ${before.inputs.length} inputs; bench feeds models with a single input only`);
+  }
+  if (before.inputs[0].shape.slice(1).some((d) => d === null)) {
+    throw new UserError(`the model's input shape ${JSON.stringify(before.inputs[0].shape)} has a free dimension besides the batch; bench needs a fixed input size`);
+  }
   const shapes = (m: tf.LayersModel, which: 'inputs' | 'outputs') => JSON.stringify(m[which].map((t) => t.shape));
   if (shapes(before, 'inputs') !== shapes(after, 'inputs')) {
     throw new UserError(`the models take different inputs (${shapes(before, 'inputs')} vs ${shapes(after, 'inputs')}); bench compares a model with its compressed version`);
@@ -129,10 +179,21 @@ class AgreementCounter {
   correctBefore = 0;
   correctAfter = 0;
 
+  /** `inputs` says what the examples are, for error messages ("these images", "random inputs"). */
+  constructor(private readonly inputs: string) {}
+
   add(x: tf.Tensor, labels: (number | null)[] | null, before: tf.LayersModel, after: tf.LayersModel): void {
     const toList = (y: tf.Tensor | tf.Tensor[]) => (Array.isArray(y) ? y : [y]);
     const ya = toList(before.predict(x) as tf.Tensor | tf.Tensor[]);
     const yb = toList(after.predict(x) as tf.Tensor | tf.Tensor[]);
+    for (const [model, ys, which] of [[before, ya, 'the before model'], [after, yb, 'the after model']] as const) {
+      const problem = ys.map((y) => nonFiniteSummary(y.dataSync())).find((p) => p !== null);
+      if (problem) {
+        tf.dispose([...ya, ...yb]);
+        checkFiniteActivations(model, x, which, this.inputs);
+        throw new UserError(`${which}: its output holds ${problem} on ${this.inputs}; the preprocessing (--scale, --offset, --standardize) is probably wrong`);
+      }
+    }
     for (let o = 0; o < ya.length; o++) {
       const diff = tf.tidy(() => tf.abs(tf.sub(ya[o], yb[o])));
       this.maxAbs = Math.max(this.maxAbs, diff.max().dataSync()[0]);
@@ -175,8 +236,8 @@ class AgreementCounter {
 export async function compareOnImages(
   before: tf.LayersModel, after: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, batch: number, stats: BatchStats,
 ): Promise<Agreement> {
-  const size = inputSizeOf(before.inputs[0].shape, 'model');
-  const counter = new AgreementCounter();
+  const size = modelImageSize(before, 'model');
+  const counter = new AgreementCounter('these images');
   for await (const b of imageBatches(entries, size, batch, pixels, stats)) {
     counter.add(b.x, b.labels, before, after);
     b.x.dispose();
@@ -187,7 +248,7 @@ export async function compareOnImages(
 
 /** Agreement on a fixed-seed random batch, when no images are given. */
 export function compareOnRandom(before: tf.LayersModel, after: tf.LayersModel, examples = 64): Agreement {
-  const counter = new AgreementCounter();
+  const counter = new AgreementCounter('random inputs');
   const x = randomInput(before.inputs[0].shape, examples, 7);
   counter.add(x, null, before, after);
   x.dispose();
@@ -228,19 +289,23 @@ function applyChain(layers: LayerInfo[], x: tf.Tensor): tf.Tensor {
 
 export async function timeLayers(
   before: tf.LayersModel, after: tf.LayersModel, batch: number, runs: number, warmup: number, modelMs: { before: number; after: number },
+  reporter: Reporter = silentReporter,
 ): Promise<BlockTiming[]> {
   const a = listLayers(before);
   const b = listLayers(after);
   const macsA = a.reduce((s, l) => s + (layerMacs(l) ?? 0), 0);
   const macsB = b.reduce((s, l) => s + (layerMacs(l) ?? 0), 0);
   const out: BlockTiming[] = [];
-  for (const layer of a.filter((l) => CONV_CLASSES.has(l.className) && l.calls.length === 1)) {
+  const convs = a.filter((l) => CONV_CLASSES.has(l.className) && l.calls.length === 1);
+  const phase = reporter.phase(`timing ${convs.length} conv layers at batch ${batch}`, convs.length * (warmup + runs), 'runs');
+  const onPair = pairCounter(phase);
+  for (const layer of convs) {
     const block = blockOf(layer.name, b);
     const x = randomInput(layer.calls[0].inputShapes[0], batch, 3);
     const single = [layer];
     const t = block.length
-      ? await timePair(() => applyChain(single, x), () => applyChain(block, x), runs, warmup)
-      : { a: (await timePair(() => applyChain(single, x), () => applyChain(single, x), runs, warmup)).a, b: null };
+      ? await timePair(() => applyChain(single, x), () => applyChain(block, x), runs, warmup, onPair)
+      : { a: (await timePair(() => applyChain(single, x), () => applyChain(single, x), runs, warmup, onPair)).a, b: null };
     x.dispose();
     const beforeMs = quantile(t.a, 0.5);
     const afterMs = t.b ? quantile(t.b, 0.5) : null;
@@ -257,5 +322,6 @@ export async function timeLayers(
       speedup: afterMs === null ? null : quantile(t.a.map((v, i) => v / t.b![i]), 0.5),
     });
   }
+  phase.finish();
   return out;
 }

@@ -1,13 +1,22 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import { checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels, type Agreement, type BatchTiming, type BlockTiming } from '../bench.js';
-import { listImages, skippedNote, type BatchStats } from '../data/images.js';
+import {
+  MAX_BENCH_BATCH, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
+  type Agreement, type BatchTiming, type BlockTiming,
+} from '../bench.js';
+import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';
+import { accuracyProblem, chanceWarning } from '../data/labels.js';
+import { checkFiniteWeights } from '../model/finite.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
+import { stderrReporter } from '../reconstruct/progress.js';
 import { listLayers } from '../model/layers.js';
 import { modelMacs } from '../cost.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
+
+/** Most timed (or warm-up) runs per batch size. */
+const MAX_RUNS = 10000;
 
 interface BenchFlags extends ImageFlags {
   data?: string;
@@ -32,27 +41,36 @@ export function registerBench(program: Command): void {
     .option('--json', 'print the report as JSON on stdout');
   addImageOptions(command).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
     const backend = await startBackend(cmd);
-    const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch'));
-    const runs = intFlag(flags.runs, '--runs');
-    const warmup = intFlag(flags.warmup, '--warmup', 0);
+    const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch', 1, { limit: MAX_BENCH_BATCH, why: 'larger batches time nothing new' }));
+    const runs = intFlag(flags.runs, '--runs', 1, { limit: MAX_RUNS, why: 'the median settles long before' });
+    const warmup = intFlag(flags.warmup, '--warmup', 0, { limit: MAX_RUNS, why: 'a backend warms up in a few runs' });
     const pixels = pixelOptions(flags);
     const images = flags.data ? listImages(flags.data, flags.labels) : null;
     const a = await loadModel(beforePath);
     const b = await loadModel(afterPath);
+    checkFiniteWeights(a.model);
+    checkFiniteWeights(b.model);
     checkComparable(a.model, b.model);
+    checkBatchMemory(a.model, batches);
+    const unlabeled = images && accuracyProblem(a.model, images.classes, flags.data!, flags.labels);
+    if (unlabeled) note(chalk.yellow(`lowrank: warning: ${unlabeled}`));
 
     note('lowrank: checking agreement and accuracy');
     const stats: BatchStats = { skipped: [], decoded: 0 };
-    const agreement = images ? await compareOnImages(a.model, b.model, images.entries, pixels, 64, stats) : compareOnRandom(a.model, b.model);
+    const entries = images && (unlabeled ? images.entries.map((e) => ({ ...e, label: null })) : images.entries);
+    if (entries) for (const [m, which] of [[a, 'the before model'], [b, 'the after model']] as const) await probeImages(m.model, entries, pixels, which);
+    const agreement = entries ? await compareOnImages(a.model, b.model, entries, pixels, 64, stats) : compareOnRandom(a.model, b.model);
     const skipped = skippedNote(stats);
     if (skipped) note(`lowrank: ${skipped}`);
+    const chance = agreement.accuracyBefore !== null && chanceWarning(a.model, agreement.accuracyBefore, agreement.labeled);
+    if (chance) note(chalk.yellow(`lowrank: warning: ${chance}`));
     note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + ${runs} runs each, interleaved)`);
-    const timings = await timeModels(a.model, b.model, batches, runs, warmup);
+    const reporter = stderrReporter();
+    const timings = await timeModels(a.model, b.model, batches, runs, warmup, reporter);
     let perLayer: BlockTiming[] | undefined;
     if (flags.perLayer) {
       const largest = timings[timings.length - 1];
-      note(`lowrank: timing conv layers at batch ${largest.batch}`);
-      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, { before: largest.before.medianMs, after: largest.after.medianMs });
+      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, { before: largest.before.medianMs, after: largest.after.medianMs }, reporter);
     }
     const report = benchReport(backend, a, b, timings, agreement, perLayer);
     if (flags.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

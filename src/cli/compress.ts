@@ -4,12 +4,13 @@ import * as path from 'node:path';
 import { compressModel, parseRankSpec, type CompressResult } from '../compress.js';
 import { UserError } from '../errors.js';
 import { checkOutputDir, loadModel, saveModel } from '../model/io.js';
-import { skippedNote } from '../data/images.js';
+import { probeImages, skippedNote } from '../data/images.js';
+import { checkFiniteWeights } from '../model/finite.js';
 import {
   DEFAULT_RECONSTRUCT, planImages, reconstructData, stderrReporter, type ReconstructOptions, type ReconstructReport,
 } from '../reconstruct/index.js';
 import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, checkOutputName, intFlag, note, pixelOptions, startBackend, type ImageFlags } from './common.js';
 
 interface CompressFlags {
   scheme: string;
@@ -36,6 +37,10 @@ interface DataFlags extends ImageFlags {
 
 const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'labels'];
 
+/** Limits of --iterations and --batch: beyond them a run takes hours or exhausts memory for nothing. */
+const MAX_ITERATIONS = 100000;
+const MAX_BATCH = 4096;
+
 /** The data reconstruction options, or null without --data (then no data-only flag may be given). */
 function reconstructOptions(flags: DataFlags, command: Command): ReconstructOptions | null {
   if (!flags.data) {
@@ -57,8 +62,8 @@ function reconstructOptions(flags: DataFlags, command: Command): ReconstructOpti
     holdout,
     samples: intFlag(flags.samples, '--samples', 2),
     joint: flags.joint ?? DEFAULT_RECONSTRUCT.joint,
-    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0),
-    batch: intFlag(flags.batch, '--batch', 1),
+    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0, { limit: MAX_ITERATIONS, why: 'the fit settles within a few thousand steps' }),
+    batch: intFlag(flags.batch, '--batch', 1, { limit: MAX_BATCH, why: 'larger minibatches fit no better and may not fit in memory' }),
     seed: intFlag(flags.seed, '--seed', 0),
     pixels: pixelOptions(flags),
     labels: flags.labels,
@@ -94,7 +99,10 @@ export function registerCompress(program: Command): void {
       const rank = parseRankSpec(flags.rank);
       const dataOptions = reconstructOptions(flags, cmd);
       const plan = dataOptions ? planImages(dataOptions) : null;
+      checkOutputName(flags.out);
       const loaded = await loadModel(modelPath);
+      checkFiniteWeights(loaded.model);
+      if (dataOptions && plan) await probeImages(loaded.model, plan.fit, dataOptions.pixels, path.relative(process.cwd(), loaded.jsonPath));
       checkOutputDir(flags.out, flags.force ?? false, loaded.jsonPath);
       const result = await compressModel(
         loaded.model,

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import { inspectLayers, type InspectReport } from '../inspect.js';
+import { checkFiniteWeights } from '../model/finite.js';
 import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
 import { formatCount, formatPercent, renderTable } from '../report/format.js';
@@ -20,6 +21,7 @@ export function registerInspect(program: Command): void {
     .action(async (modelPath: string, options: { json?: boolean; spectra: boolean }, command: Command) => {
       const backend = await startBackend(command);
       const loaded = await loadModel(modelPath);
+      checkFiniteWeights(loaded.model);
       const layers = listLayers(loaded.model);
       const report = await inspectLayers(layers, options.spectra);
       if (report.unknownLayers.length) {
