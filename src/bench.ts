@@ -7,8 +7,11 @@ import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { layerMacs } from './cost.js';
 import { UserError } from './errors.js';
-import { imageBatches, inputSizeOf, type BatchStats, type ImageEntry, type PixelOptions } from './data/images.js';
-import { listLayers, type LayerInfo } from './model/layers.js';
+import { imageBatches, modelImageSize, type BatchStats, type ImageEntry, type PixelOptions } from './data/images.js';
+import { checkFiniteActivations, nonFiniteSummary } from './model/finite.js';
+import { listLayers, type LayerInfo, type Shape } from './model/layers.js';
+import { silentReporter, type Phase, type Reporter } from './reconstruct/progress.js';
+import { formatBytes } from './report/format.js';
 
 export interface TimingStats {
   medianMs: number;
@@ -113,14 +116,15 @@ const sum = (values: number[]) => values.reduce((s, v) => s + v, 0);
 
 /**
  * Interleaved timing of two functions on the same input: at least `runs` (and MIN_RUNS) pairs, and
- * more until each side has been timed for MIN_TIMED_MS.
+ * more until each side has been timed for MIN_TIMED_MS; `onPair` after each warm-up or timed pair.
  */
 export async function timePair(
-  a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number,
+  a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number, onPair: () => void = () => {},
 ): Promise<{ a: number[]; b: number[] }> {
   for (let i = 0; i < warmup; i++) {
     await timeOnce(a);
     await timeOnce(b);
+    onPair();
   }
   const ta: number[] = [];
   const tb: number[] = [];
@@ -134,24 +138,70 @@ export async function timePair(
       tb.push(await timeOnce(b));
       ta.push(await timeOnce(a));
     }
+    onPair();
   }
   return { a: ta, b: tb };
 }
 
+/** Counts warm-up and timed pairs into a progress phase. */
+function pairCounter(phase: Phase): () => void {
+  let done = 0;
+  return () => phase.update(++done);
+}
+
 export async function timeModels(
-  before: tf.LayersModel, after: tf.LayersModel, batches: number[], runs: number, warmup: number,
+  before: tf.LayersModel, after: tf.LayersModel, batches: number[], runs: number, warmup: number, reporter: Reporter = silentReporter,
 ): Promise<BatchTiming[]> {
   const out: BatchTiming[] = [];
   for (const batch of batches) {
     const x = randomInput(before.inputs[0].shape, batch);
-    const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup);
+    const phase = reporter.phase(`timing batch ${batch}`, warmup + runs, 'runs');
+    const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup, pairCounter(phase));
+    phase.finish();
     x.dispose();
     out.push({ batch, runs: t.a.length, before: stats(t.a, batch), after: stats(t.b, batch), ...pairedRatio(t.a, t.b) });
   }
   return out;
 }
 
+/** Largest batch bench runs: beyond it a timing says nothing new and the runs take minutes. */
+export const MAX_BENCH_BATCH = 4096;
+/** Activation memory a timed batch may take. */
+export const BENCH_MEMORY = 2 * 1024 ** 3;
+
+/** Float32 bytes of one example's largest layer input plus output: the peak of a forward pass, roughly. */
+export function exampleActivationBytes(model: tf.LayersModel): number {
+  const elements = (shape: Shape) => shape.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1);
+  let peak = 0;
+  for (const l of listLayers(model)) {
+    for (const call of l.calls) {
+      const total = [...call.inputShapes, ...call.outputShapes].reduce((a, s) => a + elements(s), 0);
+      peak = Math.max(peak, total);
+    }
+  }
+  return 4 * peak;
+}
+
+/** Refuses batch sizes whose activations would not fit BENCH_MEMORY. */
+export function checkBatchMemory(model: tf.LayersModel, batches: number[]): void {
+  const perExample = exampleActivationBytes(model);
+  for (const batch of batches) {
+    if (batch * perExample > BENCH_MEMORY) {
+      throw new UserError(
+        `--batch ${batch}: about ${formatBytes(batch * perExample)} of activations (${formatBytes(perExample)} per example in the largest layer), over the ${formatBytes(BENCH_MEMORY)} budget; give at most ${Math.floor(BENCH_MEMORY / perExample)}`,
+      );
+    }
+  }
+}
+
+/** Refuses models bench cannot run side by side: different shapes, several inputs, a free input dimension. */
 export function checkComparable(before: tf.LayersModel, after: tf.LayersModel): void {
+  if (before.inputs.length !== 1) {
+    throw new UserError(`the model takes ${before.inputs.length} inputs; bench feeds models with a single input only`);
+  }
+  if (before.inputs[0].shape.slice(1).some((d) => d === null)) {
+    throw new UserError(`the model's input shape ${JSON.stringify(before.inputs[0].shape)} has a free dimension besides the batch; bench needs a fixed input size`);
+  }
   const shapes = (m: tf.LayersModel, which: 'inputs' | 'outputs') => JSON.stringify(m[which].map((t) => t.shape));
   if (shapes(before, 'inputs') !== shapes(after, 'inputs')) {
     throw new UserError(`the models take different inputs (${shapes(before, 'inputs')} vs ${shapes(after, 'inputs')}); bench compares a model with its compressed version`);
@@ -186,10 +236,21 @@ class AgreementCounter {
   correctBefore = 0;
   correctAfter = 0;
 
+  /** `inputs` says what the examples are, for error messages ("these images", "random inputs"). */
+  constructor(private readonly inputs: string) {}
+
   add(x: tf.Tensor, labels: (number | null)[] | null, before: tf.LayersModel, after: tf.LayersModel): void {
     const toList = (y: tf.Tensor | tf.Tensor[]) => (Array.isArray(y) ? y : [y]);
     const ya = toList(before.predict(x) as tf.Tensor | tf.Tensor[]);
     const yb = toList(after.predict(x) as tf.Tensor | tf.Tensor[]);
+    for (const [model, ys, which] of [[before, ya, 'the before model'], [after, yb, 'the after model']] as const) {
+      const problem = ys.map((y) => nonFiniteSummary(y.dataSync())).find((p) => p !== null);
+      if (problem) {
+        tf.dispose([...ya, ...yb]);
+        checkFiniteActivations(model, x, which, this.inputs);
+        throw new UserError(`${which}: its output holds ${problem} on ${this.inputs}; the preprocessing (--scale, --offset, --standardize) is probably wrong`);
+      }
+    }
     for (let o = 0; o < ya.length; o++) {
       const diff = tf.tidy(() => tf.abs(tf.sub(ya[o], yb[o])));
       this.maxAbs = Math.max(this.maxAbs, diff.max().dataSync()[0]);
@@ -232,8 +293,8 @@ class AgreementCounter {
 export async function compareOnImages(
   before: tf.LayersModel, after: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, batch: number, stats: BatchStats,
 ): Promise<Agreement> {
-  const size = inputSizeOf(before.inputs[0].shape, 'model');
-  const counter = new AgreementCounter();
+  const size = modelImageSize(before, 'model');
+  const counter = new AgreementCounter('these images');
   for await (const b of imageBatches(entries, size, batch, pixels, stats)) {
     counter.add(b.x, b.labels, before, after);
     b.x.dispose();
@@ -244,7 +305,7 @@ export async function compareOnImages(
 
 /** Agreement on a fixed-seed random batch, when no images are given. */
 export function compareOnRandom(before: tf.LayersModel, after: tf.LayersModel, examples = 64): Agreement {
-  const counter = new AgreementCounter();
+  const counter = new AgreementCounter('random inputs');
   const x = randomInput(before.inputs[0].shape, examples, 7);
   counter.add(x, null, before, after);
   x.dispose();
@@ -385,6 +446,7 @@ function overheadOf(clock: LayerClock, layers: LayerInfo[], totals: number[], ty
  */
 export async function timeLayers(
   before: tf.LayersModel, after: tf.LayersModel, batch: number, runs: number, warmup: number, replaced: Map<string, string[]> | null = null,
+  reporter: Reporter = silentReporter,
 ): Promise<LayerTiming> {
   const a = listLayers(before);
   const b = listLayers(after);
@@ -393,7 +455,9 @@ export async function timeLayers(
   let t: { a: number[]; b: number[] };
   try {
     const x = randomInput(before.inputs[0].shape, batch);
-    t = await timePair(() => clockA.predict(before, x), () => clockB.predict(after, x), runs, warmup);
+    const phase = reporter.phase(`timing layers inside the model runs at batch ${batch}`, warmup + Math.max(runs, MIN_RUNS), 'runs');
+    t = await timePair(() => clockA.predict(before, x), () => clockB.predict(after, x), runs, warmup, pairCounter(phase));
+    phase.finish();
     x.dispose();
   } finally {
     clockA.stop();

@@ -5,6 +5,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { probeImages } from './data/images.js';
+import { accuracyProblem, chanceWarning } from './data/labels.js';
 import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
 import {
@@ -104,6 +106,9 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   for (const r of plan.ranked.filter((r) => r.slower)) {
     log(`warning: ${r.info.name} at rank ${r.rank} costs at least as many MACs as the original layer; written because of --allow-slower`);
   }
+  if (request.data && images) await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
+  const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
+  if (accuracyNote) log(`warning: ${accuracyNote}`);
   const stores = request.data && images ? await loadImages(loaded.model, images, request.data) : null;
   if (request.speedup !== undefined && stores) {
     plan = (await planBySensitivity(loaded.model, loaded.topology, plan, stores.fit, request.speedup, reporter)).plan;
@@ -119,6 +124,9 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     log(`data reconstruction (${request.data.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images!.holdoutSource === 'eval-data' ? ` from ${request.data.evalData}` : ''}`);
     const result = await dataReconstruction(loaded.model, loaded.topology, filter, stores, images!, request.data, reporter);
     ({ report: data, built, fitted: written } = result);
+    if (accuracyNote) data.accuracy = null;
+    const chance = data.accuracy && chanceWarning(loaded.model, data.accuracy.original, data.accuracy.labeled);
+    if (chance) log(`warning: ${chance}`);
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);
   }

@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
 import { compressModel, type CompressOptions } from '../src/compress.js';
-import { DEFAULT_PIXELS } from '../src/data/images.js';
+import { DEFAULT_PIXELS, imageBatches } from '../src/data/images.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { dataReconstruction, type DataReport } from '../src/pipeline.js';
@@ -198,6 +198,44 @@ describe('data reconstruction on the charcnn fixture', () => {
   test('scheme 1 separable: lowers the held-out output error of every replaced layer', async () => {
     const run = await reconstruct(SEPARABLE, new Map([['conv2', 2], ['conv3', 2]]), { iterations: 30 });
     assertDataBeatsFilter(run.report);
+  });
+});
+
+describe('the reported fitting error', () => {
+  test('equals ‖Y − Ŷ‖/‖Y‖ computed directly from the written layers on the fitting images (a close fit: rank 400 of 432)', async () => {
+    const loaded = await loadModel(CHARCNN);
+    const charcnn = loaded.model;
+    const result = await compressModel(charcnn, { ...SCHEME2, rank: 400, layers: ['conv2'], topology: loaded.topology });
+    const opts: ReconstructOptions = {
+      data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: 60, joint: true, iterations: 0, batch: 16, seed: 3, pixels: DEFAULT_PIXELS,
+    };
+    const plan = planImages(opts);
+    plan.holdout = plan.holdout.slice(0, 10);
+    const stores = await loadImages(charcnn, plan, opts);
+    const { report, built } = await dataReconstruction(charcnn, loaded.topology, result.factorizations, stores, plan, opts, silentReporter);
+    // Y: conv2's linear response; Ŷ: conv2_v then conv2_h with their (fitted) bias, minus conv2's bias.
+    const [kernel, bias] = charcnn.getLayer('conv2').getWeights();
+    const [v] = built.model.getLayer('conv2_v').getWeights();
+    const [h, fittedBias] = built.model.getLayer('conv2_h').getWeights();
+    const conv2Input = tf.model({ inputs: charcnn.inputs, outputs: charcnn.getLayer('conv2').input as tf.SymbolicTensor });
+    let sse = 0;
+    let yy = 0;
+    for await (const b of imageBatches(plan.fit, { height: 24, width: 24, channels: 1 }, 30, DEFAULT_PIXELS, { skipped: [], decoded: 0 })) {
+      tf.tidy(() => {
+        const phi = conv2Input.predict(b.x) as tf.Tensor4D;
+        const y = tf.conv2d(phi, kernel as tf.Tensor4D, 1, 'valid');
+        const yHat = tf.conv2d(tf.conv2d(phi, v as tf.Tensor4D, 1, 'valid'), h as tf.Tensor4D, 1, 'valid').add(fittedBias).sub(bias);
+        sse += yHat.sub(y).square().sum().dataSync()[0];
+        yy += y.square().sum().dataSync()[0];
+      });
+      b.x.dispose();
+    }
+    const direct = Math.sqrt(sse / yy);
+    const reported = report.layers[0].fitError.data;
+    assert.equal(report.layers[0].kept, 'data');
+    assert.ok(Math.abs(reported - direct) <= 0.01 * direct, `reported ${reported}, direct ${direct}`);
+    result.model.dispose();
+    built.model.dispose();
   });
 });
 

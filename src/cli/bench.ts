@@ -2,17 +2,22 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import {
-  MIN_RUNS, MIN_TIMED_MS, NOISE_MARGIN, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
+  MAX_BENCH_BATCH, MIN_RUNS, MIN_TIMED_MS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
   type Agreement, type BatchTiming, type LayerTiming, type Ratio,
 } from '../bench.js';
-import { listImages, skippedNote, type BatchStats } from '../data/images.js';
+import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';
+import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
+import { stderrReporter } from '../reconstruct/progress.js';
 import { listLayers } from '../model/layers.js';
 import { readReplacementRecords } from '../compress.js';
 import { modelMacs } from '../cost.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
 import { imageSetup } from './images.js';
+
+/** Most timed (or warm-up) runs per batch size. */
+const MAX_RUNS = 10000;
 
 interface BenchFlags extends ImageFlags {
   data?: string;
@@ -37,28 +42,35 @@ export function registerBench(program: Command): void {
     .option('--json', 'print the report as JSON on stdout');
   addImageOptions(command).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
     const backend = await startBackend(cmd);
-    const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch'));
-    const runs = intFlag(flags.runs, '--runs');
-    const warmup = intFlag(flags.warmup, '--warmup', 0);
+    const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch', 1, { limit: MAX_BENCH_BATCH, why: 'larger batches time nothing new' }));
+    const runs = intFlag(flags.runs, '--runs', 1, { limit: MAX_RUNS, why: 'the median settles long before' });
+    const warmup = intFlag(flags.warmup, '--warmup', 0, { limit: MAX_RUNS, why: 'a backend warms up in a few runs' });
     const setup = flags.data ? imageSetup(cmd, flags, beforePath) : null;
     const images = flags.data && setup ? listImages(flags.data, setup.labels) : null;
     const a = await loadModel(beforePath);
     const b = await loadModel(afterPath);
     checkComparable(a.model, b.model);
+    checkBatchMemory(a.model, batches);
+    const unlabeled = images && accuracyProblem(a.model, images.classes, flags.data!, setup?.labels);
+    if (unlabeled) note(chalk.yellow(`lowrank: warning: ${unlabeled}`));
 
     note('lowrank: checking agreement and accuracy');
     const stats: BatchStats = { skipped: [], decoded: 0 };
-    const agreement = images && setup ? await compareOnImages(a.model, b.model, images.entries, setup.pixels, 64, stats) : compareOnRandom(a.model, b.model);
+    const entries = images && (unlabeled ? images.entries.map((e) => ({ ...e, label: null })) : images.entries);
+    if (entries && setup) for (const [m, which] of [[a, 'the before model'], [b, 'the after model']] as const) await probeImages(m.model, entries, setup.pixels, which);
+    const agreement = entries && setup ? await compareOnImages(a.model, b.model, entries, setup.pixels, 64, stats) : compareOnRandom(a.model, b.model);
     const skipped = skippedNote(stats);
     if (skipped) note(`lowrank: ${skipped}`);
+    const chance = agreement.accuracyBefore !== null && chanceWarning(a.model, agreement.accuracyBefore, agreement.labeled);
+    if (chance) note(chalk.yellow(`lowrank: warning: ${chance}`));
     note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + at least ${Math.max(runs, MIN_RUNS)} runs each, interleaved)`);
-    const timings = await timeModels(a.model, b.model, batches, runs, warmup);
+    const reporter = stderrReporter();
+    const timings = await timeModels(a.model, b.model, batches, runs, warmup, reporter);
     const largest = timings[timings.length - 1];
     const replaced = readReplacementRecords(b.userDefinedMetadata);
     let perLayer: LayerTiming | undefined;
     if (flags.perLayer) {
-      note(`lowrank: timing layers inside the model runs at batch ${largest.batch}`);
-      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, replaced);
+      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, replaced, reporter);
     }
     let atBatch1: LayerTiming | undefined;
     if (batches.includes(1)) {

@@ -1,6 +1,11 @@
-/** Pieces every command shares: backend start-up and where messages go. */
-import type { Command } from 'commander';
+/** Pieces every command shares: backend start-up, where messages go, flag parsing. */
+import { Option, type Command } from 'commander';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { useBackend, type BackendChoice } from '../backend.js';
+import { UserError } from '../errors.js';
+import type { PixelOptions } from '../data/images.js';
+import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
 
 /** Options every command takes (see main.ts). */
 export interface GlobalOptions {
@@ -20,10 +25,6 @@ export async function startBackend(command: Command): Promise<string> {
   return name;
 }
 
-import { Option } from 'commander';
-import { UserError } from '../errors.js';
-import type { PixelOptions } from '../data/images.js';
-import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
 
 export interface ImageFlags {
   scale: string;
@@ -36,24 +37,54 @@ export interface ImageFlags {
 /** Image options shared by compress (--data), bench and evaluate. */
 export function addImageOptions(command: Command): Command {
   return command
-    .addOption(new Option('--scale <x>', 'multiply 0–255 pixels by this').default('0.00392156862745098', '1/255'))
-    .option('--offset <x>', 'add this after scaling', '0')
+    .option('--scale <x>', 'multiply 0–255 pixels by this (a number or a fraction such as 2/255)', '1/255')
+    .option('--offset <x>', 'add this after scaling (a number or a fraction)', '0')
     .option('--standardize', 'per image zero mean and unit variance instead of --scale/--offset')
     .addOption(new Option('--resize <method>', "how images reach the model's input size: sharp's resampler, or tfjs' resizeBilinear / resizeNearestNeighbor").choices(RESIZE_METHODS).default('sharp'))
     .option('--labels <file>', 'class names in output order, one per line (default: the labels of a metadata.json beside the model, else sorted subfolder names)');
 }
 
+/** A number, or a fraction a/b of two numbers (as the help writes 1/255). */
+export function numberFlag(value: string, flag: string): number {
+  const numbers = value.split('/').map((p) => (p.trim() === '' ? NaN : Number(p)));
+  const n = numbers.length === 1 ? numbers[0] : numbers.length === 2 ? numbers[0] / numbers[1] : NaN;
+  if (!Number.isFinite(n)) throw new UserError(`${flag} ${value}: give a number or a fraction (e.g. 1/255)`);
+  return n;
+}
+
 export function pixelOptions(flags: ImageFlags): PixelOptions {
-  const scale = Number(flags.scale);
-  const offset = Number(flags.offset);
-  if (!Number.isFinite(scale)) throw new UserError(`--scale ${flags.scale}: give a number`);
-  if (!Number.isFinite(offset)) throw new UserError(`--offset ${flags.offset}: give a number`);
+  const scale = numberFlag(flags.scale, '--scale');
+  const offset = numberFlag(flags.offset, '--offset');
+  // Pixels are float32: a scale or offset past its range turns every image into Inf.
+  const largest = Math.abs(255 * scale) + Math.abs(offset);
+  if (!Number.isFinite(Math.fround(largest))) {
+    throw new UserError(`--scale ${flags.scale} --offset ${flags.offset}: pixels would reach ${largest.toExponential(2)}, beyond float32 (3.4e+38); give the model's own preprocessing (e.g. --scale 1/255)`);
+  }
   return { scale, offset, standardize: flags.standardize ?? false, resize: flags.resize };
 }
 
-/** A whole number ≥ min from a flag. */
-export function intFlag(value: string, flag: string, min = 1): number {
+/** A whole number from `min` to `max` from a flag; `why` says what the upper limit protects. */
+export function intFlag(value: string, flag: string, min = 1, max?: { limit: number; why: string }): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} ${value}: give a whole number ≥ ${min}`);
+  if (max && n > max.limit) throw new UserError(`${flag} ${value}: at most ${max.limit} (${max.why})`);
   return n;
+}
+
+/**
+ * Fails before any work if the file system refuses `dir`'s name as too long, or that of the
+ * temporary folder the model is written into beside it (the longest name lowrank creates there).
+ */
+export function checkOutputName(dir: string, flag = '--out'): void {
+  const out = path.resolve(dir);
+  const temporary = path.join(path.dirname(out), `.${path.basename(out)}.partial-XXXXXX-old`);
+  for (const p of [out, temporary]) {
+    try {
+      fs.statSync(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENAMETOOLONG') {
+        throw new UserError(`${flag} ${dir}: the name is too long for the file system; choose a shorter one`);
+      }
+    }
+  }
 }

@@ -8,7 +8,7 @@ import { DEFAULT_RECONSTRUCT, stderrReporter, type ReconstructOptions } from '..
 import { SCHEME_NAMES, schemeHelp } from '../schemes/index.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, checkOutputName, intFlag, note, startBackend, type ImageFlags } from './common.js';
 import { imageSetup } from './images.js';
 
 interface CompressFlags {
@@ -39,6 +39,10 @@ interface DataFlags extends ImageFlags {
 
 const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels'];
 
+/** Limits of --iterations and --batch: beyond them a run takes hours or exhausts memory for nothing. */
+const MAX_ITERATIONS = 100000;
+const MAX_BATCH = 4096;
+
 /** The data reconstruction options, or null without --data (then no data-only flag may be given). */
 function reconstructOptions(flags: DataFlags, command: Command, modelPath: string): ReconstructOptions | null {
   if (!flags.data) {
@@ -60,8 +64,8 @@ function reconstructOptions(flags: DataFlags, command: Command, modelPath: strin
     holdout,
     samples: intFlag(flags.samples, '--samples', 2),
     joint: flags.joint ?? DEFAULT_RECONSTRUCT.joint,
-    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0),
-    batch: intFlag(flags.batch, '--batch', 1),
+    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0, { limit: MAX_ITERATIONS, why: 'the fit settles within a few thousand steps' }),
+    batch: intFlag(flags.batch, '--batch', 1, { limit: MAX_BATCH, why: 'larger minibatches fit no better and may not fit in memory' }),
     seed: intFlag(flags.seed, '--seed', 0),
     ...imageSetup(command, flags, modelPath),
   };
@@ -103,6 +107,7 @@ export function registerCompress(program: Command): void {
       const backend = await startBackend(cmd);
       if (flags.separable && flags.scheme !== '1') throw new UserError('--separable applies to --scheme 1 only');
       if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the compressed model into');
+      checkOutputName(flags.out);
       const layers = flags.layers?.split(',').map((s) => s.trim()).filter(Boolean);
       const report = await runCompress(
         {

@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '../errors.js';
+import { UserError, firstLine } from '../errors.js';
+import { checkFiniteActivations } from '../model/finite.js';
 import { mulberry32 } from '../random.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
@@ -33,7 +34,7 @@ export interface ImageEntry {
 export interface ImageSet {
   root: string;
   entries: ImageEntry[];
-  /** Class names in output order; empty when no image is labeled. */
+  /** Class names in output order; empty when the folder has no subfolders and no --labels is given. */
   classes: string[];
 }
 
@@ -44,13 +45,41 @@ export interface InputSize {
   channels: number;
 }
 
-function walk(dir: string, out: string[]): void {
-  for (const name of fs.readdirSync(dir).sort()) {
+/**
+ * Collects the files under `dir` into `files` and its subfolders into `folders`. An entry that
+ * cannot be followed or read (a dangling symlink, a symlink loop, no permission) is collected as a
+ * file too: decoding fails on it, so it is skipped and counted like a corrupt image instead of
+ * aborting the run. `ancestors` (device:inode) stops a symlink that points back up the tree.
+ */
+function walk(dir: string, files: string[], folders: string[], ancestors: Set<string>): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).sort();
+  } catch {
+    files.push(dir);
+    return;
+  }
+  for (const name of names) {
     if (name.startsWith('.')) continue;
     const p = path.join(dir, name);
-    const stat = fs.statSync(p);
-    if (stat.isDirectory()) walk(p, out);
-    else if (stat.isFile()) out.push(p);
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(p);
+    } catch {
+      files.push(p);
+      continue;
+    }
+    if (stat.isDirectory()) {
+      const id = `${stat.dev}:${stat.ino}`;
+      if (ancestors.has(id)) {
+        files.push(p);
+        continue;
+      }
+      folders.push(p);
+      walk(p, files, folders, new Set(ancestors).add(id));
+    } else if (stat.isFile()) {
+      files.push(p);
+    }
   }
 }
 
@@ -60,31 +89,48 @@ export interface ClassList {
   source: string;
 }
 
+/** The class names of a --labels file, one per line. */
 function readLabelsFile(labelsFile: string): ClassList {
-  if (!fs.existsSync(labelsFile)) throw new UserError(`--labels ${labelsFile}: no such file`);
-  const names = fs.readFileSync(labelsFile, 'utf8').split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+  let text: string;
+  try {
+    if (!fs.statSync(labelsFile).isFile()) throw new UserError(`--labels ${labelsFile}: not a file; give a text file of class names, one per line`);
+    text = fs.readFileSync(labelsFile, 'utf8');
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UserError(`--labels ${labelsFile}: ${code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? firstLine(err)})`}; give a text file of class names, one per line`);
+  }
+  const names = text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new UserError(`--labels ${labelsFile}: the file lists no class names`);
   return { names, source: labelsFile };
 }
 
 /**
  * Lists a folder's files (every file is a candidate: sharp decides what is an image). Labels are
- * the first subfolder under the root; classes are the sorted folder names, or those of `labels`
- * (a --labels file, or a list such as a model's metadata.json gives).
+ * the first subfolder under the root; classes are the sorted names of those subfolders (an empty
+ * or unreadable one still takes its place in the order), or those of `labels` (a --labels file,
+ * or a list such as a model's metadata.json gives).
  */
 export function listImages(root: string, labels?: string | ClassList): ImageSet {
   const dir = path.resolve(root);
   if (!fs.existsSync(dir)) throw new UserError(`${root}: no such folder; give a folder of images (one subfolder per class)`);
   if (!fs.statSync(dir).isDirectory()) throw new UserError(`${root}: not a folder; give a folder of images (one subfolder per class)`);
+  try {
+    fs.readdirSync(dir);
+  } catch (err) {
+    throw new UserError(`${root}: cannot read the folder (${(err as NodeJS.ErrnoException).code ?? firstLine(err)}); give a readable folder of images`);
+  }
   const files: string[] = [];
-  walk(dir, files);
+  const folders: string[] = [];
+  const rootStat = fs.statSync(dir);
+  walk(dir, files, folders, new Set([`${rootStat.dev}:${rootStat.ino}`]));
   if (files.length === 0) throw new UserError(`${root}: the folder holds no files; add images (PNG or JPEG)`);
   const folderOf = (file: string) => {
     const parts = path.relative(dir, file).split(path.sep);
     return parts.length > 1 ? parts[0] : null;
   };
   const list = typeof labels === 'string' ? readLabelsFile(labels) : labels;
-  const classes = list ? list.names : [...new Set(files.map(folderOf).filter((f): f is string => f !== null))].sort();
+  const classes = list ? list.names : folders.filter((f) => path.dirname(f) === dir).map((f) => path.basename(f)).sort();
   const index = new Map(classes.map((c, i) => [c, i]));
   const entries = files.map((file) => {
     const folder = folderOf(file);
@@ -112,9 +158,6 @@ export function splitHoldout(entries: ImageEntry[], fraction: number, seed: numb
 
 /** Decodes one image to `size` as float pixels, or returns null when it is not a readable image. */
 export async function decodeImage(file: string, size: InputSize, pixels: PixelOptions): Promise<Float32Array | null> {
-  if (size.channels !== 1 && size.channels !== 3) {
-    throw new UserError(`the model takes ${size.channels}-channel input; images can feed 1- or 3-channel models only`);
-  }
   let decoded: { data: Buffer; info: OutputInfo };
   try {
     let image = sharp(file, { failOn: 'error' });
@@ -180,13 +223,44 @@ export async function* imageBatches(
   }
 }
 
-/** The model's single image input as height, width, channels. */
+/** The model's single image input as height, width, channels (1 or 3: what images can feed). */
 export function inputSizeOf(inputShape: (number | null)[], what: string): InputSize {
   if (inputShape.length !== 4 || inputShape.slice(1).some((v) => v === null)) {
     throw new UserError(`${what}: input shape ${JSON.stringify(inputShape)} is not a fixed-size image (batch, height, width, channels)`);
   }
-  return { height: inputShape[1]!, width: inputShape[2]!, channels: inputShape[3]! };
+  const channels = inputShape[3]!;
+  if (channels !== 1 && channels !== 3) {
+    throw new UserError(`the model takes ${channels}-channel input; images can feed 1- or 3-channel models only`);
+  }
+  return { height: inputShape[1]!, width: inputShape[2]!, channels };
 }
+
+/** The image size `model` takes, refusing models that images cannot feed (several inputs, 2 or 4 channels). */
+export function modelImageSize(model: tf.LayersModel, what: string): InputSize {
+  if (model.inputs.length !== 1) {
+    throw new UserError(`${what}: the model takes ${model.inputs.length} inputs; images can feed a model with a single image input only`);
+  }
+  return inputSizeOf(model.inputs[0].shape, what);
+}
+
+/**
+ * Checks, before any slow work, that `entries` can feed `model`: a single 1- or 3-channel image
+ * input, and finite activations in every layer on the first few images with these pixel options.
+ */
+export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<void> {
+  const size = modelImageSize(model, what);
+  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, PROBE_IMAGES, pixels, { skipped: [], decoded: 0 });
+  for await (const b of first) {
+    try {
+      checkFiniteActivations(model, b.x, what);
+    } finally {
+      b.x.dispose();
+    }
+  }
+}
+
+/** Images run through the model by probeImages. */
+const PROBE_IMAGES = 16;
 
 /** Message for the end of a run that skipped files. */
 export function skippedNote(stats: BatchStats): string | null {

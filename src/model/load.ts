@@ -2,6 +2,7 @@
  * Building tfjs LayersModels from a saved topology and loading their weights from disk one tensor
  * at a time, so a large model never has a second full copy in memory.
  */
+import { checkFiniteWeight } from './finite.js';
 import * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
 import { ShardReader, readModelFiles, shownPath, type ModelFiles } from './files.js';
@@ -40,9 +41,10 @@ export async function buildModel(topology: any, shown: string): Promise<tf.Layer
     return await tf.models.modelFromJSON({ modelTopology: zeroInitialized(topology) });
   } catch (err) {
     const message = firstLine(err);
-    const unknown = /Unknown (?:layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]*[A-Za-z0-9_])/.exec(message);
+    const unknown = /Unknown (layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]*[A-Za-z0-9_])/.exec(message);
     if (unknown) {
-      throw new UserError(`${shown}: unknown layer class '${unknown[1]}'; lowrank loads stock tfjs layers only (register no custom classes)`);
+      const what = unknown[1] === 'layer' ? 'layer class' : unknown[1];
+      throw new UserError(`${shown}: unknown ${what} '${unknown[2]}'; lowrank loads stock tfjs layers only (register no custom classes)`);
     }
     throw new UserError(`${shown}: cannot build the model (${message})`);
   } finally {
@@ -69,8 +71,12 @@ async function loadWeights(model: tf.LayersModel, files: ModelFiles, shown: stri
       const tensor = !w.spec.quantization
         ? tf.tensor(new Float32Array(bytes.buffer, 0, bytes.length / 4), w.spec.shape, 'float32')
         : tf.io.decodeWeights(bytes.buffer as ArrayBuffer, [w.spec])[w.spec.name];
-      variable.write(tensor);
-      tensor.dispose();
+      try {
+        checkFiniteWeight(w.spec.name, tensor.dataSync());
+        variable.write(tensor);
+      } finally {
+        tensor.dispose();
+      }
       seen.add(w.spec.name);
     }
   } finally {

@@ -193,6 +193,7 @@ export async function fitToData(
     }
     let fitting: ReturnType<Reporter['phase']> | null = null;
     let solving: ReturnType<Reporter['phase']> | null = null;
+    let checking: ReturnType<Reporter['phase']> | null = null;
     const form = f.scheme.factored(f.target, f.rank);
     const fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, {
       iteration: (done, total, err) => {
@@ -204,6 +205,11 @@ export async function fitToData(
         solving ??= reporter.phase(`${name}: solving`, total, 'images');
         solving.update(done);
         if (done === total) solving.finish();
+      },
+      check: (done, total) => {
+        checking ??= reporter.phase(`${name}: checking`, total, 'images');
+        checking.update(done);
+        if (done === total) checking.finish();
       },
     });
     cache.dispose();

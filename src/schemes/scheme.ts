@@ -8,7 +8,6 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import { conv2dMacs, convGeometry, type ConvGeometry } from '../cost.js';
-import { UserError } from '../errors.js';
 import { relativeError } from '../factorize/reshape.js';
 import type { LayerInfo } from '../model/layers.js';
 import { topologyLayers } from '../rewrite.js';
@@ -141,9 +140,6 @@ function savedConfig(topology: any, name: string): Record<string, any> {
 export function targetLayer(info: LayerInfo, topology: any): TargetLayer {
   const weights = info.layer.getWeights();
   const kernel = weights[0].dataSync() as Float32Array;
-  if (!kernel.every(Number.isFinite)) {
-    throw new UserError(`layer ${info.name}: its kernel has NaN or infinite values; the model file is damaged or was saved from a diverged training run`);
-  }
   return {
     name: info.name,
     className: info.className,
