@@ -1,6 +1,6 @@
 /**
  * The whole `compress` command without the CLI: load → select layers → choose ranks → factorize →
- * (fit to data, evaluate held out) → build → save once. Every check a user can fail runs before the
+ * (fit to data, evaluate held out, fine-tune) → build → save once. Every check a user can fail runs before the
  * slow work. Returns a report; src/cli/compress.ts only renders it.
  */
 import * as path from 'node:path';
@@ -16,6 +16,7 @@ import {
   type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
 } from './reconstruct/index.js';
 import type { Factorization, Scheme } from './schemes/index.js';
+import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;
@@ -24,6 +25,8 @@ export interface CompressRequest extends CompressOptions {
   force: boolean;
   /** Data reconstruction, or null for filter reconstruction only. */
   data: ReconstructOptions | null;
+  /** Fine-tuning by distillation after data reconstruction (needs `data`). */
+  finetune?: FinetuneOptions | null;
 }
 
 export interface DataReport {
@@ -49,6 +52,7 @@ export interface CompressReport {
   totalMacsAfter: number;
   theoreticalSpeedup: number;
   data: DataReport | null;
+  finetune: FinetuneReport | null;
   saved: SavedModel;
 }
 
@@ -87,6 +91,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const loaded = await loadModel(request.input);
   checkOutputDir(request.out, request.force, loaded.jsonPath);
   const plan = planCompression(loaded.model, request);
+  if (request.finetune) checkFinetune(loaded.model);
   if (plan.defaulted) log(plan.defaulted);
   for (const s of plan.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
   for (const r of plan.ranked.filter((r) => r.slower)) {
@@ -97,12 +102,17 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const filter = factorize(plan, loaded.topology, log);
   const layers = layerResults(plan, filter);
   let data: DataReport | null = null;
+  let tuned: FinetuneReport | null = null;
   let built: { model: tf.LayersModel; topology: any };
   let written = filter;
   if (request.data && stores) {
     log(`data reconstruction (${request.data.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images!.holdoutSource === 'eval-data' ? ` from ${request.data.evalData}` : ''}`);
     const result = await dataReconstruction(loaded.model, loaded.topology, filter, stores, images!, request.data, reporter);
     ({ report: data, built, fitted: written } = result);
+    if (request.finetune) {
+      const factorLayers = replacementRecords(written).flatMap((r) => r.layers);
+      tuned = await finetune(loaded.model, built.model, factorLayers, stores, request.finetune, reporter);
+    }
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);
   }
@@ -118,6 +128,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     skipped: plan.skipped,
     ...modelCost(plan, layers),
     data,
+    finetune: tuned,
     saved,
   };
 }
