@@ -44,7 +44,7 @@ export const FINETUNE_LAYERS = ['factors', 'all'] as const;
 export const MAX_AUTO_EPOCHS = 12;
 export const PATIENCE = 2;
 /** Adam step as a fraction of each weight's rms. */
-export const FINETUNE_LR = 0.01;
+export const FINETUNE_LR = 0.03;
 const TARGET_BUDGET = 64 * 1024 * 1024;
 
 export interface FinetuneReport {
