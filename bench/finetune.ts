@@ -38,8 +38,10 @@ export async function runFinetuneBench(): Promise<void> {
     const report = JSON.parse(run.stdout);
     const acc = report.accuracy;
     const f = report.finetune;
-    const loss = 100 * (acc.original - acc.finetuned);
-    const dataLoss = 100 * (acc.original - acc.data);
+    // Points are counted in whole images (0.1 point of 1,000): round away float noise.
+    const points100 = (a: number, b: number) => Math.round(1000 * (a - b)) / 10;
+    const loss = points100(acc.original, acc.finetuned);
+    const dataLoss = points100(acc.original, acc.data);
     const points = (x: number) => `${x >= 0 ? '−' : '+'}${Math.abs(x).toFixed(1)}`;
     rows.push([
       `${choice.theoreticalSpeedup.toFixed(2)}×`,

@@ -28,7 +28,7 @@ import type { ImageStores, Reporter } from '../reconstruct/index.js';
 import { registerWasmGradients } from './wasm-gradients.js';
 
 export interface FinetuneOptions {
-  /** Training epochs, or 'auto': stop once the held-out error has not improved for PATIENCE epochs. */
+  /** Training epochs, or 'auto' (see MAX_AUTO_EPOCHS). */
   epochs: number | 'auto';
   /** 'factors': only the new factor layers train; 'all': every trainable weight. */
   layers: 'factors' | 'all';
@@ -40,8 +40,12 @@ export interface FinetuneOptions {
 }
 
 export const FINETUNE_LAYERS = ['factors', 'all'] as const;
-/** 'auto' epochs: at most this many, and the cosine decay is planned over them. */
-export const MAX_AUTO_EPOCHS = 12;
+/**
+ * 'auto' epochs: at most this many (the cosine decay is planned over them), stopping once PATIENCE
+ * epochs in a row have not beaten the best trained epoch (the first steps may lose to the
+ * layer-wise start before they gain, so the count starts after epoch 1, not at the start).
+ */
+export const MAX_AUTO_EPOCHS = 10;
 export const PATIENCE = 2;
 /** Adam step as a fraction of each weight's rms. */
 export const FINETUNE_LR = 0.03;
@@ -272,6 +276,7 @@ export async function finetune(
   const progress = reporter.phase('fine-tuning', totalSteps, 'steps');
   let step = 0;
   let epochs = 0;
+  let bestTrained = { epoch: 0, error: Infinity };
   let detail = `held-out agreement ${(100 * baseline.agreement).toFixed(1)}%`;
   for (let epoch = 1; epoch <= planned; epoch++) {
     let lossSum = 0;
@@ -296,7 +301,8 @@ export async function finetune(
     const e = await evaluate(studentLogits.fn, heldTeacher, teacherTop, stores.holdout);
     detail = `held-out agreement ${(100 * e.agreement).toFixed(1)}%`;
     if (e.error < best.evaluation.error) best = { epoch, evaluation: e, weights: snapshot() };
-    if (options.epochs === 'auto' && epoch - best.epoch >= PATIENCE) break;
+    if (e.error < bestTrained.error) bestTrained = { epoch, error: e.error };
+    if (options.epochs === 'auto' && epoch - bestTrained.epoch >= PATIENCE) break;
   }
   progress.finish(epochs < planned ? `stopped after epoch ${epochs}: no held-out improvement for ${PATIENCE} epochs` : undefined);
   variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(best.weights[i], v.shape))));
