@@ -35,8 +35,6 @@ export interface FinetuneOptions {
   /** Images per step. */
   batch: number;
   seed: number;
-  /** Adam step as a fraction of each weight's rms (default FINETUNE_LR). */
-  lr?: number;
 }
 
 export const FINETUNE_LAYERS = ['factors', 'all'] as const;
@@ -260,8 +258,7 @@ export async function finetune(
   const variables = layerWeights.flat();
   if (variables.length === 0) throw new UserError('--finetune: the model has no trainable weight to fine-tune');
   // A weight that is all zeros (a fresh bias) steps relative to its layer's first weight.
-  const lr = options.lr ?? FINETUNE_LR;
-  const rates = layerWeights.flatMap((ws) => ws.map((w) => lr * (rms(w) || rms(ws[0]) || 1)));
+  const rates = layerWeights.flatMap((ws) => ws.map((w) => FINETUNE_LR * (rms(w) || rms(ws[0]) || 1)));
   const optimizers = rates.map((r) => tf.train.adam(r));
   const snapshot = () => variables.map((v) => v.dataSync().slice() as Float32Array);
 
