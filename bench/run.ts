@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runAllocationBench } from './allocation.js';
+import { runFinetuneBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
@@ -28,6 +29,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   speed: () => runSpeedBench(4.5),
   reconstruct: runReconstructBench,
   allocation: runAllocationBench,
+  finetune: runFinetuneBench,
 };
 
 const chosen = process.argv.slice(2);

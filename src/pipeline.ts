@@ -1,6 +1,6 @@
 /**
  * The whole `compress` command without the CLI: load → select layers → choose ranks → factorize →
- * (fit to data, evaluate held out) → build → save once. Every check a user can fail runs before the
+ * (fit to data, evaluate held out, fine-tune) → build → save once. Every check a user can fail runs before the
  * slow work. Returns a report; src/cli/compress.ts only renders it.
  */
 import * as fs from 'node:fs';
@@ -23,6 +23,7 @@ import {
   type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
 } from './reconstruct/index.js';
 import type { Factorization, Scheme } from './schemes/index.js';
+import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;
@@ -33,6 +34,8 @@ export interface CompressRequest extends CompressOptions {
   data: ReconstructOptions | null;
   /** Precision of the new weights; default: that of most of the input's weights. */
   quantize?: Encoding;
+  /** Fine-tuning by distillation after data reconstruction (needs `data`). */
+  finetune?: FinetuneOptions | null;
 }
 
 export interface DataReport {
@@ -60,6 +63,7 @@ export interface CompressReport {
   /** With --speedup: the target and the summed predicted filter error of the chosen and of equal-fraction ranks. */
   allocation: { target: number; predictedError: number; baselineError: number | null; basis: 'spectrum' | 'measured' } | null;
   data: DataReport | null;
+  finetune: FinetuneReport | null;
   saved: SavedModel;
   /** Bytes of weights + model.json, input and output. */
   fileBytes: { before: number; after: number };
@@ -101,6 +105,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
   let plan = planCompression(loaded.model, request, loaded.topology);
+  if (request.finetune) checkFinetune(loaded.model);
   if (plan.defaulted) log(plan.defaulted);
   for (const s of plan.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
   for (const r of plan.ranked.filter((r) => r.slower)) {
@@ -118,6 +123,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const filter = factorize(plan, loaded.topology, log);
   const layers = layerResults(plan, filter);
   let data: DataReport | null = null;
+  let tuned: FinetuneReport | null = null;
   let built: { model: tf.LayersModel; topology: any };
   let written = filter;
   if (request.data && stores) {
@@ -127,6 +133,10 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     if (accuracyNote) data.accuracy = null;
     const chance = data.accuracy && chanceWarning(loaded.model, data.accuracy.original, data.accuracy.labeled);
     if (chance) log(`warning: ${chance}`);
+    if (request.finetune) {
+      const factorLayers = written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
+      tuned = await finetune(loaded.model, built.model, factorLayers, stores, request.finetune, reporter);
+    }
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);
   }
@@ -152,6 +162,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
       target: plan.allocation.target, predictedError: plan.allocation.predictedError, baselineError: plan.allocation.baselineError, basis: plan.allocation.basis,
     },
     data,
+    finetune: tuned,
     saved,
     fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },
     newWeights: encoding,

@@ -10,6 +10,7 @@ import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, checkOutputName, intFlag, note, startBackend, type ImageFlags } from './common.js';
 import { imageSetup } from './images.js';
+import { FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
 
 interface CompressFlags {
   scheme: string;
@@ -35,13 +36,31 @@ interface DataFlags extends ImageFlags {
   seed: string;
   evalData?: string;
   holdout: string;
+  finetune?: boolean;
+  epochs: string;
+  finetuneLayers: 'factors' | 'all';
 }
 
-const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels'];
+const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels', 'finetune', 'epochs', 'finetuneLayers'];
 
 /** Limits of --iterations and --batch: beyond them a run takes hours or exhausts memory for nothing. */
 const MAX_ITERATIONS = 100000;
 const MAX_BATCH = 4096;
+
+/** The fine-tuning options, or null without --finetune (then --epochs and --finetune-layers may not be given). */
+function finetuneOptions(flags: DataFlags, command: Command, data: ReconstructOptions | null): FinetuneOptions | null {
+  if (!flags.finetune || !data) {
+    const given = ['epochs', 'finetuneLayers'].find((k) => command.getOptionValueSource(k) === 'cli');
+    if (given) throw new UserError(`${given === 'epochs' ? '--epochs' : '--finetune-layers'} applies to fine-tuning: give --finetune too`);
+    return null;
+  }
+  return {
+    epochs: flags.epochs === 'auto' ? 'auto' : intFlag(flags.epochs, '--epochs', 1),
+    layers: flags.finetuneLayers,
+    batch: data.batch,
+    seed: data.seed,
+  };
+}
 
 /** The data reconstruction options, or null without --data (then no data-only flag may be given). */
 function reconstructOptions(flags: DataFlags, command: Command, modelPath: string): ReconstructOptions | null {
@@ -101,7 +120,10 @@ export function registerCompress(program: Command): void {
     .option('--batch <n>', 'images per optimizer step', String(DEFAULT_RECONSTRUCT.batch))
     .option('--seed <n>', 'seed of the held-out split, the image sample and the step order', String(DEFAULT_RECONSTRUCT.seed))
     .option('--eval-data <dir>', 'held-out images for the error and accuracy report (default: --holdout of --data)')
-    .option('--holdout <fraction>', 'fraction of --data set aside for checking when no --eval-data is given', String(DEFAULT_RECONSTRUCT.holdout));
+    .option('--holdout <fraction>', 'fraction of --data set aside for checking when no --eval-data is given', String(DEFAULT_RECONSTRUCT.holdout))
+    .option('--finetune', 'after data reconstruction, train the compressed model end to end to reproduce the original (distillation)')
+    .option('--epochs <n>', 'fine-tuning epochs; auto: stop when the held-out error stops improving', 'auto')
+    .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'));
   addImageOptions(command)
     .action(async (modelPath: string, flags: CompressFlags & DataFlags, cmd: Command) => {
       const backend = await startBackend(cmd);
@@ -109,6 +131,7 @@ export function registerCompress(program: Command): void {
       if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the compressed model into');
       checkOutputName(flags.out);
       const layers = flags.layers?.split(',').map((s) => s.trim()).filter(Boolean);
+      const data = reconstructOptions(flags, cmd, modelPath);
       const report = await runCompress(
         {
           input: modelPath,
@@ -121,7 +144,8 @@ export function registerCompress(program: Command): void {
           speedup: flags.speedup === undefined ? undefined : speedupFlag(flags.speedup),
           layers,
           allowSlower: flags.allowSlower ?? false,
-          data: reconstructOptions(flags, cmd, modelPath),
+          data,
+          finetune: finetuneOptions(flags, cmd, data),
           quantize: flags.quantize === undefined ? undefined : encodingOfFlag(flags.quantize),
         },
         (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),
@@ -158,7 +182,12 @@ export function compressJson(backend: string, r: CompressReport) {
       return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.steps, kept: d.kept } : l;
     }),
     skipped: r.skipped,
-    ...(data?.accuracy ? { accuracy: { original: data.accuracy.original, filter: data.accuracy.filter, data: data.accuracy.data } } : {}),
+    ...(data?.accuracy ? {
+      accuracy: {
+        original: data.accuracy.original, filter: data.accuracy.filter, data: data.accuracy.data,
+        ...(r.finetune?.accuracy != null ? { finetuned: r.finetune.accuracy } : {}),
+      },
+    } : {}),
     ...(data ? {
       dataReconstruction: {
         joint: data.joint,
@@ -170,6 +199,7 @@ export function compressJson(backend: string, r: CompressReport) {
         seconds: data.seconds,
       },
     } : {}),
+    ...(r.finetune ? { finetune: r.finetune } : {}),
   };
 }
 
@@ -221,7 +251,13 @@ export function renderCompress(r: CompressReport): string {
   ];
   if (data.accuracy) {
     const a = data.accuracy;
-    lines.push(`top-1 accuracy on ${a.labeled} held-out images: original ${formatPercent(a.original, 2)}, filter reconstruction ${formatPercent(a.filter, 2)}, data reconstruction ${chalk.bold(formatPercent(a.data, 2))}`);
+    const tuned = r.finetune?.accuracy != null ? `, data reconstruction + fine-tuning ${chalk.bold(formatPercent(r.finetune.accuracy, 2))}` : '';
+    lines.push(`top-1 accuracy on ${a.labeled} held-out images: original ${formatPercent(a.original, 2)}, filter reconstruction ${formatPercent(a.filter, 2)}, data reconstruction ${tuned ? formatPercent(a.data, 2) : chalk.bold(formatPercent(a.data, 2))}${tuned}`);
+  }
+  const f = r.finetune;
+  if (f) {
+    const outcome = f.kept === 'finetuned' ? `kept epoch ${f.bestEpoch} of ${f.epochs}` : `no epoch of ${f.epochs} beat the layer-wise reconstruction: kept it`;
+    lines.push(`fine-tuning (${f.target}, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }
   return lines.join('\n');
 }

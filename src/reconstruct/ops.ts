@@ -66,7 +66,7 @@ export function matMulBT(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 }
 
 /** Inserts s−1 zeros between neighbours along height and width (s = 1: unchanged). */
-function interleaveZeros(x: tf.Tensor4D, s: Pair): tf.Tensor4D {
+export function interleaveZeros(x: tf.Tensor4D, s: Pair): tf.Tensor4D {
   return tf.tidy(() => {
     let y = x;
     const [b, h, w, c] = y.shape;
