@@ -162,7 +162,7 @@ export function renderCompress(r: CompressReport): string {
   };
   const rows = r.layers.map((l) => [
     l.name,
-    r.scheme.label,
+    l.label,
     `${l.rank}/${l.fullRank}`,
     `${formatCount(l.macsBefore)} → ${formatCount(l.macsAfter)}`,
     chalk.bold(formatRatio(l.macsBefore / l.macsAfter)),
