@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -56,4 +57,20 @@ export function folderSnapshot(dir: string): Record<string, string> {
     if (fs.statSync(p).isFile()) out[name] = fs.readFileSync(p).toString('base64');
   }
   return out;
+}
+
+/**
+ * 1×1 convs (stride 1 and 2, with and without bias) and Dense layers on a flattened and a sequence
+ * input, every one named p_* (`linear`: no activations, so outputs are linear responses + bias).
+ */
+export function pointwiseModel(linear = false): tf.LayersModel {
+  const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }), biasInitializer: tf.initializers.randomNormal({ seed: seed + 1 }) });
+  const input = tf.input({ shape: [9, 7, 6] });
+  const a = tf.layers.conv2d({ name: 'p_conv', filters: 10, kernelSize: 1, activation: linear ? 'linear' : 'relu', ...init(1) }).apply(input) as tf.SymbolicTensor;
+  const b = tf.layers.conv2d({ name: 'p_stride', filters: 8, kernelSize: 1, strides: 2, padding: 'same', useBias: false, ...init(2) }).apply(a) as tf.SymbolicTensor;
+  const flat = tf.layers.flatten().apply(b) as tf.SymbolicTensor;
+  const c = tf.layers.dense({ name: 'p_dense', units: 12, activation: linear ? 'linear' : 'tanh', ...init(3) }).apply(flat) as tf.SymbolicTensor;
+  const seq = tf.layers.reshape({ targetShape: [3, 4] }).apply(c) as tf.SymbolicTensor;
+  const d = tf.layers.dense({ name: 'p_sequence', units: 5, ...init(4) }).apply(seq) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: [d, c] });
 }
