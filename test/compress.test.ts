@@ -12,7 +12,9 @@ import { scheme2Matrix } from '../src/factorize/reshape.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
-import { CHARCNN, FASHION_TRAIN, NESTED, RESIDUAL, ROOT, errorLine, folderSnapshot, pointwiseModel, runCli, tempDir } from './helpers.js';
+import {
+  CHARCNN, FASHION_TRAIN, NESTED, RESIDUAL, ROOT, errorLine, folderSnapshot, pointwiseModel, runCli, teachableModel, tempDir,
+} from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -184,26 +186,6 @@ describe('channel scheme', () => {
     await assert.rejects(at(12), /no layer to replace by default .*passed over p_conv \(rank 12 is above its full rank 6\)/);
   });
 });
-
-/** A Teachable-Machine-shaped model: a Sequential wrapping a functional MobileNet-like block, then a Dense head. */
-function teachableModel(): tf.LayersModel {
-  const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }), biasInitializer: tf.initializers.randomNormal({ seed: seed + 1, stddev: 0.1 }) });
-  const input = tf.input({ shape: [16, 16, 3] });
-  let h = tf.layers.conv2d({ name: 'stem', filters: 8, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', ...init(1) }).apply(input) as tf.SymbolicTensor;
-  const expanded = tf.layers.conv2d({ name: 'expand', filters: 24, kernelSize: 1, activation: 'relu', ...init(2) }).apply(h) as tf.SymbolicTensor;
-  h = tf.layers.depthwiseConv2d({ name: 'dw', kernelSize: 3, padding: 'same', depthwiseInitializer: tf.initializers.glorotNormal({ seed: 3 }) }).apply(expanded) as tf.SymbolicTensor;
-  h = tf.layers.conv2d({ name: 'project', filters: 12, kernelSize: 1, useBias: false, ...init(4) }).apply(h) as tf.SymbolicTensor;
-  h = tf.layers.conv2d({ name: 'last_conv', filters: 32, kernelSize: 1, activation: 'relu', ...init(5) }).apply(h) as tf.SymbolicTensor;
-  h = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(h) as tf.SymbolicTensor;
-  const mobilenet = tf.model({ inputs: input, outputs: h, name: 'mobilenet' });
-  return tf.sequential({
-    layers: [
-      mobilenet,
-      tf.layers.dense({ name: 'head_dense', units: 20, activation: 'relu', ...init(6) }),
-      tf.layers.dense({ name: 'head_out', units: 3, activation: 'softmax', ...init(7) }),
-    ],
-  });
-}
 
 describe('Teachable-Machine-shaped model (Sequential(functional MobileNet block, Dense head))', () => {
   test('the channel scheme replaces its 1×1 convs and Dense layers in place; the output reloads in stock tfjs and reproduces it at full rank', async () => {
