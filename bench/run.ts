@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct mobilenet` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runLinalgBench } from './linalg.js';
+import { runMobilenetBench } from './mobilenet.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
 import { runVggBench } from './vgg.js';
@@ -26,6 +27,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   vgg: runVggBench,
   speed: () => runSpeedBench(4.5),
   reconstruct: runReconstructBench,
+  mobilenet: runMobilenetBench,
 };
 
 const chosen = process.argv.slice(2);

@@ -10,7 +10,7 @@
  * hold a model in memory; `runCompress` (src/run-compress.ts) is the whole command.
  */
 import * as tf from '@tensorflow/tfjs';
-import { convGeometry, layerMacs, modelMacs } from './cost.js';
+import { convGeometry, layerMacs, modelMacs, type ConvGeometry } from './cost.js';
 import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
@@ -49,7 +49,14 @@ function refusal(layer: LayerInfo, scheme: Scheme): string | null {
 
 /** Why a run without --layers passes over a candidate at the single rank `rank`, or null. */
 function rankMisfit(layer: LayerInfo, scheme: Scheme, rank: number, allowSlower: boolean): string | null {
-  const g = convGeometry(layer);
+  let g: ConvGeometry;
+  try {
+    g = convGeometry(layer);
+  } catch (e) {
+    // E.g. a Dense layer on variable-length input: not a default candidate, not an error.
+    if (e instanceof UserError) return e.message;
+    throw e;
+  }
   const full = scheme.fullRank(g);
   if (rank > full) return `rank ${rank} is above its full rank ${full}`;
   if (!allowSlower && scheme.macs(g, rank) >= (layerMacs(layer) ?? 0)) return `rank ${rank} saves no MACs there (break-even ${breakEvenRank(scheme, g)})`;

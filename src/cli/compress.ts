@@ -67,11 +67,11 @@ function reconstructOptions(flags: DataFlags, command: Command): ReconstructOpti
 export function registerCompress(program: Command): void {
   const command = program
     .command('compress')
-    .description('replace conv layers with low-rank factorizations and write a stock tfjs LayersModel')
+    .description('replace conv and Dense layers with low-rank factorizations and write a stock tfjs LayersModel')
     .argument('<model>', 'model.json, or a folder holding one')
     .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default('2'))
     .requiredOption('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
-    .option('--layers <names>', 'comma-separated Conv2D layers to replace (default: every Conv2D larger than 1×1 except the first)')
+    .option('--layers <names>', 'comma-separated layers to replace (default: every Conv2D larger than 1×1 except the first conv, every 1×1 Conv2D and Dense layer except the last layer)')
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
     .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
     .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)')
