@@ -256,8 +256,8 @@ describe('compress CLI', () => {
   });
 
   const bad: [string, string[], RegExp][] = [
-    ['an unknown layer', ['--layers', 'conv9', '--rank', '4'], /no layer named 'conv9'; eligible Conv2D layers: conv1, conv2, conv3, conv4/],
-    ['a layer that is not a conv', ['--layers', 'flatten', '--rank', '4'], /flatten is a Flatten, not a Conv2D/],
+    ['an unknown layer', ['--layers', 'conv9', '--rank', '4'], /no layer named 'conv9'; eligible: conv1, conv2, conv3, conv4/],
+    ['a layer that is not a conv', ['--layers', 'flatten', '--rank', '4'], /cannot replace flatten: it is a Flatten; scheme 2 replaces Conv2D layers/],
     ['rank 0', ['--layers', 'conv2', '--rank', '0'], /needs a rank from 1 to 432/],
     ['a rank above full rank', ['--layers', 'conv2', '--rank', '433'], /needs a rank from 1 to 432/],
     ['a malformed rank', ['--layers', 'conv2', '--rank', 'conv2:4'], /--rank 'conv2:4'/],
