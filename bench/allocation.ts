@@ -24,7 +24,7 @@ export async function runAllocationBench(): Promise<void> {
   await useBackend('wasm');
   const fixture = await loadModel(FIXTURE);
   const layers = listLayers(fixture.model);
-  const candidates = filterCandidates(layers, ['conv2', 'conv3'], scheme2, fixture.topology);
+  const candidates = filterCandidates(['conv2', 'conv3'].map((n) => layers.find((l) => l.name === n)!), () => scheme2, fixture.topology);
   heading('Rank selection: --speedup X --data vs equal fractions, both with joint data reconstruction (charcnn conv2+conv3, scheme 2, wasm)');
   const rows: (string | number)[][] = [];
   for (const target of TARGETS) {

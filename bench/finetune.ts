@@ -31,7 +31,7 @@ export async function runFinetuneBench(): Promise<void> {
   heading('Fine-tuning: charcnn conv2+conv3, Scheme 2, fit on fashion/train (1,000), top-1 on fashion/test (1,000), wasm');
   const rows: (string | number)[][] = [];
   for (const [target, allowed] of TARGETS) {
-    const choice = ranksForSpeedup(layers, filterCandidates(layers, ['conv2', 'conv3'], scheme, fixture.topology), target)!;
+    const choice = ranksForSpeedup(layers, filterCandidates(['conv2', 'conv3'].map((n) => layers.find((l) => l.name === n)!), () => scheme, fixture.topology), target)!;
     const run = timeCli([
       '--backend', 'wasm', 'compress', FIXTURE, '--scheme', '2', '--layers', 'conv2,conv3', '--rank', formatRanks(choice.ranks),
       '--out', path.join(WORK, `finetune-${target}`), '--force', '--data', TRAIN, '--eval-data', TEST, '--finetune', '--json',

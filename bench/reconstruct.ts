@@ -30,7 +30,7 @@ export async function runReconstructBench(): Promise<void> {
   heading('Data reconstruction: charcnn conv2+conv3, Scheme 2, fit on fashion/train (1,000), top-1 on fashion/test (1,000), wasm');
   const rows: (string | number)[][] = [];
   for (const target of SPEEDUPS) {
-    const choice = ranksForSpeedup(layers, filterCandidates(layers, ['conv2', 'conv3'], scheme, fixture.topology), target);
+    const choice = ranksForSpeedup(layers, filterCandidates(['conv2', 'conv3'].map((n) => layers.find((l) => l.name === n)!), () => scheme, fixture.topology), target);
     if (!choice) {
       rows.push([`${target}×`, `cannot reach ${target}×`, '', '', '', '', '', '', '', '']);
       continue;

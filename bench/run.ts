@@ -1,12 +1,13 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runAllocationBench } from './allocation.js';
 import { runFinetuneBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
+import { runMobilenetBench } from './mobilenet.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
 import { runVggBench } from './vgg.js';
@@ -30,6 +31,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   reconstruct: runReconstructBench,
   allocation: runAllocationBench,
   finetune: runFinetuneBench,
+  mobilenet: runMobilenetBench,
 };
 
 const chosen = process.argv.slice(2);

@@ -27,7 +27,7 @@ export async function runSpeedBench(target = 4.5): Promise<void> {
   heading(`Measured speed: charcnn vs conv2+conv3 compressed to ≥ ${target}× theoretical (wasm, filter reconstruction)`);
   const rows: (string | number)[][] = [];
   for (const v of VARIANTS) {
-    const choice = ranksForSpeedup(layers, filterCandidates(layers, ['conv2', 'conv3'], schemeFor(v.options), fixture.topology), target);
+    const choice = ranksForSpeedup(layers, filterCandidates(['conv2', 'conv3'].map((n) => layers.find((l) => l.name === n)!), () => schemeFor(v.options), fixture.topology), target);
     if (!choice) {
       rows.push([v.title, '—', `cannot reach ${target}×`, '', '', '', '', '']);
       continue;

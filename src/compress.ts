@@ -10,7 +10,7 @@
  * hold a model in memory; `runCompress` (src/run-compress.ts) is the whole command.
  */
 import * as tf from '@tensorflow/tfjs';
-import { convGeometry, layerMacs, modelMacs } from './cost.js';
+import { convGeometry, layerMacs, modelMacs, type ConvGeometry } from './cost.js';
 import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
@@ -19,7 +19,7 @@ import {
 } from './ranks.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import {
-  filterError, schemeFor, targetLayer, type Factorization, type NewLayer, type Scheme, type SchemeOptions,
+  breakEvenRank, filterError, selectSchemes, targetLayer, type Factorization, type NewLayer, type Scheme, type SchemeOptions, type SchemeSelection,
 } from './schemes/index.js';
 
 export { parseRankSpec, type RankSpec } from './ranks.js';
@@ -30,13 +30,14 @@ export interface CompressOptions extends SchemeOptions {
   rank?: RankSpec;
   /** Whole-model theoretical speedup to reach with the least predicted error (see ranks.ts). */
   speedup?: number;
-  /** Layer names; default: every Conv2D larger than 1×1 except the first conv. */
+  /** Layer names; default: see `selectLayers`. */
   layers?: string[];
   /** Replace layers even where the rank saves no MACs. */
   allowSlower?: boolean;
 }
 
 export interface CompressPlan {
+  /** The scheme --scheme names (layers it is not made for may get another; see `ranked`). */
   scheme: Scheme;
   /** Every layer of the model, in model order. */
   layers: LayerInfo[];
@@ -48,34 +49,55 @@ export interface CompressPlan {
   allocation: (Allocation & { target: number; baselineError: number | null; basis: 'spectrum' | 'measured' }) | null;
 }
 
-const isConv2D = (l: LayerInfo) => l.className === 'Conv2D';
-const kernelArea = (l: LayerInfo) => {
-  const k = l.config.kernelSize as number[];
-  return k[0] * k[1];
-};
-
 /** Why `layer` cannot be replaced by `scheme`, or null. */
 function refusal(layer: LayerInfo, scheme: Scheme): string | null {
   if (layer.calls.length !== 1) return `it is shared (called ${layer.calls.length} times); lowrank replaces layers that are called once`;
   return scheme.refuses(layer);
 }
 
+/** Why a run without --layers passes over a candidate at the single rank `rank`, or null. */
+function rankMisfit(layer: LayerInfo, scheme: Scheme, rank: number, allowSlower: boolean): string | null {
+  let g: ConvGeometry;
+  try {
+    g = convGeometry(layer);
+  } catch (e) {
+    // E.g. a Dense layer on variable-length input: not a default candidate, not an error.
+    if (e instanceof UserError) return e.message;
+    throw e;
+  }
+  const full = scheme.fullRank(g);
+  if (rank > full) return `rank ${rank} is above its full rank ${full}`;
+  if (!allowSlower && scheme.macs(g, rank) >= (layerMacs(layer) ?? 0)) return `rank ${rank} saves no MACs there (break-even ${breakEvenRank(scheme, g)})`;
+  return null;
+}
+
 /**
- * Stage 1: the layers to replace, in model order. Named layers must exist and be replaceable; by
- * default every replaceable Conv2D larger than 1×1 except the first conv (it works on raw pixels).
+ * Stage 1: the layers to replace, in model order. Named layers must exist and be replaceable. By
+ * default: the layers each scheme's default rule picks (src/schemes/index.ts: every Conv2D larger
+ * than 1×1 except the first conv; every 1×1 Conv2D and Dense layer except the last layer), passing
+ * over those where a single --rank is above full rank or saves no MACs.
  */
-export function selectLayers(layers: LayerInfo[], scheme: Scheme, names: string[] | undefined): { chosen: LayerInfo[]; defaulted: string | null } {
-  const convs = layers.filter(isConv2D);
-  const eligible = () => convs.filter((l) => refusal(l, scheme) === null).map((l) => l.name).join(', ') || 'none';
+export function selectLayers(
+  layers: LayerInfo[], schemes: SchemeSelection, names: string[] | undefined, rank: RankSpec | undefined, allowSlower = false,
+): { chosen: LayerInfo[]; defaulted: string | null } {
+  const eligible = () => layers.filter((l) => layerMacs(l) && refusal(l, schemes.of(l)) === null).map((l) => l.name).join(', ') || 'none';
   if (!names) {
-    const first = convs[0];
-    const candidates = convs.filter((l) => l !== first && kernelArea(l) > 1);
-    const chosen = candidates.filter((l) => refusal(l, scheme) === null);
-    const passed = candidates.filter((l) => !chosen.includes(l)).map((l) => `${l.name} (${refusal(l, scheme)})`);
+    const rules = new Set<string>();
+    const allRules = new Set<string>();
+    const candidates = layers.filter((l) => {
+      const d = schemes.defaultRule(l, layers);
+      if (d) allRules.add(d.rule);
+      if (d?.picked) rules.add(d.rule);
+      return d?.picked ?? false;
+    });
+    const why = (l: LayerInfo) => refusal(l, schemes.of(l)) ?? (typeof rank === 'number' ? rankMisfit(l, schemes.of(l), rank, allowSlower) : null);
+    const chosen = candidates.filter((l) => why(l) === null);
+    const passed = candidates.filter((l) => !chosen.includes(l)).map((l) => `${l.name} (${why(l)})`);
+    const passedNote = passed.length ? `; passed over ${passed.join(', ')}` : '';
     if (chosen.length === 0) {
-      throw new UserError(`no replaceable Conv2D layer larger than 1×1 besides the first conv${passed.length ? `; passed over ${passed.join(', ')}` : ''}; name layers with --layers (eligible: ${eligible()})`);
+      throw new UserError(`no layer to replace by default (${[...allRules].join('; ') || 'no Conv2D or Dense layer'})${passedNote}; name layers with --layers (eligible: ${eligible()})`);
     }
-    const defaulted = `no --layers given: replacing ${chosen.map((l) => l.name).join(', ')} (every Conv2D larger than 1×1 except the first conv layer${first ? `, ${first.name}, which works on raw pixels` : ''})${passed.length ? `; passed over ${passed.join(', ')}` : ''}`;
+    const defaulted = `no --layers given: replacing ${chosen.map((l) => l.name).join(', ')} (${[...rules].join('; ')})${passedNote}`;
     return { chosen, defaulted };
   }
   if (names.length === 0) throw new UserError(`--layers names no layer; give comma-separated layer names (eligible: ${eligible()})`);
@@ -83,7 +105,7 @@ export function selectLayers(layers: LayerInfo[], scheme: Scheme, names: string[
   for (const name of names) {
     const layer = layers.find((l) => l.name === name);
     if (!layer) throw new UserError(`--layers: no layer named '${name}'; eligible: ${eligible()}`);
-    const why = refusal(layer, scheme);
+    const why = refusal(layer, schemes.of(layer));
     if (why) throw new UserError(`--layers: cannot replace ${name}: ${why} (eligible: ${eligible()})`);
     if (chosen.includes(layer)) throw new UserError(`--layers names ${name} twice; name each layer once`);
     chosen.push(layer);
@@ -95,47 +117,47 @@ export function selectLayers(layers: LayerInfo[], scheme: Scheme, names: string[
 
 /** Stage 2 for a speedup target: the ranks with the least summed predicted filter error. */
 function ranksForTarget(
-  layers: LayerInfo[], chosen: LayerInfo[], scheme: Scheme, target: number, topology: any,
+  layers: LayerInfo[], chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, target: number, topology: any,
 ): { ranked: RankedLayer[]; skipped: CompressPlan['skipped']; allocation: CompressPlan['allocation'] & {} } {
-  const candidates = filterCandidates(layers, chosen.map((l) => l.name), scheme, topology);
+  const candidates = filterCandidates(chosen, schemeOf, topology);
   const allocation = allocateRanks(layers, candidates, target);
   if (!allocation) {
     const max = maximumSpeedup(layers, candidates);
     throw new UserError(`--speedup ${target}: these layers can make the model at most ${max.speedup.toFixed(2)}× faster by MACs (${max.heldBack}); ask for less, or select more layers with --layers`);
   }
-  const ranked = chosen.filter((l) => allocation.ranks.has(l.name)).map((info) => ({ info, rank: allocation.ranks.get(info.name)!, slower: false }));
-  const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: `no rank of ${scheme.label} saves MACs on this layer` }));
+  const ranked = chosen.filter((l) => allocation.ranks.has(l.name)).map((info) => ({ info, scheme: schemeOf(info), rank: allocation.ranks.get(info.name)!, slower: false }));
+  const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: `no rank of ${schemeOf(l).label} saves MACs on this layer` }));
   const baseline = ranksForSpeedup(layers, candidates, target);
   return { ranked, skipped, allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'spectrum' } };
 }
 
 /** Stages 1 and 2, with every check that does not need the factors. */
 export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: any): CompressPlan {
-  const scheme = schemeFor(options);
+  const schemes = selectSchemes(options);
   const layers = listLayers(model);
   if ((options.rank === undefined) === (options.speedup === undefined)) {
     throw new UserError('give either --rank (your ranks) or --speedup (ranks chosen for a target), not both and not neither');
   }
   // With per-layer ranks and no --layers, the ranks name the layers.
   const names = options.layers ?? (options.rank instanceof Map ? [...options.rank.keys()] : undefined);
-  const { chosen, defaulted } = selectLayers(layers, scheme, names);
+  const { chosen, defaulted } = selectLayers(layers, schemes, names, options.rank, options.allowSlower ?? false);
   if (options.speedup !== undefined) {
-    return { scheme, layers, defaulted, ...ranksForTarget(layers, chosen, scheme, options.speedup, topology) };
+    return { scheme: schemes.chosen, layers, defaulted, ...ranksForTarget(layers, chosen, schemes.of, options.speedup, topology) };
   }
-  const { ranked, skipped } = manualRanks(chosen, scheme, options.rank!, options.allowSlower ?? false);
+  const { ranked, skipped } = manualRanks(chosen, schemes.of, options.rank!, options.allowSlower ?? false);
   if (ranked.length === 0) {
     throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
   }
-  return { scheme, layers, ranked, skipped, defaulted, allocation: null };
+  return { scheme: schemes.chosen, layers, ranked, skipped, defaulted, allocation: null };
 }
 
 export type Progress = (message: string) => void;
 
 /** Stage 3: each ranked layer's filter-reconstruction factors. */
 export function factorize(plan: CompressPlan, topology: any, log: Progress = () => {}): Factorization[] {
-  return plan.ranked.map(({ info, rank }) => {
-    log(`factorizing ${info.name} (${plan.scheme.label}, rank ${rank} of ${plan.scheme.fullRank(convGeometry(info))})`);
-    return plan.scheme.factorize(targetLayer(info, topology), rank);
+  return plan.ranked.map(({ info, scheme, rank }) => {
+    log(`factorizing ${info.name} (${scheme.label}, rank ${rank} of ${scheme.fullRank(convGeometry(info))})`);
+    return scheme.factorize(targetLayer(info, topology), rank);
   });
 }
 
@@ -154,6 +176,8 @@ export async function buildCompressed(original: tf.LayersModel, topology: any, f
 export interface LayerResult {
   name: string;
   scheme: string;
+  /** The scheme's human description. */
+  label: string;
   rank: number;
   fullRank: number;
   macsBefore: number;
@@ -174,6 +198,7 @@ export function layerResults(plan: CompressPlan, factorizations: Factorization[]
     return {
       name: f.target.name,
       scheme: f.scheme.id,
+      label: f.scheme.label,
       rank: f.rank,
       fullRank: f.scheme.fullRank(g),
       macsBefore: layerMacs(info) ?? 0,

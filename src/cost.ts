@@ -22,6 +22,8 @@ const FREE_LAYERS = new Set([
   'ZeroPadding2D', 'Cropping2D', 'UpSampling2D', 'Rescaling', 'CenterCrop', 'Resizing',
 ]);
 
+const product = (xs: number[]): number => xs.reduce((a, b) => a * b, 1);
+
 /** Geometry of a channels-last 2-D convolution, as one call of the layer sees it. */
 export interface ConvGeometry {
   kh: number; kw: number;
@@ -42,9 +44,25 @@ const dim = (shape: Shape, i: number, what: string): number => {
   return v;
 };
 
-/** The geometry of a Conv2D, DepthwiseConv2D or SeparableConv2D layer from its config and shapes. */
+/**
+ * The positions a layer input holds, as a height × width grid: a 4-D input's own; otherwise every
+ * axis between batch and channels flattened into the height (width 1). This is how a Dense layer
+ * reads as a 1×1 conv: [B, C] is one position, [B, T, C] is T.
+ */
+export function positionGrid(shape: Shape): [Shape[number], Shape[number]] {
+  if (shape.length === 4) return [shape[1], shape[2]];
+  const middle = shape.slice(1, -1);
+  return [middle.some((v) => v === null || v === undefined) ? null : product(middle as number[]), 1];
+}
+
+/**
+ * The geometry of a Conv2D, DepthwiseConv2D or SeparableConv2D layer from its config and shapes,
+ * or of a Dense layer read as a 1×1 conv over its positions (its kernel [C, N] holds the same
+ * values as [1, 1, C, N]).
+ */
 export function convGeometry(layer: LayerInfo, call = 0): ConvGeometry {
   const c = layer.config;
+  if (layer.className === 'Dense') return denseGeometry(layer, call);
   if (!['channelsLast', 'channels_last'].includes(c.dataFormat ?? 'channelsLast')) {
     throw new UserError(`layer ${layer.name}: channels_first convolutions are not supported`);
   }
@@ -64,7 +82,20 @@ export function convGeometry(layer: LayerInfo, call = 0): ConvGeometry {
   };
 }
 
-const product = (xs: number[]): number => xs.reduce((a, b) => a * b, 1);
+function denseGeometry(layer: LayerInfo, call: number): ConvGeometry {
+  const { inputShapes, outputShapes } = layer.calls[call];
+  const input = inputShapes[0];
+  const what = `layer ${layer.name}`;
+  const grid = positionGrid(input);
+  const h = dim(grid, 0, what);
+  const w = dim(grid, 1, what);
+  return {
+    kh: 1, kw: 1, sh: 1, sw: 1, dh: 1, dw: 1, padding: 'valid',
+    inH: h, inW: w, C: dim(input, input.length - 1, what),
+    outH: h, outW: w, N: dim(outputShapes[0], outputShapes[0].length - 1, what),
+    useBias: layer.config.useBias ?? true,
+  };
+}
 
 export function conv2dMacs(g: ConvGeometry): number {
   return g.outH * g.outW * g.N * g.kh * g.kw * g.C;

@@ -1,11 +1,12 @@
 /** The per-layer cost report behind `lowrank inspect`. */
-import { convGeometry, layerMacs, modelMacs } from './cost.js';
+import { convGeometry, layerMacs, modelMacs, type ConvGeometry } from './cost.js';
+import { UserError } from './errors.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
 import { spectrum } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
 import { selectLayers } from './compress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from './ranks.js';
-import { breakEvenRank, scheme2 } from './schemes/index.js';
+import { anySchemeReplaces, breakEvenRank, channel, scheme2, selectSchemes, type Scheme } from './schemes/index.js';
 
 export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
 
@@ -27,6 +28,12 @@ export interface LayerReport {
   macShare: number | null;
   params: number;
   scheme2: Scheme2Summary | null;
+  /** Ranks of the channel scheme, for 1×1 convs and Dense layers. */
+  channel: Scheme2Summary | null;
+  /** Whether some scheme can replace the layer (false for e.g. DepthwiseConv2D and shared layers). */
+  replaceable: boolean;
+  /** Whether `compress` without --layers considers the layer (before checking the rank against it). */
+  defaultCandidate: boolean;
 }
 
 export interface InspectReport {
@@ -34,6 +41,8 @@ export interface InspectReport {
   totalParams: number;
   unknownLayers: string[];
   layers: LayerReport[];
+  /** Share of the MACs in layers no scheme can replace, in total and per layer class. */
+  unreplaceable: { share: number; byClass: Record<string, number> };
 }
 
 const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose', 'Conv1D', 'Conv3D']);
@@ -47,25 +56,47 @@ export function isFactorizableConv(layer: LayerInfo): boolean {
   return k[0] * k[1] > 1;
 }
 
-export async function scheme2Summary(layer: LayerInfo): Promise<Scheme2Summary> {
-  const g = convGeometry(layer);
+/** Whether the channel scheme is made for the layer: a 1×1 conv or a Dense layer. */
+export function isPointwise(layer: LayerInfo): boolean {
+  return channel.refuses(layer) === null;
+}
+
+/**
+ * Full and break-even ranks of a scheme that truncates the SVD of the (C·kh) × (kw·N) kernel
+ * matrix (scheme 2; the channel scheme at kh = kw = 1), with the ranks keeping fractions of its energy.
+ */
+export async function svdRankSummary(layer: LayerInfo, scheme: Scheme, g: ConvGeometry = convGeometry(layer)): Promise<Scheme2Summary> {
   const kernel = layer.layer.getWeights()[0].dataSync() as Float32Array;
   const dims = { kh: g.kh, kw: g.kw, C: g.C, N: g.N };
   const sigma2 = spectrum(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
   const energyRanks = Object.fromEntries(ENERGY_FRACTIONS.map((f) => [f, energyRank(sigma2, Number(f))])) as Scheme2Summary['energyRanks'];
-  return { fullRank: scheme2.fullRank(g), breakEvenRank: breakEvenRank(scheme2, g), energyRanks };
+  return { fullRank: scheme.fullRank(g), breakEvenRank: breakEvenRank(scheme, g), energyRanks };
+}
+
+export const scheme2Summary = (layer: LayerInfo): Promise<Scheme2Summary> => svdRankSummary(layer, scheme2);
+
+/** The layer's geometry, or null when its shapes leave it undefined (e.g. a Dense layer on variable-length input). */
+function knownGeometry(layer: LayerInfo): ConvGeometry | null {
+  try {
+    return convGeometry(layer);
+  } catch (e) {
+    if (e instanceof UserError) return null;
+    throw e;
+  }
 }
 
 export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Promise<InspectReport> {
   const macs = layers.map(layerMacs);
   const { total: totalMacs, unknown } = modelMacs(layers);
   const reports: LayerReport[] = [];
+  const defaults = selectSchemes({ scheme: '2', basis: 'per-channel', separable: false });
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     const c = layer.config;
     const isConv = CONV_CLASSES.has(layer.className);
     const first = layer.calls[0];
     const outputShapes = (first?.outputShapes ?? []).map((s) => s.slice(1));
+    const pointwise = withSpectra && isPointwise(layer) && layer.calls.length === 1 ? knownGeometry(layer) : null;
     reports.push({
       name: layer.name,
       className: layer.className,
@@ -78,13 +109,21 @@ export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Pr
       macShare: macs[i] === null ? null : totalMacs > 0 ? macs[i]! / totalMacs : 0,
       params: layer.params,
       scheme2: withSpectra && isFactorizableConv(layer) ? await scheme2Summary(layer) : null,
+      channel: pointwise ? await svdRankSummary(layer, channel, pointwise) : null,
+      replaceable: layer.calls.length === 1 && anySchemeReplaces(layer),
+      defaultCandidate: defaults.defaultRule(layer, layers)?.picked ?? false,
     });
   }
+  const byClass: Record<string, number> = {};
+  reports.forEach((r) => {
+    if (!r.replaceable && r.macShare) byClass[r.className] = (byClass[r.className] ?? 0) + r.macShare;
+  });
   return {
     totalMacs,
     totalParams: layers.reduce((a, l) => a + l.params, 0),
     unknownLayers: unknown,
     layers: reports,
+    unreplaceable: { share: Object.values(byClass).reduce((a, b) => a + b, 0), byClass },
   };
 }
 
@@ -104,20 +143,21 @@ export interface SpeedupReach {
 }
 
 /**
- * "How fast can this get?": the maximum theoretical speedup of the default selection of Scheme 2
- * layers, what holds it back, and the ranks reaching a few whole-model targets — more useful than
+ * "How fast can this get?": the maximum theoretical speedup of the default selection (Scheme 2 for
+ * spatial convs, the channel scheme for 1×1 convs and Dense layers), what holds it back, and the ranks reaching a few whole-model targets — more useful than
  * energy ranks, which often lie above break-even.
  */
 export function speedupReach(layers: LayerInfo[], topology: any, withSpectra = true): SpeedupReach | null {
+  const schemes = selectSchemes({ scheme: '2', basis: 'per-channel', separable: false });
   let chosen: LayerInfo[];
   try {
-    chosen = selectLayers(layers, scheme2, undefined).chosen;
+    chosen = selectLayers(layers, schemes, undefined, undefined).chosen;
   } catch {
     return null; // no layer to replace: the layer table says why
   }
   const candidates = withSpectra
-    ? filterCandidates(layers, chosen.map((l) => l.name), scheme2, topology)
-    : chosen.map((info) => ({ info, scheme: scheme2, error: new Float64Array(scheme2.fullRank(convGeometry(info)) + 1) }));
+    ? filterCandidates(chosen, schemes.of, topology)
+    : chosen.map((info) => ({ info, scheme: schemes.of(info), error: new Float64Array(schemes.of(info).fullRank(convGeometry(info)) + 1) }));
   const max = maximumSpeedup(layers, candidates);
   const targets = REACH_TARGETS.filter((t) => t <= max.speedup).map((target) => {
     const a = withSpectra ? allocateRanks(layers, candidates, target)! : ranksForSpeedup(layers, candidates, target)!;

@@ -28,6 +28,8 @@ export function parseRankSpec(text: string): RankSpec {
 
 export interface RankedLayer {
   info: LayerInfo;
+  /** The scheme that replaces the layer. */
+  scheme: Scheme;
   rank: number;
   /** True when the rank costs at least as many MACs as the layer (only kept with allowSlower). */
   slower: boolean;
@@ -44,7 +46,7 @@ export interface ManualRanks {
  * layer that is not chosen, each within 1…full rank. A rank that saves no MACs leaves its layer
  * as it is unless `allowSlower`.
  */
-export function manualRanks(chosen: LayerInfo[], scheme: Scheme, spec: RankSpec, allowSlower: boolean): ManualRanks {
+export function manualRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, spec: RankSpec, allowSlower: boolean): ManualRanks {
   if (spec instanceof Map) {
     const names = new Set(chosen.map((l) => l.name));
     const extra = [...spec.keys()].filter((n) => !names.has(n));
@@ -57,6 +59,7 @@ export function manualRanks(chosen: LayerInfo[], scheme: Scheme, spec: RankSpec,
   for (const info of chosen) {
     const rank = typeof spec === 'number' ? spec : spec.get(info.name);
     if (rank === undefined) throw new UserError(`--rank gives no rank for ${info.name}; add ${info.name}=<rank>`);
+    const scheme = schemeOf(info);
     const g = convGeometry(info);
     const full = scheme.fullRank(g);
     if (!Number.isInteger(rank) || rank < 1 || rank > full) {
@@ -72,7 +75,7 @@ export function manualRanks(chosen: LayerInfo[], scheme: Scheme, spec: RankSpec,
       });
       continue;
     }
-    ranked.push({ info, rank, slower });
+    ranked.push({ info, scheme, rank, slower });
   }
   return { ranked, skipped };
 }
@@ -93,11 +96,10 @@ export interface Allocation {
   predictedError: number;
 }
 
-/** The named layers as candidates for `scheme`, each with its filter-error curve. */
-export function filterCandidates(layers: LayerInfo[], names: string[], scheme: Scheme, topology: any): Candidate[] {
-  return names.map((name) => {
-    const info = layers.find((l) => l.name === name);
-    if (!info) throw new UserError(`no layer named '${name}'`);
+/** The layers as candidates, each for its scheme, with its filter-error curve. */
+export function filterCandidates(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, topology: any): Candidate[] {
+  return chosen.map((info) => {
+    const scheme = schemeOf(info);
     return { info, scheme, error: scheme.errorCurve(targetLayer(info, topology)) };
   });
 }

@@ -71,7 +71,8 @@ export async function planBySensitivity(
   const reference = await outputs(original, batches);
   const norm = reference.reduce((s, y) => s + tf.tidy(() => y.square().sum().dataSync()[0]), 0);
   const layers = plan.ranked.map((r) => r.info);
-  const ladders = layers.map((info) => rankLadder(rankCap({ info, scheme: plan.scheme, error: [] }), SENSITIVITY_RANKS));
+  const schemes = plan.ranked.map((r) => r.scheme);
+  const ladders = layers.map((info) => rankLadder(rankCap({ info, scheme: schemes[layers.indexOf(info)], error: [] }), SENSITIVITY_RANKS));
   const progress = reporter.phase('measuring layer sensitivity', ladders.reduce((s, l) => s + l.length, 0), 'ranks');
   let done = 0;
   const measured: SensitivityResult['measured'] = [];
@@ -88,8 +89,8 @@ export async function planBySensitivity(
     await cache.fill(() => {});
     const points: { rank: number; error: number }[] = [];
     for (const rank of ladders[i]) {
-      const start = plan.scheme.factorize(target, rank);
-      const form = plan.scheme.factored(target, rank);
+      const start = schemes[i].factorize(target, rank);
+      const form = schemes[i].factored(target, rank);
       const fit = await fitLayer(form, start.factors, cache, target.bias !== null, { ...DEFAULT_FIT, iterations: 0, seed: 0 }, { iteration() {}, solve() {} });
       form.dispose();
       const solved = { ...start, factors: fit.factors.map(weightValue), bias: addOffset(target.bias, fit.offset) };
@@ -109,7 +110,7 @@ export async function planBySensitivity(
     cache.dispose();
     kernel.dispose();
     measured.push({ name: info.name, points });
-    candidates.push({ info, scheme: plan.scheme, error: interpolate(points, plan.scheme.fullRank(convGeometry(info))) });
+    candidates.push({ info, scheme: schemes[i], error: interpolate(points, schemes[i].fullRank(convGeometry(info))) });
   }
   progress.finish();
   tf.dispose([...batches, ...reference]);

@@ -12,7 +12,9 @@ import { scheme2Matrix } from '../src/factorize/reshape.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
-import { CHARCNN, NESTED, RESIDUAL, ROOT, SCHEME_VARIANTS, copyModel, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+import {
+  CHARCNN, FASHION_TRAIN, NESTED, RESIDUAL, ROOT, SCHEME_VARIANTS, copyModel, errorLine, folderSnapshot, pointwiseModel, runCli, teachableModel, tempDir,
+} from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -130,6 +132,91 @@ describe('scheme 2 filter error', () => {
       const err = tf.tidy(() => tf.norm(tf.sub(kernel, recomposed)).div(tf.norm(kernel)).dataSync()[0]);
       assert.ok(Math.abs(err - reported) < 1e-4 * Math.max(reported, 1e-2), `rank ${rank}: saved weights give ${err}, reported ${reported}`);
     }
+  });
+});
+
+// ---- the channel scheme: 1×1 convs and Dense layers ----------------------------------------------
+
+const CHANNEL: SchemeOptions = { scheme: 'channel', basis: 'per-channel', separable: false };
+
+describe('channel scheme', () => {
+  test('at full rank reproduces 1×1 convs (stride 1 and 2) and Dense layers (flattened and sequence input)', async () => {
+    await expectFullRankExact(pointwiseModel(), ['p_conv', 'p_stride', 'p_dense', 'p_sequence'], CHANNEL);
+  });
+
+  test('--scheme 2 replaces a 1×1 conv by the channel scheme; --scheme channel refuses a 9×9 conv', async () => {
+    const { model } = await loadModel(CHARCNN);
+    const result = await compressModel(model, { ...VARIANTS[0], rank: new Map([['conv2', 8], ['conv4', 4]]) });
+    assert.deepEqual(result.layers.map((l) => [l.name, l.scheme, l.newLayers]), [['conv2', 'scheme2', ['conv2_v', 'conv2_h']], ['conv4', 'channel', ['conv4_a', 'conv4_b']]]);
+    await assert.rejects(compressModel(model, { ...CHANNEL, rank: 4, layers: ['conv2'] }), /cannot replace conv2: it is a 9×9 Conv2D; the channel scheme replaces 1×1 Conv2D and Dense layers/);
+  });
+
+  test('filter error equals the Eckart–Young optimum of the C×N matrix (1×1 conv and Dense)', async () => {
+    const model = pointwiseModel();
+    for (const name of ['p_conv', 'p_dense']) {
+      const kernel = listLayers(model).find((l) => l.name === name)!.layer.getWeights()[0];
+      const [C, N] = kernel.shape.slice(-2);
+      const sigma = exactSingularValues(kernel.reshape([1, 1, C, N]));
+      const total = sigma.reduce((a, s) => a + s * s, 0);
+      for (const rank of [1, 3, Math.min(C, N) - 1]) {
+        const result = await compressModel(model, { ...CHANNEL, rank, layers: [name], allowSlower: true });
+        const optimum = Math.sqrt(sigma.slice(rank).reduce((a, s) => a + s * s, 0) / total);
+        const reported = result.layers[0].filterError;
+        assert.ok(Math.abs(reported - optimum) < 1e-4 * Math.max(optimum, 1e-2), `${name} rank ${rank}: ${reported} vs Eckart–Young ${optimum}`);
+      }
+    }
+  });
+
+  test('default selection: 1×1 convs and Dense layers where the rank saves MACs, never the last layer; charcnn runs unchanged', async () => {
+    const { model } = await loadModel(CHARCNN);
+    const charcnn = await compressModel(model, { ...VARIANTS[0], rank: 8 });
+    assert.deepEqual(charcnn.layers.map((l) => l.name), ['conv2', 'conv3'], 'conv4 makes the outputs');
+    const pointwise = pointwiseModel();
+    // Break-even ranks (largest K with K·(C+N) < C·N): p_conv 6→10: 3, p_stride 10→8: 4, p_dense 160→12: 11;
+    // p_sequence makes an output.
+    const at = async (rank: number) => (await compressModel(pointwise, { ...VARIANTS[0], rank })).layers.map((l) => l.name);
+    assert.deepEqual(await at(3), ['p_conv', 'p_stride', 'p_dense']);
+    assert.deepEqual(await at(4), ['p_stride', 'p_dense']);
+    assert.deepEqual(await at(11), ['p_dense']);
+    await assert.rejects(at(12), /no layer to replace by default .*passed over p_conv \(rank 12 is above its full rank 6\)/);
+  });
+});
+
+describe('Teachable-Machine-shaped model (Sequential(functional MobileNet block, Dense head))', () => {
+  test('the channel scheme replaces its 1×1 convs and Dense layers in place; the output reloads in stock tfjs and reproduces it at full rank', async () => {
+    const dir = tempDir();
+    const original = teachableModel();
+    await saveModel(original, path.join(dir, 'tm'));
+    const out = path.join(dir, 'out');
+    const run = runCli(['compress', path.join(dir, 'tm'), '--scheme', 'channel', '--rank', 'expand=8,project=12,last_conv=12,head_dense=20,head_out=3', '--allow-slower', '--out', out, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(JSON.parse(run.stdout).layers.map((l: any) => l.scheme), ['channel', 'channel', 'channel', 'channel', 'channel']);
+    const json = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8'));
+    const data = Buffer.concat(json.weightsManifest.flatMap((g: any) => g.paths.map((p: string) => fs.readFileSync(path.join(out, p)))));
+    const reloaded = await tf.loadLayersModel(tf.io.fromMemory({
+      modelTopology: json.modelTopology, weightSpecs: json.weightsManifest.flatMap((g: any) => g.weights), weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.length),
+    }));
+    const names = (m: tf.LayersModel): string[] => m.layers.flatMap((l) => (l instanceof tf.LayersModel ? names(l) : [l.name]));
+    assert.deepEqual(names(reloaded).filter((n) => /_(a|b)$/.test(n)), ['expand_a', 'expand_b', 'project_a', 'project_b', 'last_conv_a', 'last_conv_b', 'head_dense_a', 'head_dense_b', 'head_out_a', 'head_out_b']);
+    const x = randomBatch(original);
+    const diff = relativeMaxDiff(outputs(original, x), outputs(reloaded, x));
+    assert.ok(diff < 1e-4, `outputs differ by ${diff.toExponential(2)} of their scale`);
+  });
+
+  test('default selection: the 1×1 convs and the first Dense layer where the rank saves MACs; not the stem, the depthwise conv or the output layer', async () => {
+    const result = await compressModel(teachableModel(), { ...VARIANTS[0], rank: 6 });
+    // Break-even: expand 8→24: 5, project 24→12: 7, last_conv 12→32: 8, head_dense 32→20: 12.
+    assert.deepEqual(result.layers.map((l) => l.name), ['project', 'last_conv', 'head_dense']);
+  });
+
+  test('--data: the Dense layers inside the nested head are fitted in closed form too', async () => {
+    const dir = tempDir();
+    await saveModel(teachableModel(), path.join(dir, 'tm'));
+    const run = runCli(['compress', path.join(dir, 'tm'), '--rank', '6', '--out', path.join(dir, 'out'), '--data', FASHION_TRAIN, '--samples', '40', '--holdout', '0.05', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const layers = JSON.parse(run.stdout).layers;
+    assert.deepEqual(layers.map((l: any) => [l.name, l.fitSteps]), [['project', 0], ['last_conv', 0], ['head_dense', 0]]);
+    for (const l of layers) assert.ok(l.fitError.data <= l.fitError.filter, `${l.name}: ${l.fitError.filter} → ${l.fitError.data}`);
   });
 });
 

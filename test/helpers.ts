@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
 import type { SchemeOptions } from '../src/schemes/index.js';
 
 /** Repository root (tests run from dist/test). */
@@ -66,3 +67,39 @@ export const SCHEME_VARIANTS: (SchemeOptions & { title: string })[] = [
   { title: 'scheme 1 shared', scheme: '1', basis: 'shared', separable: false },
   { title: 'scheme 1 separable', scheme: '1', basis: 'per-channel', separable: true },
 ];
+
+/**
+ * 1×1 convs (stride 1 and 2, with and without bias) and Dense layers on a flattened and a sequence
+ * input, every one named p_* (`linear`: no activations, so outputs are linear responses + bias).
+ */
+export function pointwiseModel(linear = false): tf.LayersModel {
+  const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }), biasInitializer: tf.initializers.randomNormal({ seed: seed + 1 }) });
+  const input = tf.input({ shape: [9, 7, 6] });
+  const a = tf.layers.conv2d({ name: 'p_conv', filters: 10, kernelSize: 1, activation: linear ? 'linear' : 'relu', ...init(1) }).apply(input) as tf.SymbolicTensor;
+  const b = tf.layers.conv2d({ name: 'p_stride', filters: 8, kernelSize: 1, strides: 2, padding: 'same', useBias: false, ...init(2) }).apply(a) as tf.SymbolicTensor;
+  const flat = tf.layers.flatten().apply(b) as tf.SymbolicTensor;
+  const c = tf.layers.dense({ name: 'p_dense', units: 12, activation: linear ? 'linear' : 'tanh', ...init(3) }).apply(flat) as tf.SymbolicTensor;
+  const seq = tf.layers.reshape({ targetShape: [3, 4] }).apply(c) as tf.SymbolicTensor;
+  const d = tf.layers.dense({ name: 'p_sequence', units: 5, ...init(4) }).apply(seq) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: [d, c] });
+}
+
+/** A Teachable-Machine-shaped model: a Sequential wrapping a functional MobileNet-like block, then a Dense head. */
+export function teachableModel(): tf.LayersModel {
+  const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }), biasInitializer: tf.initializers.randomNormal({ seed: seed + 1, stddev: 0.1 }) });
+  const input = tf.input({ shape: [16, 16, 3] });
+  let h = tf.layers.conv2d({ name: 'stem', filters: 8, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', ...init(1) }).apply(input) as tf.SymbolicTensor;
+  const expanded = tf.layers.conv2d({ name: 'expand', filters: 24, kernelSize: 1, activation: 'relu', ...init(2) }).apply(h) as tf.SymbolicTensor;
+  h = tf.layers.depthwiseConv2d({ name: 'dw', kernelSize: 3, padding: 'same', depthwiseInitializer: tf.initializers.glorotNormal({ seed: 3 }) }).apply(expanded) as tf.SymbolicTensor;
+  h = tf.layers.conv2d({ name: 'project', filters: 12, kernelSize: 1, useBias: false, ...init(4) }).apply(h) as tf.SymbolicTensor;
+  h = tf.layers.conv2d({ name: 'last_conv', filters: 32, kernelSize: 1, activation: 'relu', ...init(5) }).apply(h) as tf.SymbolicTensor;
+  h = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(h) as tf.SymbolicTensor;
+  const mobilenet = tf.model({ inputs: input, outputs: h, name: 'mobilenet' });
+  return tf.sequential({
+    layers: [
+      mobilenet,
+      tf.layers.dense({ name: 'head_dense', units: 20, activation: 'relu', ...init(6) }),
+      tf.layers.dense({ name: 'head_out', units: 3, activation: 'softmax', ...init(7) }),
+    ],
+  });
+}

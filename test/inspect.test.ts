@@ -1,6 +1,13 @@
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CHARCNN, NESTED, RESIDUAL, runCli } from './helpers.js';
+import * as path from 'node:path';
+import { useBackend } from '../src/backend.js';
+import { saveModel } from '../src/model/io.js';
+import { CHARCNN, NESTED, RESIDUAL, runCli, teachableModel, tempDir } from './helpers.js';
+
+before(async () => {
+  await useBackend('wasm');
+});
 
 describe('inspect', () => {
   test('the charcnn table: conv2 carries most of the MACs', () => {
@@ -9,6 +16,8 @@ describe('inspect', () => {
     assert.match(run.stdout, /conv2\s+Conv2D\s+9×9\s+48→128\s+1,1\s+8×8×128\s+31\.85M\s+9\d\.\d%/);
     assert.match(run.stdout, /total\s+33\.90M\s+100%/);
     assert.match(run.stdout, /Scheme 2 ranks/);
+    assert.match(run.stdout, /Channel scheme ranks[^\n]*\n[^\n]*\n[^\n]*\nconv4\s+10\s+9\s/);
+    assert.match(run.stdout, /MACs no scheme can replace: 0\.0%/);
     assert.match(run.stderr, /tfjs backend (wasm|tensorflow)/);
   });
 
@@ -30,6 +39,27 @@ describe('inspect', () => {
     const e = s2.energyRanks;
     assert.ok(1 <= e['0.9'] && e['0.9'] <= e['0.95'] && e['0.95'] <= e['0.99'] && e['0.99'] <= 432);
     assert.equal(r.layers.find((l: any) => l.name === 'conv4').scheme2, null, '1×1 convs have no Scheme 2 summary');
+    const conv4 = r.layers.find((l: any) => l.name === 'conv4');
+    assert.deepEqual([conv4.channel.fullRank, conv4.channel.breakEvenRank], [10, 9], '128→10: K·138 < 1280 up to K = 9');
+    assert.ok(conv4.replaceable && !conv4.defaultCandidate, 'conv4 makes the outputs: replaceable, not picked by default');
+    assert.equal(conv2.channel, null);
+    assert.deepEqual(r.unreplaceable, { share: 0, byClass: {} });
+  });
+
+  test('a Teachable-Machine-shaped model: channel ranks for 1×1 convs and Dense layers; the depthwise conv shown as no scheme can replace', async () => {
+    const dir = tempDir();
+    await saveModel(teachableModel(), path.join(dir, 'tm'));
+    const run = runCli(['inspect', path.join(dir, 'tm'), '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const r = JSON.parse(run.stdout);
+    assert.deepEqual(r.layers.filter((l: any) => l.channel).map((l: any) => [l.name, l.channel.fullRank]), [['expand', 8], ['project', 12], ['last_conv', 12], ['head_dense', 20], ['head_out', 3]]);
+    const dw = r.layers.find((l: any) => l.name === 'dw');
+    assert.equal(dw.replaceable, false);
+    assert.deepEqual(r.unreplaceable, { share: dw.macShare, byClass: { DepthwiseConv2D: dw.macShare } });
+    const text = runCli(['inspect', path.join(dir, 'tm')]).stdout;
+    assert.match(text, /Channel scheme ranks/);
+    assert.match(text, new RegExp(`MACs no scheme can replace: ${(dw.macShare * 100).toFixed(1)}% \\(DepthwiseConv2D ${(dw.macShare * 100).toFixed(1)}%\\)`));
+    assert.match(text, /left out without --layers \(first conv, last layer\): stem [\d.]+%, head_out [\d.]+%/);
   });
 
   test('"how fast can this get": the maximum by MACs and ranks that reach each whole-model target', () => {

@@ -6,7 +6,7 @@ import { convGeometry } from '../src/cost.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, rankCap, ranksForSpeedup, theoreticalSpeedup } from '../src/ranks.js';
-import { filterError, scheme1, scheme2, targetLayer, type Scheme } from '../src/schemes/index.js';
+import { filterError, scheme1, scheme2, selectSchemes, targetLayer, type Scheme } from '../src/schemes/index.js';
 import { interpolate, rankLadder } from '../src/sensitivity.js';
 import { CHARCNN, NESTED, RESIDUAL } from './helpers.js';
 
@@ -44,7 +44,7 @@ describe('--speedup: ranks chosen for a whole-model target', () => {
         const { model, topology } = await loadModel(fixture);
         const layers = listLayers(model);
         const names = layers.filter((l) => l.className === 'Conv2D' && scheme.refuses(l) === null && l.calls.length === 1).map((l) => l.name);
-        const candidates = filterCandidates(layers, names, scheme, topology);
+        const candidates = filterCandidates(names.map((n) => layers.find((l) => l.name === n)!), () => scheme, topology);
         const max = maximumSpeedup(layers, candidates).speedup;
         let checked = 0;
         // A fine grid of targets: the last rank step often overshoots, and only some targets leave room
@@ -80,8 +80,8 @@ describe('--speedup: ranks chosen for a whole-model target', () => {
   test('the maximum reachable speedup is every candidate at rank 1, and names what holds it back', async () => {
     const { model, topology } = await loadModel(CHARCNN);
     const layers = listLayers(model);
-    const { chosen } = selectLayers(layers, scheme2, undefined);
-    const candidates = filterCandidates(layers, chosen.map((l) => l.name), scheme2, topology);
+    const { chosen } = selectLayers(layers, selectSchemes({ scheme: '2', basis: 'per-channel', separable: false }), undefined, undefined);
+    const candidates = filterCandidates(chosen, () => scheme2, topology);
     const max = maximumSpeedup(layers, candidates);
     const atOne = theoreticalSpeedup(layers, candidates, new Map(chosen.map((l) => [l.name, 1])));
     assert.equal(max.speedup, atOne);

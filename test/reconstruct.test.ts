@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
+import { Matrix, SVD, solve } from 'ml-matrix';
 import { useBackend } from '../src/backend.js';
 import { compressModel, type CompressOptions } from '../src/compress.js';
 import { DEFAULT_PIXELS, imageBatches } from '../src/data/images.js';
@@ -12,7 +13,7 @@ import { listLayers } from '../src/model/layers.js';
 import { dataReconstruction, type DataReport } from '../src/pipeline.js';
 import { loadImages, planImages, silentReporter, type ReconstructOptions } from '../src/reconstruct/index.js';
 import type { SchemeOptions } from '../src/schemes/index.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, runCli, tempDir } from './helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, pointwiseModel, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -22,6 +23,7 @@ const SCHEME2: SchemeOptions = { scheme: '2', basis: 'per-channel', separable: f
 const SCHEME1: SchemeOptions = { scheme: '1', basis: 'per-channel', separable: false };
 const SHARED: SchemeOptions = { scheme: '1', basis: 'shared', separable: false };
 const SEPARABLE: SchemeOptions = { scheme: '1', basis: 'per-channel', separable: true };
+const CHANNEL: SchemeOptions = { scheme: 'channel', basis: 'per-channel', separable: false };
 
 // ---- the factored forward pass -----------------------------------------------------------------
 
@@ -47,40 +49,53 @@ function relativeMaxDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => a.sub(b).abs().max().dataSync()[0] / b.abs().max().dataSync()[0]);
 }
 
+/** The factored forward pass of every replaced layer equals the tfjs replacement layers, directly and via design × last factor. */
+async function expectFactoredForward(model: tf.LayersModel, names: string[], variant: SchemeOptions, rank: number): Promise<void> {
+  const result = await compressModel(model, { ...variant, rank, layers: names, allowSlower: true });
+  const layers = new Map(listLayers(result.model).map((l) => [l.name, l.layer]));
+  for (const t of result.factorizations) {
+    const fl = t.scheme.factored(t.target, t.rank);
+    const g = t.target.geometry;
+    const x = tf.randomNormal([3, g.inH, g.inW, g.C], 0, 1, 'float32', 5) as tf.Tensor4D;
+    const f = t.factors.map((w) => tf.tensor(w.values, w.shape));
+    const expected = tf.tidy(() => t.scheme.layers(t).reduce((h, l) => layers.get(l.config.name)!.apply(h) as tf.Tensor, x as tf.Tensor).reshape([-1, g.N]));
+    const bias = t.target.bias ? tf.tensor1d(t.target.bias) : tf.zeros([g.N]);
+    const mine = tf.tidy(() => fl.forward(x, f).add(bias));
+    const viaDesign = tf.tidy(() => tf.matMul(fl.design(x, f), f[fl.last].reshape([fl.lastFanIn, g.N])).add(bias));
+    const d1 = relativeMaxDiff(mine, expected);
+    const d2 = relativeMaxDiff(viaDesign, expected);
+    assert.ok(d1 < 1e-5, `${t.target.name}: forward differs by ${d1.toExponential(2)}`);
+    assert.ok(d2 < 1e-5, `${t.target.name}: design × last factor differs by ${d2.toExponential(2)}`);
+    tf.dispose([x, ...f, expected, bias, mine, viaDesign]);
+    fl.dispose();
+  }
+}
+
+const POINTWISE = ['p_conv', 'p_stride', 'p_dense', 'p_sequence'];
+
 describe('factored forward pass', () => {
   const variants: [string, SchemeOptions, number][] = [
     ['scheme 2', SCHEME2, 3], ['scheme 1 per-channel', SCHEME1, 2], ['scheme 1 shared', SHARED, 2], ['scheme 1 separable', SEPARABLE, 2],
   ];
   for (const [title, variant, rank] of variants) {
     test(`${title}: equals the tfjs replacement layers, and design × last factor equals it too`, async () => {
-      const model = geometryModel();
       // tfjs' DepthwiseConv2D ignores dilation, so --separable refuses dilated convs.
       const names = ['g_same_even', 'g_valid_even', 'g_dilated', 'g_stride_same', 'g_out'].filter((n) => !(variant.separable && n === 'g_dilated'));
-      const result = await compressModel(model, { ...variant, rank, layers: names, allowSlower: true });
-      const layers = new Map(listLayers(result.model).map((l) => [l.name, l.layer]));
-      for (const t of result.factorizations) {
-        const fl = t.scheme.factored(t.target, t.rank);
-        const g = t.target.geometry;
-        const x = tf.randomNormal([3, g.inH, g.inW, g.C], 0, 1, 'float32', 5) as tf.Tensor4D;
-        const f = t.factors.map((w) => tf.tensor(w.values, w.shape));
-        const expected = tf.tidy(() => t.scheme.layers(t).reduce((h, l) => layers.get(l.config.name)!.apply(h) as tf.Tensor, x as tf.Tensor).reshape([-1, g.N]));
-        const bias = t.target.bias ? tf.tensor1d(t.target.bias) : tf.zeros([g.N]);
-        const mine = tf.tidy(() => fl.forward(x, f).add(bias));
-        const viaDesign = tf.tidy(() => tf.matMul(fl.design(x, f), f[fl.last].reshape([fl.lastFanIn, g.N])).add(bias));
-        const d1 = relativeMaxDiff(mine, expected);
-        const d2 = relativeMaxDiff(viaDesign, expected);
-        assert.ok(d1 < 1e-5, `${t.target.name}: forward differs by ${d1.toExponential(2)}`);
-        assert.ok(d2 < 1e-5, `${t.target.name}: design × last factor differs by ${d2.toExponential(2)}`);
-        tf.dispose([x, ...f, expected, bias, mine, viaDesign]);
-        fl.dispose();
-      }
+      await expectFactoredForward(geometryModel(), names, variant, rank);
     });
   }
+  test('channel (1×1 convs, strided, Dense on flattened and sequence input): equals the tfjs replacement layers, and design × last factor too', async () => {
+    await expectFactoredForward(pointwiseModel(true), POINTWISE, CHANNEL, 3);
+  });
 
   test('hand-written gradients match finite differences (every factor, offset, prior)', async () => {
-    const model = geometryModel();
-    for (const variant of [SCHEME2, SCHEME1, SEPARABLE]) {
-      const result = await compressModel(model, { ...variant, rank: 2, layers: ['g_same_even', 'g_stride_same'], allowSlower: true });
+    const cases: [tf.LayersModel, SchemeOptions, string[]][] = [
+      ...[SCHEME2, SCHEME1, SEPARABLE].map((v): [tf.LayersModel, SchemeOptions, string[]] => [geometryModel(), v, ['g_same_even', 'g_stride_same']]),
+      // p_conv is p_stride without the stride; its 126 output rows make the float32 sums too coarse for a difference quotient.
+      [pointwiseModel(true), CHANNEL, ['p_stride', 'p_dense', 'p_sequence']],
+    ];
+    for (const [model, variant, names] of cases) {
+      const result = await compressModel(model, { ...variant, rank: 2, layers: names, allowSlower: true });
       for (const t of result.factorizations) {
         const fl = t.scheme.factored(t.target, t.rank);
         const g = t.target.geometry;
@@ -118,6 +133,81 @@ describe('factored forward pass', () => {
   });
 });
 
+// ---- the channel scheme's closed-form data fit ----------------------------------------------------
+
+/**
+ * Reduced-rank regression solved independently (ml-matrix): min ‖Y − XM − 1oᵀ‖² + λ‖M − W‖² over
+ * rank-K M is ordinary least squares on the data stacked with λ rows √λ·I → √λ·W (centred when o is
+ * free), projected on the top-K right singular vectors of the fitted values.
+ */
+function bruteForceRrr(x: Matrix, y: Matrix, w: Matrix, k: number, lambda: number, hasBias: boolean): { m: Matrix; o: number[] | null } {
+  const xMean = hasBias ? x.mean('column') : new Array(x.columns).fill(0);
+  const yMean = hasBias ? y.mean('column') : new Array(y.columns).fill(0);
+  const xc = x.clone().subRowVector(xMean as number[]);
+  const yc = y.clone().subRowVector(yMean as number[]);
+  const xa = Matrix.zeros(x.rows + x.columns, x.columns);
+  const ya = Matrix.zeros(y.rows + x.columns, y.columns);
+  xa.setSubMatrix(xc, 0, 0);
+  ya.setSubMatrix(yc, 0, 0);
+  xa.setSubMatrix(Matrix.eye(x.columns).mul(Math.sqrt(lambda)), x.rows, 0);
+  ya.setSubMatrix(w.clone().mul(Math.sqrt(lambda)), y.rows, 0);
+  const ols = solve(xa, ya, true);
+  const fitted = xa.mmul(ols);
+  const v = new SVD(fitted, { autoTranspose: true }).rightSingularVectors.subMatrix(0, y.columns - 1, 0, k - 1);
+  const m = ols.mmul(v).mmul(v.transpose());
+  return { m, o: hasBias ? (yMean as number[]).map((ym, j) => ym - (xMean as number[]).reduce((a, xm, c) => a + xm * m.get(c, j), 0)) : null };
+}
+
+describe('channel scheme: closed-form data fit', () => {
+  const cases: [number, number, number][] = [[7, 4, 2], [3, 6, 2]]; // C ≥ N and C < N
+  for (const [C, N, K] of cases) {
+    for (const hasBias of [true, false]) {
+      for (const kappa of [0, 0.2]) {
+        test(`C=${C}, N=${N}, K=${K}, ${hasBias ? 'offset' : 'no offset'}, κ=${kappa}: matches a brute-force reduced-rank regression`, async () => {
+          const input = tf.input({ shape: [C] });
+          const dense = tf.layers.dense({ units: N, useBias: hasBias, kernelInitializer: tf.initializers.randomNormal({ seed: C * N }) }).apply(input) as tf.SymbolicTensor;
+          const model = tf.model({ inputs: input, outputs: dense });
+          const [f] = (await compressModel(model, { ...CHANNEL, rank: K, layers: [model.layers[1].name], allowSlower: true })).factorizations;
+          const R = 40;
+          // Inputs with a non-zero mean, targets the layer's response plus structured noise.
+          const x = tf.tidy(() => tf.randomNormal([R, C], 0, 1, 'float32', 1).add(tf.linspace(-1, 2, C)));
+          const w = tf.tensor2d(f.target.kernel, [C, N]);
+          const y = tf.tidy(() => tf.matMul(x, w).add(tf.randomNormal([R, N], 0, 0.5, 'float32', 2)).add(tf.linspace(0, 1, N)) as tf.Tensor2D);
+          const form = f.scheme.factored(f.target, K);
+          const stats = form.closedForm!();
+          // Two batches: the statistics add up.
+          stats.add(x.slice(0, 15).reshape([15, 1, 1, C]) as tf.Tensor4D, y.slice(0, 15) as tf.Tensor2D);
+          stats.add(x.slice(15).reshape([R - 15, 1, 1, C]) as tf.Tensor4D, y.slice(15) as tf.Tensor2D);
+          const sol = stats.solve(f.factors, hasBias, kappa);
+          const toMatrix = (values: ArrayLike<number>, rows: number, cols: number) => new Matrix(rows, cols).apply(function (this: Matrix, i: number, j: number) { this.set(i, j, values[i * cols + j]); });
+          const xm = toMatrix(x.dataSync(), R, C);
+          const ym = toMatrix(y.dataSync(), R, N);
+          const wm = toMatrix(f.target.kernel, C, N);
+          const mu = xm.clone().pow(2).sum() / (R * C);
+          const expected = bruteForceRrr(xm, ym, wm, K, kappa * mu * R, hasBias);
+          const mine = toMatrix(sol.factors[0].values, C, K).mmul(toMatrix(sol.factors[1].values, K, N));
+          const scale = expected.m.norm();
+          assert.ok(mine.clone().sub(expected.m).norm() < 1e-4 * scale, `M differs by ${mine.clone().sub(expected.m).norm() / scale}`);
+          if (hasBias) {
+            const diff = Math.max(...expected.o!.map((o, j) => Math.abs(o - sol.offset![j])));
+            assert.ok(diff < 1e-4 * Math.max(1, ...expected.o!.map(Math.abs)), `offset differs by ${diff}`);
+          } else {
+            assert.equal(sol.offset, null);
+          }
+          // Its data error, recomputed directly, is the one reported, and no worse than the filter start's.
+          const residual = ym.clone().sub(xm.mmul(mine));
+          if (sol.offset) residual.subRowVector(Array.from(sol.offset));
+          const sse = residual.pow(2).sum();
+          assert.ok(Math.abs(sse - sol.sse) < 1e-3 * sol.yy, `sse ${sol.sse} vs ${sse}`);
+          assert.ok(sol.sse <= sol.sseStart, `data ${sol.sse} vs filter ${sol.sseStart}`);
+          tf.dispose([x, w, y]);
+          form.dispose();
+        });
+      }
+    }
+  }
+});
+
 // ---- data reconstruction on the fixture ----------------------------------------------------------
 
 /** Few images and steps: the tests check direction, not the benchmark's numbers. */
@@ -129,9 +219,9 @@ interface Run {
   weights: Float32Array[];
 }
 
-async function reconstruct(variant: SchemeOptions, rank: CompressOptions['rank'], options: Partial<ReconstructOptions>): Promise<Run> {
+async function reconstruct(variant: SchemeOptions, rank: CompressOptions['rank'], options: Partial<ReconstructOptions>, layers = ['conv2', 'conv3']): Promise<Run> {
   const charcnn = await loadModel(CHARCNN);
-  const result = await compressModel(charcnn.model, { ...variant, rank, layers: ['conv2', 'conv3'], topology: charcnn.topology });
+  const result = await compressModel(charcnn.model, { ...variant, rank, layers, topology: charcnn.topology });
   result.model.dispose();
   const opts: ReconstructOptions = {
     data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: FIT_IMAGES, joint: true, iterations: 40, batch: 16, seed: 3,
@@ -147,8 +237,8 @@ async function reconstruct(variant: SchemeOptions, rank: CompressOptions['rank']
   return { report, weights };
 }
 
-function assertDataBeatsFilter(report: DataReport): void {
-  assert.equal(report.layers.length, 2);
+function assertDataBeatsFilter(report: DataReport, layers = 2): void {
+  assert.equal(report.layers.length, layers);
   for (const l of report.layers) {
     assert.ok(l.dataError.data < l.dataError.filter, `${l.name}: held-out error ${l.dataError.filter} → ${l.dataError.data}`);
     assert.ok(l.fitError.data <= l.fitError.filter, `${l.name}: fitting error ${l.fitError.filter} → ${l.fitError.data}`);
@@ -198,6 +288,16 @@ describe('data reconstruction on the charcnn fixture', () => {
   test('scheme 1 separable: lowers the held-out output error of every replaced layer', async () => {
     const run = await reconstruct(SEPARABLE, new Map([['conv2', 2], ['conv3', 2]]), { iterations: 30 });
     assertDataBeatsFilter(run.report);
+  });
+
+  test('channel (conv4, behind scheme 2 on conv3): the closed form beats the filter reconstruction in one pass, no steps', async () => {
+    for (const joint of [true, false]) {
+      const run = await reconstruct(SCHEME2, new Map([['conv3', 24], ['conv4', 3]]), { joint }, ['conv3', 'conv4']);
+      assertDataBeatsFilter(run.report);
+      const conv4 = run.report.layers[1];
+      assert.equal(conv4.kept, 'data');
+      assert.equal(conv4.steps, 0);
+    }
   });
 });
 

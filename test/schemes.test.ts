@@ -11,7 +11,7 @@ import { compressModel, selectLayers } from '../src/compress.js';
 import { convGeometry, layerMacs } from '../src/cost.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { filterError, schemeFor, targetLayer } from '../src/schemes/index.js';
+import { filterError, schemeFor, selectSchemes, targetLayer } from '../src/schemes/index.js';
 import { CHARCNN, NESTED, RESIDUAL, SCHEME_VARIANTS } from './helpers.js';
 
 before(async () => {
@@ -31,7 +31,7 @@ describe('reported MACs and parameters equal a count of the layers actually buil
         const layers = listLayers(model);
         // Every layer the scheme can replace, at about a third of its full rank.
         const names = layers.filter((l) => l.className === 'Conv2D' && l.calls.length === 1 && scheme.refuses(l) === null).map((l) => l.name);
-        const { chosen } = selectLayers(layers, scheme, names);
+        const { chosen } = selectLayers(layers, selectSchemes(variant), names, undefined);
         const rank = new Map(chosen.map((l) => [l.name, Math.max(1, Math.floor(scheme.fullRank(convGeometry(l)) / 3))]));
         const result = await compressModel(model, { ...variant, rank, layers: names, allowSlower: true, topology });
         const built = new Map(listLayers(result.model).map((l) => [l.name, l]));

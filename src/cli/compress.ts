@@ -99,12 +99,12 @@ function speedupFlag(text: string): number {
 export function registerCompress(program: Command): void {
   const command = program
     .command('compress')
-    .description('replace conv layers with low-rank factorizations and write a stock tfjs LayersModel')
+    .description('replace conv and Dense layers with low-rank factorizations and write a stock tfjs LayersModel')
     .argument('<model>', 'model.json, or a folder holding one')
     .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default('2'))
     .option('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
     .option('--speedup <x>', 'choose the ranks: the whole model at least this many times fewer MACs, with the least predicted error')
-    .option('--layers <names>', 'comma-separated Conv2D layers to replace (default: every Conv2D larger than 1×1 except the first)')
+    .option('--layers <names>', 'comma-separated layers to replace (default: every Conv2D larger than 1×1 except the first conv, every 1×1 Conv2D and Dense layer except the last layer)')
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
     .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
     .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)')
@@ -214,7 +214,7 @@ export function renderCompress(r: CompressReport): string {
   };
   const rows = r.layers.map((l) => [
     l.name,
-    r.scheme.label,
+    l.label,
     `${l.rank}/${l.fullRank}`,
     `${formatCount(l.macsBefore)} → ${formatCount(l.macsAfter)}`,
     chalk.bold(formatRatio(l.macsBefore / l.macsAfter)),

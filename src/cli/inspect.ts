@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import { inspectLayers, speedupReach, type InspectReport, type SpeedupReach } from '../inspect.js';
+import { inspectLayers, speedupReach, type InspectReport, type LayerReport, type Scheme2Summary, type SpeedupReach } from '../inspect.js';
 import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
 import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
@@ -13,7 +13,7 @@ const HEAVY_SHARE = 0.1;
 export function registerInspect(program: Command): void {
   program
     .command('inspect')
-    .description("list every layer's MACs, parameters and share of the model's MACs, with Scheme 2 ranks for each conv")
+    .description("list every layer's MACs, parameters and share of the model's MACs, with Scheme 2 ranks for each conv and channel-scheme ranks for each 1×1 conv and Dense layer")
     .argument('<model>', 'model.json, or a folder holding one')
     .option('--json', 'print the report as JSON on stdout')
     .option('--no-spectra', 'skip the singular values behind the energy ranks (faster on huge models)')
@@ -64,30 +64,32 @@ export function renderInspect(model: string, report: InspectReport): string {
     rows,
     [['total', '', '', '', '', '', formatCount(report.totalMacs), '100%', formatCount(report.totalParams)]],
   );
-  const convs = report.layers.filter((l) => l.scheme2 !== null);
   const parts = [`${chalk.bold(model)}: MACs and parameters per example`, table];
-  if (convs.length) {
+  const ranksTable = (title: string, rows: [string, Scheme2Summary][]) => {
+    if (!rows.length) return;
     parts.push(
       '',
-      chalk.bold('Scheme 2 ranks (kh×1 then 1×kw): full rank, largest rank that still saves MACs, ranks keeping 90/95/99 % of the kernel energy'),
+      chalk.bold(title),
       renderTable(
         [
           { header: 'layer' }, { header: 'full', align: 'right' }, { header: 'break-even', align: 'right' },
           { header: '90%', align: 'right' }, { header: '95%', align: 'right' }, { header: '99%', align: 'right' },
         ],
-        convs.map((l) => {
-          const s = l.scheme2!;
-          return [l.name, String(s.fullRank), String(s.breakEvenRank), String(s.energyRanks['0.9']), String(s.energyRanks['0.95']), String(s.energyRanks['0.99'])];
-        }),
+        rows.map(([name, s]) => [name, String(s.fullRank), String(s.breakEvenRank), String(s.energyRanks['0.9']), String(s.energyRanks['0.95']), String(s.energyRanks['0.99'])]),
       ),
     );
-  }
+  };
+  const ranks = (pick: (l: LayerReport) => Scheme2Summary | null) => report.layers.flatMap((l): [string, Scheme2Summary][] => (pick(l) ? [[l.name, pick(l)!]] : []));
+  const energy = 'full rank, largest rank that still saves MACs, ranks keeping 90/95/99 % of the kernel energy';
+  ranksTable(`Scheme 2 ranks (kh×1 then 1×kw): ${energy}`, ranks((l) => l.scheme2));
+  ranksTable(`Channel scheme ranks (1×1 convs and Dense layers, C→K then K→N): ${energy}`, ranks((l) => l.channel));
+  parts.push('', coverageLine(report));
   return parts.join('\n');
 }
 
 export function renderReach(r: SpeedupReach): string {
   const lines = [
-    chalk.bold(`How fast can this get? Scheme 2 on ${r.layers.join(', ')}: at most ${formatRatio(r.maxSpeedup)} by MACs (every layer at rank 1)`),
+    chalk.bold(`How fast can this get? Replacing ${r.layers.join(', ')}: at most ${formatRatio(r.maxSpeedup)} by MACs (every layer at rank 1)`),
     chalk.dim(`held back by: ${r.heldBack}`),
   ];
   if (r.targets.length) {
@@ -100,4 +102,15 @@ export function renderReach(r: SpeedupReach): string {
     );
   }
   return lines.join('\n');
+}
+
+/** Which MACs no scheme can replace, and which replaceable layers compress leaves out by default. */
+function coverageLine(report: InspectReport): string {
+  const { share, byClass } = report.unreplaceable;
+  const classes = Object.entries(byClass).sort((a, b) => b[1] - a[1]).map(([c, f]) => `${c} ${formatPercent(f)}`);
+  const left = report.layers.filter((l) => l.replaceable && !l.defaultCandidate && l.macShare).map((l) => `${l.name} ${formatPercent(l.macShare)}`);
+  return [
+    `MACs no scheme can replace: ${formatPercent(share)}${classes.length ? ` (${classes.join(', ')})` : ''}`,
+    ...(left.length ? [`replaceable but left out without --layers (first conv, last layer): ${left.join(', ')}`] : []),
+  ].join('\n');
 }

@@ -296,3 +296,33 @@ export async function fitLayer(
     iterations,
   };
 }
+
+/**
+ * Fitting a layer whose factored form has a closed-form data optimum (`closedForm`, e.g. the
+ * channel scheme): one pass over every fitting image streams its statistics, one solve minimises
+ * the same objective as above exactly. Kept only if better than the start on the fitting images.
+ */
+export async function fitClosedForm(
+  fl: FactoredForm, initial: WeightValue[], samples: LayerCache, hasBias: boolean, options: Pick<FitOptions, 'batch' | 'kappa'>, progress: FitProgress,
+): Promise<FitResult> {
+  const statistics = fl.closedForm!();
+  let done = 0;
+  for await (const s of samples.all(options.batch)) {
+    statistics.add(s.x, s.y);
+    done += s.x.shape[0];
+    tf.dispose([s.x, s.y]);
+    progress.solve(done, samples.total);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const solution = statistics.solve(initial, hasBias, options.kappa);
+  const kept: 'data' | 'filter' = solution.sse < solution.sseStart ? 'data' : 'filter';
+  const rel = (sse: number) => Math.sqrt(sse / Math.max(solution.yy, 1e-30));
+  const factors = kept === 'data' ? solution.factors : initial;
+  return {
+    factors: factors.map((w) => tf.tensor(w.values, w.shape)),
+    offset: kept === 'data' ? solution.offset : hasBias ? new Float32Array(fl.g.N) : null,
+    fitError: { filter: rel(solution.sseStart), data: rel(kept === 'data' ? solution.sse : solution.sseStart) },
+    kept,
+    iterations: 0,
+  };
+}

@@ -22,7 +22,7 @@ import {
 import { listLayers } from '../model/layers.js';
 import type { Factorization, WeightValue } from '../schemes/index.js';
 import { DEFAULT_CACHE_BYTES, ImageStore, LayerCache, type SampleFn } from './data.js';
-import { DEFAULT_FIT, fitLayer } from './fit.js';
+import { DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
 import { linearResponse } from './ops.js';
 import type { Reporter } from './progress.js';
 import { makeTap } from './taps.js';
@@ -184,34 +184,43 @@ export async function fitToData(
       const y = linearResponse(phi, kernel, f.target.geometry);
       return { x: fittedTap ? fittedTap(x).inputs[0] : phi, y };
     });
-    const cache = new LayerCache(images, sample, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-    const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
-    await cache.fill((done) => collect.update(done));
-    collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
-    if (cache.n < images.count) {
-      reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
-    }
     let fitting: ReturnType<Reporter['phase']> | null = null;
     let solving: ReturnType<Reporter['phase']> | null = null;
     let checking: ReturnType<Reporter['phase']> | null = null;
-    const form = f.scheme.factored(f.target, f.rank);
-    const fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, {
-      iteration: (done, total, err) => {
+    const progress = {
+      iteration: (done: number, total: number, err: number) => {
         fitting ??= reporter.phase(`${name}: fitting`, total, 'iterations');
         fitting.update(done, `error ${(err * 100).toFixed(2)}%`);
         if (done === total) fitting.finish();
       },
-      solve: (done, total) => {
+      solve: (done: number, total: number) => {
         solving ??= reporter.phase(`${name}: solving`, total, 'images');
         solving.update(done);
         if (done === total) solving.finish();
       },
-      check: (done, total) => {
+      check: (done: number, total: number) => {
         checking ??= reporter.phase(`${name}: checking`, total, 'images');
         checking.update(done);
         if (done === total) checking.finish();
       },
-    });
+    };
+    const form = f.scheme.factored(f.target, f.rank);
+    let cache: LayerCache;
+    let fit: Awaited<ReturnType<typeof fitLayer>>;
+    if (form.closedForm) {
+      // One streamed pass: nothing to cache.
+      cache = new LayerCache(images, sample, 0);
+      fit = await fitClosedForm(form, f.factors, cache, f.bias !== null, fitOptions, progress);
+    } else {
+      cache = new LayerCache(images, sample, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+      const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
+      await cache.fill((done) => collect.update(done));
+      collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
+      if (cache.n < images.count) {
+        reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
+      }
+      fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, progress);
+    }
     cache.dispose();
     form.dispose();
     kernel.dispose();

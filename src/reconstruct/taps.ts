@@ -6,11 +6,12 @@
  * running the nested model's own sub-model on it.
  */
 import * as tf from '@tensorflow/tfjs';
+import { positionGrid } from '../cost.js';
 import { UserError } from '../errors.js';
 import { listLayers } from '../model/layers.js';
 
 export interface TapResult {
-  /** Input of each requested layer, in request order. */
+  /** Input of each requested layer, in request order, as (B, H, W, C) (see `asPositionGrid`). */
   inputs: tf.Tensor4D[];
   /** The model's first output (when requested). */
   output: tf.Tensor | null;
@@ -26,6 +27,12 @@ function callInput(layer: tf.layers.Layer): tf.SymbolicTensor {
     throw new UserError(`data reconstruction: layer ${layer.name} does not take a single input`);
   }
   return node.inputTensors[0];
+}
+
+/** A layer input as (B, H, W, C) over its positions (cost.ts positionGrid): a Dense layer's [B, C] is [B, 1, 1, C]. */
+function asPositionGrid(t: tf.Tensor): tf.Tensor4D {
+  const [h, w] = positionGrid(t.shape) as [number, number];
+  return t.reshape([t.shape[0], h, w, t.shape[t.shape.length - 1]]);
 }
 
 interface Target {
@@ -63,7 +70,7 @@ function build(model: tf.LayersModel, targets: Target[], withOutput: boolean): (
   const sub = tf.model({ inputs: model.inputs, outputs: symbols });
   return (x, out) => {
     const ys = [sub.predict(x, { batchSize: x.shape[0] })].flat() as tf.Tensor[];
-    for (const d of direct) out[d.index] = ys[d.slot].clone() as tf.Tensor4D;
+    for (const d of direct) out[d.index] = asPositionGrid(ys[d.slot]);
     for (const n of inner) n.run(ys[n.slot], out);
     const result = withOutput ? ys[outputSlot].clone() : null;
     tf.dispose(ys);

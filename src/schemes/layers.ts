@@ -77,3 +77,18 @@ export function separableLayer(
     weights,
   };
 }
+
+export function denseLayer(
+  base: Record<string, any>, name: string, units: number, useBias: boolean, activation: string | null, weights: WeightValue[],
+): NewLayer {
+  return {
+    className: 'Dense',
+    config: defined({
+      ...inherit(base), name, units, activation: activation ?? 'linear', use_bias: useBias,
+      kernel_initializer: base.kernel_initializer, bias_initializer: base.bias_initializer,
+      kernel_regularizer: null, bias_regularizer: null, activity_regularizer: useBias ? (base.activity_regularizer ?? null) : null,
+      kernel_constraint: null, bias_constraint: null,
+    }),
+    weights,
+  };
+}

@@ -73,7 +73,26 @@ export interface FactoredForm {
    * A the (fanIn × N) matrix of the last factor (gram is block-diagonal, dense here).
    */
   filterNormal(f: tf.Tensor[]): { gram: Float64Array; rhs: Float64Array };
+  /**
+   * For schemes whose data optimum has a closed form: statistics of the fitting samples to stream
+   * into, solved in one step (data reconstruction then runs no iterative fit for this layer).
+   */
+  closedForm?(): ClosedFormFit;
   dispose(): void;
+}
+
+/** Streamed statistics of one layer's fitting samples; their size does not grow with the samples. */
+export interface ClosedFormFit {
+  /** Adds a batch: the layer's input x (B, inH, inW, C) and its target response y (R × N). */
+  add(x: tf.Tensor4D, y: tf.Tensor2D): void;
+  /**
+   * The factors (and output offset, with a bias) minimising ½Σ‖Y − Ŷ − o‖² + ½·κμR·‖W − Ŵ‖²
+   * (the objective of src/reconstruct/fit.ts), with the data sum of squares Σ‖Y − Ŷ − o‖² of the
+   * solution, of `start` (offset 0) and Σ‖Y‖².
+   */
+  solve(start: WeightValue[], hasBias: boolean, kappa: number): {
+    factors: WeightValue[]; offset: Float32Array | null; sse: number; sseStart: number; yy: number;
+  };
 }
 
 export interface Scheme {
