@@ -35,6 +35,7 @@ export interface DataReport {
   seed: number;
   layers: (LayerFit & { dataError: { filter: number; data: number } })[];
   accuracy: HeldOutReport['accuracy'];
+  agreement: HeldOutReport['agreement'];
   seconds: { fit: number; evaluate: number };
   skippedFiles: string[];
 }
@@ -79,6 +80,7 @@ export async function dataReconstruction(
       seed: options.seed,
       layers: fit.layers.map((l, i) => ({ ...l, dataError: heldOut.layerErrors[i] })),
       accuracy: heldOut.accuracy,
+      agreement: heldOut.agreement,
       seconds: { fit: fit.seconds, evaluate: heldOut.seconds },
       skippedFiles: stores.stats.skipped,
     },

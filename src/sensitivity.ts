@@ -47,17 +47,27 @@ async function outputs(model: tf.LayersModel, batches: tf.Tensor4D[]): Promise<t
   return batches.map((x) => tf.tidy(() => ([model.predict(x)].flat()[0] as tf.Tensor).reshape([x.shape[0], -1])));
 }
 
-export interface SensitivityResult {
-  plan: CompressPlan;
-  /** Per layer, the measured output error at each candidate rank. */
-  measured: { name: string; points: { rank: number; error: number }[] }[];
+/** Per layer, the measured output error at each candidate rank: independent of the target. */
+export interface Sensitivity {
+  layers: { name: string; points: { rank: number; error: number }[] }[];
+  /** Fitting images measured on. */
   images: number;
 }
 
-/** Re-chooses `plan`'s ranks for `target`× from measured sensitivities. */
-export async function planBySensitivity(
-  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
-): Promise<SensitivityResult> {
+export interface SensitivityResult {
+  plan: CompressPlan;
+  /** Per layer, the measured output error at each candidate rank. */
+  measured: Sensitivity['layers'];
+  images: number;
+}
+
+/**
+ * Measures every ranked layer of `plan` at its ladder of candidate ranks. The curves do not depend
+ * on the speedup target, so one measurement serves every target (see `planForTarget`).
+ */
+export async function measureSensitivity(
+  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, reporter: Reporter,
+): Promise<Sensitivity> {
   const batches: tf.Tensor4D[] = [];
   let n = 0;
   for await (const b of images.batches()) {
@@ -76,8 +86,7 @@ export async function planBySensitivity(
   const ladders = layers.map((info) => rankLadder(rankCap({ info, scheme: plan.scheme, error: [] }), SENSITIVITY_RANKS));
   const progress = reporter.phase('measuring layer sensitivity', ladders.reduce((s, l) => s + l.length, 0), 'ranks');
   let done = 0;
-  const measured: SensitivityResult['measured'] = [];
-  const candidates: Candidate[] = [];
+  const measured: Sensitivity['layers'] = [];
   for (const [i, info] of layers.entries()) {
     const target = targetLayer(info, topology);
     const points: { rank: number; error: number }[] = [];
@@ -95,19 +104,31 @@ export async function planBySensitivity(
     // noise on a small sample cannot make the allocator prefer fewer ranks for their own sake.
     for (let k = points.length - 2; k >= 0; k--) points[k].error = Math.max(points[k].error, points[k + 1].error);
     measured.push({ name: info.name, points });
-    candidates.push({ info, scheme: plan.scheme, error: interpolate(points, plan.scheme.fullRank(convGeometry(info))) });
   }
   progress.finish();
   tf.dispose([...batches, ...reference]);
+  return { layers: measured, images: n };
+}
+
+/** `plan`'s ranks re-chosen for `target`× from measured sensitivities (of `plan`'s ranked layers). */
+export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, target: number): CompressPlan {
+  const candidates: Candidate[] = plan.ranked.map(({ info }) => {
+    const points = sensitivity.layers.find((l) => l.name === info.name)!.points;
+    return { info, scheme: plan.scheme, error: interpolate(points, plan.scheme.fullRank(convGeometry(info))) };
+  });
   const allocation = allocateRanks(plan.layers, candidates, target)!;
   const baseline = ranksForSpeedup(plan.layers, candidates, target);
   return {
-    plan: {
-      ...plan,
-      ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
-      allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'measured' },
-    },
-    measured,
-    images: n,
+    ...plan,
+    ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
+    allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'measured' },
   };
+}
+
+/** Re-chooses `plan`'s ranks for `target`× from measured sensitivities. */
+export async function planBySensitivity(
+  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
+): Promise<SensitivityResult> {
+  const sensitivity = await measureSensitivity(original, topology, plan, images, reporter);
+  return { plan: planForTarget(plan, sensitivity, target), measured: sensitivity.layers, images: sensitivity.images };
 }
