@@ -87,6 +87,11 @@ export async function dataReconstruction(
   };
 }
 
+/** A compressed model's userDefinedMetadata: the input's, plus what replaced what. */
+export function outputMetadata(input: { userDefinedMetadata?: {} }, written: Factorization[]): {} {
+  return { ...(input.userDefinedMetadata ?? {}), lowrank: { replaced: replacementRecords(written) } };
+}
+
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
   const images = request.data ? planImages(request.data) : null;
   const loaded = await loadModel(request.input);
@@ -115,8 +120,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);
   }
-  const metadata = { ...(loaded.userDefinedMetadata ?? {}), lowrank: { replaced: replacementRecords(written) } };
-  const saved = await saveModel(built.model, request.out, { force: request.force, topology: built.topology, userDefinedMetadata: metadata });
+  const saved = await saveModel(built.model, request.out, { force: request.force, topology: built.topology, userDefinedMetadata: outputMetadata(loaded, written) });
   built.model.dispose();
   loaded.model.dispose();
   return {

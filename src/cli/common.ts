@@ -51,6 +51,13 @@ export function pixelOptions(flags: ImageFlags): PixelOptions {
   return { scale, offset, standardize: flags.standardize ?? false, resize: flags.resize };
 }
 
+/** Timing flags of the commands that time models (bench, sweep). */
+export function addTimingOptions(command: Command): Command {
+  return command
+    .option('--runs <n>', 'timed runs per model and batch size', '20')
+    .option('--warmup <n>', 'untimed runs first', '3');
+}
+
 /** A whole number ≥ min from a flag. */
 export function intFlag(value: string, flag: string, min = 1): number {
   const n = Number(value);

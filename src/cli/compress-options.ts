@@ -55,10 +55,10 @@ export interface DataFlags extends ImageFlags {
 
 const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels'];
 
-/** --data, the data reconstruction options and the image options. */
-export function addDataOptions(command: Command, dataHelp: string): Command {
+/** --data (optional unless `required`), the data reconstruction options and the image options. */
+export function addDataOptions(command: Command, dataHelp: string, required = false): Command {
   command
-    .option('--data <dir>', dataHelp)
+    .addOption(new Option('--data <dir>', dataHelp).makeOptionMandatory(required))
     .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
     .option('--joint', 'fit each layer behind the already approximated earlier layers (default with --data)')
     .option('--no-joint', 'fit each layer on its input in the original network')

@@ -8,6 +8,7 @@ import { registerBench } from './bench.js';
 import { registerCompress } from './compress.js';
 import { registerEvaluate } from './evaluate.js';
 import { registerInspect } from './inspect.js';
+import { registerSweep } from './sweep.js';
 
 const require = createRequire(import.meta.url);
 const { version } = require('../../../package.json') as { version: string };
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerCompress(program);
   registerBench(program);
   registerEvaluate(program);
+  registerSweep(program);
   return program;
 }
 
