@@ -77,8 +77,8 @@ export interface SweepPoint {
   accuracy: { original: number; filter: number; data: number } | null;
   /** Share of held-out images whose top-1 is the original model's. */
   agreement: { filter: number; data: number };
-  /** Data reconstruction time, and the whole point's. */
-  seconds: { fit: number; point: number };
+  /** Data reconstruction, held-out evaluation, timing, and the whole point. */
+  seconds: { fit: number; evaluate: number; timing: number; point: number };
   /** The point's model, relative to the sweep folder (with --keep). */
   model: string | null;
   finishedAt: string;
@@ -232,7 +232,9 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
       const result = await dataReconstruction(loaded.model, loaded.topology, filter, stores, images, request.data, inner);
       // The filter-only and data-reconstructed models share one architecture: one timing serves both.
       bar.update(done, `${target}×: timing`);
+      const timingStart = performance.now();
       const timings = await timeModels(loaded.model, result.built.model, SWEEP_BATCHES, request.runs, request.warmup);
+      const timingSeconds = (performance.now() - timingStart) / 1000;
       let model: string | null = null;
       if (request.keep) {
         model = pointFolder(target);
@@ -249,7 +251,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
         measured: timings.map((t) => ({ batch: t.batch, speedup: t.speedup, beforeMs: t.before.medianMs, afterMs: t.after.medianMs })),
         accuracy: accuracy && { original: accuracy.original, filter: accuracy.filter, data: accuracy.data },
         agreement: result.report.agreement,
-        seconds: { fit: result.report.seconds.fit, point: (performance.now() - started) / 1000 },
+        seconds: { ...result.report.seconds, timing: timingSeconds, point: (performance.now() - started) / 1000 },
         model,
         finishedAt: new Date().toISOString(),
       });
