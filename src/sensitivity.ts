@@ -8,6 +8,7 @@
  * held-out ones, are used, so the held-out report stays an honest check of the choice.
  */
 import * as tf from '@tensorflow/tfjs';
+import { performance } from 'node:perf_hooks';
 import { buildCompressed, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
 import type { ImageStore } from './reconstruct/data.js';
@@ -52,6 +53,7 @@ export interface Sensitivity {
   layers: { name: string; points: { rank: number; error: number }[] }[];
   /** Fitting images measured on. */
   images: number;
+  seconds: number;
 }
 
 export interface SensitivityResult {
@@ -68,6 +70,7 @@ export interface SensitivityResult {
 export async function measureSensitivity(
   original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, reporter: Reporter,
 ): Promise<Sensitivity> {
+  const start = performance.now();
   const batches: tf.Tensor4D[] = [];
   let n = 0;
   for await (const b of images.batches()) {
@@ -107,7 +110,7 @@ export async function measureSensitivity(
   }
   progress.finish();
   tf.dispose([...batches, ...reference]);
-  return { layers: measured, images: n };
+  return { layers: measured, images: n, seconds: (performance.now() - start) / 1000 };
 }
 
 /** `plan`'s ranks re-chosen for `target`× from measured sensitivities (of `plan`'s ranked layers). */

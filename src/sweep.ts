@@ -209,7 +209,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
   const pending = reachable.filter((t) => !points.some((p) => p.target === t));
   if (previous) log(`resuming: ${reachable.length - pending.length} of ${reachable.length} points already in ${SWEEP_FILE}, ${pending.length} to compute`);
   let file: SweepFile = previous ?? {
-    lowrankSweep: 1, input: path.relative(process.cwd(), loaded.jsonPath), settings, images: { fit: 0, holdout: 0, labeled: 0 }, sensitivity: { layers: [], images: 0 }, points,
+    lowrankSweep: 1, input: path.relative(process.cwd(), loaded.jsonPath), settings, images: { fit: 0, holdout: 0, labeled: 0 }, sensitivity: { layers: [], images: 0, seconds: 0 }, points,
   };
   if (pending.length) {
     const options: CompressOptions = { ...request, speedup: reachable[0] };
