@@ -212,7 +212,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
     lowrankSweep: 1, input: path.relative(process.cwd(), loaded.jsonPath), settings, images: { fit: 0, holdout: 0, labeled: 0 }, sensitivity: { layers: [], images: 0, seconds: 0 }, points,
   };
   if (pending.length) {
-    const options: CompressOptions = { ...request, speedup: reachable[0] };
+    const options: CompressOptions = { scheme: request.scheme, basis: request.basis, separable: request.separable, layers: request.layers, speedup: reachable[0] };
     const base = planCompression(loaded.model, options, loaded.topology);
     for (const s of base.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
     const stores = await loadImages(loaded.model, images, request.data);
@@ -280,13 +280,14 @@ export function sweepChart(file: SweepFile): SpeedChart {
   const s = file.settings;
   const scheme = schemeFor({ scheme: s.scheme, basis: s.basis as SchemeOptions['basis'], separable: s.separable }).label;
   return {
-    title: `${file.input}: ${scheme}, ${Object.keys(file.points[0]?.ranks ?? {}).join('+')}`,
+    title: file.input,
+    subtitle: [`${scheme} on ${Object.keys(file.points[0]?.ranks ?? {}).join(', ')}`, `ranks by measured sensitivity, ${file.images.fit} fitting images`],
     xTitle: `measured speedup at batch ${batch} (×, ${s.backend})`,
     yTitle: useAccuracy ? `top-1 accuracy on ${file.images.labeled} held-out images (%)` : `top-1 agreement with the original on ${file.images.holdout} held-out images (%)`,
     data: file.points.flatMap((p) => (['filter', 'data'] as const).map((series) => ({
-      series: SERIES[series], speedup: measuredAt(p, batch), value: valueOf(p, series), target: `${p.target}×`,
+      series: SERIES[series], speedup: measuredAt(p, batch), value: valueOf(p, series), target: p.target, label: `${p.target}×`,
     }))),
-    reference: useAccuracy && file.points.length ? { value: 100 * file.points[0].accuracy!.original, label: 'original' } : null,
+    reference: useAccuracy && file.points.length ? { value: 100 * file.points[0].accuracy!.original, label: `original ${(100 * file.points[0].accuracy!.original).toFixed(1)} %` } : null,
   };
 }
 

@@ -85,6 +85,15 @@ describe('lowrank sweep', () => {
     assert.ok(JSON.stringify(speedChartSpec(chart)).includes(SERIES.filter));
   });
 
+  test('without labels the chart shows agreement with the original', () => {
+    const unlabelled: SweepFile = { ...firstJson, points: firstJson.points.map((p) => ({ ...p, accuracy: null })) };
+    const chart = sweepChart(unlabelled);
+    assert.match(chart.yTitle, /agreement/);
+    assert.equal(chart.reference, null);
+    assert.deepEqual(chart.data.filter((d) => d.series === SERIES.filter).map((d) => d.value), firstJson.points.map((p) => 100 * p.agreement.filter));
+    assert.deepEqual(sweepChart(firstJson).data.filter((d) => d.series === SERIES.filter).map((d) => d.value), firstJson.points.map((p) => 100 * p.accuracy!.filter));
+  });
+
   test('an unreachable target is reported with the maximum and skipped', () => {
     assert.match(first.stderr, /cannot reach 100×: these layers make the model at most 29\.\d\d× faster/);
     assert.match(first.stdout, /^100× +cannot be reached: at most 29\.\d\d×/m);

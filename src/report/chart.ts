@@ -17,12 +17,15 @@ export interface ChartDatum {
   speedup: number;
   /** Accuracy or agreement, in %. */
   value: number;
-  /** The requested target, for the point's label. */
-  target: string;
+  /** The requested target: orders each series' line and labels its points. */
+  target: number;
+  label: string;
 }
 
 export interface SpeedChart {
   title: string;
+  /** Lines under the title. */
+  subtitle: string[];
   xTitle: string;
   yTitle: string;
   data: ChartDatum[];
@@ -37,7 +40,7 @@ export function speedChartSpec(chart: SpeedChart): TopLevelSpec {
   const color = { field: 'series', type: 'nominal' as const, title: null, sort: [SERIES.filter, SERIES.data], legend: { orient: 'bottom-left' as const, labelLimit: 0 } };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: chart.title,
+    title: { text: chart.title, subtitle: chart.subtitle },
     width,
     height: 300,
     background: 'white',
@@ -47,8 +50,8 @@ export function speedChartSpec(chart: SpeedChart): TopLevelSpec {
         layer: [
           { mark: { type: 'rule' as const, strokeDash: [4, 4], color: 'gray' }, encoding: { y: { field: 'value', type: 'quantitative' as const } } },
           {
-            mark: { type: 'text' as const, align: 'right' as const, dy: -7, color: 'gray' },
-            encoding: { y: { field: 'value', type: 'quantitative' as const }, x: { value: width - 4 }, text: { field: 'label' } },
+            mark: { type: 'text' as const, align: 'left' as const, dy: 9, color: 'gray' },
+            encoding: { y: { field: 'value', type: 'quantitative' as const }, x: { value: 4 }, text: { field: 'label' } },
           },
         ],
       }] : []),
@@ -56,10 +59,11 @@ export function speedChartSpec(chart: SpeedChart): TopLevelSpec {
         data: { values: chart.data },
         encoding: { x, y, color },
         layer: [
-          { mark: { type: 'line' as const } },
-          { mark: { type: 'point' as const, filled: true, size: 60, opacity: 1 }, encoding: { tooltip: [{ field: 'target' }] } },
+          // In target order: measured speedups of neighbouring targets may come out in either order.
+          { mark: { type: 'line' as const }, encoding: { order: { field: 'target', type: 'quantitative' as const } } },
+          { mark: { type: 'point' as const, filled: true, size: 60, opacity: 1 }, encoding: { tooltip: [{ field: 'label' }] } },
           // Targets label the upper (data reconstruction) series only, so labels never sit on each other.
-          { transform: [{ filter: `datum.series === '${SERIES.data}'` }], mark: { type: 'text' as const, dy: -10, fontSize: 10 }, encoding: { text: { field: 'target' } } },
+          { transform: [{ filter: `datum.series === '${SERIES.data}'` }], mark: { type: 'text' as const, dy: -10, fontSize: 10 }, encoding: { text: { field: 'label' } } },
         ],
       },
     ],
