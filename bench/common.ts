@@ -12,6 +12,8 @@ export const WORK = path.join(ROOT, '.bench-tmp');
 export interface TimedRun {
   wallMs: number;
   maxRssMiB: number;
+  /** User + system CPU time of the process (on a busy machine, closer to its idle wall time than its wall time is). */
+  cpuMs: number;
   stdout: string;
   stderr: string;
   code: number;
@@ -28,9 +30,9 @@ export function timeCli(args: string[]): TimedRun {
     maxBuffer: 256 * 1024 * 1024,
   });
   const wallMs = performance.now() - start;
-  const m = /lowrank-bench maxrss-kib (\d+)/.exec(r.stderr);
+  const m = /lowrank-bench maxrss-kib (\d+) cpu-us (\d+)/.exec(r.stderr);
   if (r.status !== 0) throw new Error(`lowrank ${args.join(' ')} failed:\n${r.stderr}`);
-  return { wallMs, maxRssMiB: m ? Number(m[1]) / 1024 : NaN, stdout: r.stdout, stderr: r.stderr, code: r.status ?? -1 };
+  return { wallMs, maxRssMiB: m ? Number(m[1]) / 1024 : NaN, cpuMs: m ? Number(m[2]) / 1000 : NaN, stdout: r.stdout, stderr: r.stderr, code: r.status ?? -1 };
 }
 
 export function mib(bytes: number): number {

@@ -1,4 +1,5 @@
-// Loaded with `node --import` into a benchmarked CLI run: reports the process's peak RSS at exit.
+// Loaded with `node --import` into a benchmarked CLI run: reports the process's peak RSS and CPU time at exit.
 process.on('exit', () => {
-  process.stderr.write(`\nlowrank-bench maxrss-kib ${process.resourceUsage().maxRSS}\n`);
+  const usage = process.resourceUsage();
+  process.stderr.write(`\nlowrank-bench maxrss-kib ${usage.maxRSS} cpu-us ${usage.userCPUTime + usage.systemCPUTime}\n`);
 });

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
@@ -10,6 +10,7 @@ import { runLinalgBench } from './linalg.js';
 import { runMobilenetBench } from './mobilenet.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
+import { runSweepBench } from './sweep.js';
 import { runVggBench } from './vgg.js';
 
 /** `lowrank inspect` on the bundled fixture, wall time including Node start-up. */
@@ -32,6 +33,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   allocation: runAllocationBench,
   finetune: runFinetuneBench,
   mobilenet: runMobilenetBench,
+  sweep: runSweepBench,
 };
 
 const chosen = process.argv.slice(2);

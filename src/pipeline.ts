@@ -46,6 +46,7 @@ export interface DataReport {
   seed: number;
   layers: (LayerFit & { dataError: { filter: number; data: number } })[];
   accuracy: HeldOutReport['accuracy'];
+  agreement: HeldOutReport['agreement'];
   seconds: { fit: number; evaluate: number };
   skippedFiles: string[];
 }
@@ -94,10 +95,16 @@ export async function dataReconstruction(
       seed: options.seed,
       layers: fit.layers.map((l, i) => ({ ...l, dataError: heldOut.layerErrors[i] })),
       accuracy: heldOut.accuracy,
+      agreement: heldOut.agreement,
       seconds: { fit: fit.seconds, evaluate: heldOut.seconds },
       skippedFiles: stores.stats.skipped,
     },
   };
+}
+
+/** A compressed model's userDefinedMetadata: the input's, plus what replaced what. */
+export function outputMetadata(input: { userDefinedMetadata?: Record<string, any> }, written: Factorization[]): Record<string, any> {
+  return withReplacementRecords(input.userDefinedMetadata, written);
 }
 
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
@@ -144,7 +151,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const saved = await saveModel(built.model, request.out, {
     topology: built.topology,
     check: outputCheck,
-    userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, written),
+    userDefinedMetadata: outputMetadata(loaded, written),
     weights: keptWeights(built.model, loaded, written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name)), encoding),
     log,
     companions: [METADATA_FILE].map((name) => path.join(path.dirname(loaded.jsonPath), name)).filter((p) => fs.existsSync(p)),

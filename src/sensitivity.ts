@@ -10,6 +10,7 @@
  * are used, so the held-out report stays an honest check of the choice.
  */
 import * as tf from '@tensorflow/tfjs';
+import { performance } from 'node:perf_hooks';
 import { buildCompressed, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
 import { DEFAULT_CACHE_BYTES, LayerCache, type ImageStore } from './reconstruct/data.js';
@@ -53,17 +54,29 @@ async function outputs(model: tf.LayersModel, batches: tf.Tensor4D[]): Promise<t
   return batches.map((x) => tf.tidy(() => ([model.predict(x)].flat()[0] as tf.Tensor).reshape([x.shape[0], -1])));
 }
 
+/** Per layer, the measured output error at each candidate rank: independent of the target. */
+export interface Sensitivity {
+  layers: { name: string; points: { rank: number; error: number }[] }[];
+  /** Fitting images measured on. */
+  images: number;
+  seconds: number;
+}
+
 export interface SensitivityResult {
   plan: CompressPlan;
   /** Per layer, the measured output error at each candidate rank. */
-  measured: { name: string; points: { rank: number; error: number }[] }[];
+  measured: Sensitivity['layers'];
   images: number;
 }
 
-/** Re-chooses `plan`'s ranks for `target`× from measured sensitivities. */
-export async function planBySensitivity(
-  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
-): Promise<SensitivityResult> {
+/**
+ * Measures every ranked layer of `plan` at its ladder of candidate ranks. The curves do not depend
+ * on the speedup target, so one measurement serves every target (see `planForTarget`).
+ */
+export async function measureSensitivity(
+  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, reporter: Reporter,
+): Promise<Sensitivity> {
+  const start = performance.now();
   const sample = images.head(SENSITIVITY_IMAGES);
   const batches: tf.Tensor4D[] = [];
   for await (const b of sample.batches()) batches.push(b.x);
@@ -75,8 +88,7 @@ export async function planBySensitivity(
   const ladders = layers.map((info) => rankLadder(rankCap({ info, scheme: schemes[layers.indexOf(info)], error: [] }), SENSITIVITY_RANKS));
   const progress = reporter.phase('measuring layer sensitivity', ladders.reduce((s, l) => s + l.length, 0), 'ranks');
   let done = 0;
-  const measured: SensitivityResult['measured'] = [];
-  const candidates: Candidate[] = [];
+  const measured: Sensitivity['layers'] = [];
   for (const [i, info] of layers.entries()) {
     const target = targetLayer(info, topology);
     const { kh, kw, C, N } = target.geometry;
@@ -89,11 +101,11 @@ export async function planBySensitivity(
     await cache.fill(() => {});
     const points: { rank: number; error: number }[] = [];
     for (const rank of ladders[i]) {
-      const start = schemes[i].factorize(target, rank);
+      const initial = schemes[i].factorize(target, rank);
       const form = schemes[i].factored(target, rank);
-      const fit = await fitLayer(form, start.factors, cache, target.bias !== null, { ...DEFAULT_FIT, iterations: 0, seed: 0 }, { iteration() {}, solve() {} });
+      const fit = await fitLayer(form, initial.factors, cache, target.bias !== null, { ...DEFAULT_FIT, iterations: 0, seed: 0 }, { iteration() {}, solve() {} });
       form.dispose();
-      const solved = { ...start, factors: fit.factors.map(weightValue), bias: addOffset(target.bias, fit.offset) };
+      const solved = { ...initial, factors: fit.factors.map(weightValue), bias: addOffset(target.bias, fit.offset) };
       tf.dispose(fit.factors);
       const built = await buildCompressed(original, topology, [solved]);
       const approx = await outputs(built.model, batches);
@@ -110,19 +122,31 @@ export async function planBySensitivity(
     cache.dispose();
     kernel.dispose();
     measured.push({ name: info.name, points });
-    candidates.push({ info, scheme: schemes[i], error: interpolate(points, schemes[i].fullRank(convGeometry(info))) });
   }
   progress.finish();
   tf.dispose([...batches, ...reference]);
+  return { layers: measured, images: n, seconds: (performance.now() - start) / 1000 };
+}
+
+/** `plan`'s ranks re-chosen for `target`× from measured sensitivities (of `plan`'s ranked layers). */
+export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, target: number): CompressPlan {
+  const candidates: Candidate[] = plan.ranked.map(({ info, scheme }) => {
+    const points = sensitivity.layers.find((l) => l.name === info.name)!.points;
+    return { info, scheme, error: interpolate(points, scheme.fullRank(convGeometry(info))) };
+  });
   const allocation = allocateRanks(plan.layers, candidates, target)!;
   const baseline = ranksForSpeedup(plan.layers, candidates, target);
   return {
-    plan: {
-      ...plan,
-      ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
-      allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'measured' },
-    },
-    measured,
-    images: n,
+    ...plan,
+    ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
+    allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'measured' },
   };
+}
+
+/** Re-chooses `plan`'s ranks for `target`× from measured sensitivities. */
+export async function planBySensitivity(
+  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
+): Promise<SensitivityResult> {
+  const sensitivity = await measureSensitivity(original, topology, plan, images, reporter);
+  return { plan: planForTarget(plan, sensitivity, target), measured: sensitivity.layers, images: sensitivity.images };
 }

@@ -13,7 +13,7 @@ import { listLayers } from '../model/layers.js';
 import { readReplacementRecords } from '../compress.js';
 import { modelMacs } from '../cost.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, addTimingOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
 import { imageSetup } from './images.js';
 
 /** Most timed (or warm-up) runs per batch size. */
@@ -36,11 +36,9 @@ export function registerBench(program: Command): void {
     .argument('<after>', 'the compressed model (model.json or its folder)')
     .option('--data <dir>', 'images to check accuracy and agreement on (one subfolder per class)')
     .option('--batch <sizes>', 'comma-separated batch sizes to time', '1,32')
-    .option('--runs <n>', `timed runs per model and batch size (at least ${MIN_RUNS}, more until each model ran ${MIN_TIMED_MS / 1000} s)`, '20')
-    .option('--warmup <n>', 'untimed runs first', '3')
     .option('--per-layer', 'time each conv layer and its replacement inside the model runs, at the largest batch')
     .option('--json', 'print the report as JSON on stdout');
-  addImageOptions(command).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
+  addImageOptions(addTimingOptions(command)).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
     const backend = await startBackend(cmd);
     const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch', 1, { limit: MAX_BENCH_BATCH, why: 'larger batches time nothing new' }));
     const runs = intFlag(flags.runs, '--runs', 1, { limit: MAX_RUNS, why: 'the median settles long before' });

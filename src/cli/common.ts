@@ -63,6 +63,13 @@ export function pixelOptions(flags: ImageFlags): PixelOptions {
   return { scale, offset, standardize: flags.standardize ?? false, resize: flags.resize };
 }
 
+/** Timing flags of the commands that time models (bench, sweep). */
+export function addTimingOptions(command: Command): Command {
+  return command
+    .option('--runs <n>', 'timed runs per model and batch size (at least 10, more until each model ran 0.5 s)', '20')
+    .option('--warmup <n>', 'untimed runs first', '3');
+}
+
 /** A whole number from `min` to `max` from a flag; `why` says what the upper limit protects. */
 export function intFlag(value: string, flag: string, min = 1, max?: { limit: number; why: string }): number {
   const n = Number(value);

@@ -1,56 +1,40 @@
-import { Command, Option } from 'commander';
+import { Option, type Command } from 'commander';
 import chalk from 'chalk';
 import { parseRankSpec } from '../compress.js';
 import { UserError } from '../errors.js';
 import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport } from '../pipeline.js';
-import { DEFAULT_RECONSTRUCT, stderrReporter, type ReconstructOptions } from '../reconstruct/index.js';
-import { SCHEME_NAMES, schemeHelp } from '../schemes/index.js';
+import { stderrReporter } from '../reconstruct/index.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
+import type { ReconstructOptions } from '../reconstruct/index.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, checkOutputName, intFlag, note, startBackend, type ImageFlags } from './common.js';
-import { imageSetup } from './images.js';
 import { FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
+import { checkOutputName, intFlag, note, startBackend } from './common.js';
+import {
+  addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, speedupValue, type DataFlags, type SchemeFlags,
+} from './compress-options.js';
 
-interface CompressFlags {
-  scheme: string;
+interface CompressFlags extends SchemeFlags {
   rank?: string;
   speedup?: string;
-  layers?: string;
   out: string;
-  basis: 'per-channel' | 'shared';
-  separable?: boolean;
   force?: boolean;
   allowSlower?: boolean;
   quantize?: (typeof QUANTIZE_CHOICES)[number];
   json?: boolean;
 }
 
-/** Data reconstruction flags (--data and the options that only apply with it). */
-interface DataFlags extends ImageFlags {
-  data?: string;
-  samples: string;
-  joint?: boolean;
-  iterations: string;
-  batch: string;
-  seed: string;
-  evalData?: string;
-  holdout: string;
+interface FinetuneFlags {
   finetune?: boolean;
   epochs: string;
   finetuneLayers: 'factors' | 'all';
 }
 
-const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels', 'finetune', 'epochs', 'finetuneLayers'];
-
-/** Limits of --iterations and --batch: beyond them a run takes hours or exhausts memory for nothing. */
-const MAX_ITERATIONS = 100000;
-const MAX_BATCH = 4096;
-
 /** The fine-tuning options, or null without --finetune (then --epochs and --finetune-layers may not be given). */
-function finetuneOptions(flags: DataFlags, command: Command, data: ReconstructOptions | null): FinetuneOptions | null {
+function finetuneOptions(flags: FinetuneFlags, command: Command, data: ReconstructOptions | null): FinetuneOptions | null {
   if (!flags.finetune || !data) {
-    const given = ['epochs', 'finetuneLayers'].find((k) => command.getOptionValueSource(k) === 'cli');
+    const given = ['finetune', 'epochs', 'finetuneLayers'].find((k) => command.getOptionValueSource(k) === 'cli');
+    if (given === 'finetune') throw new UserError('--finetune applies to data reconstruction: give --data <image-folder> too');
     if (given) throw new UserError(`${given === 'epochs' ? '--epochs' : '--finetune-layers'} applies to fine-tuning: give --finetune too`);
     return null;
   }
@@ -62,87 +46,35 @@ function finetuneOptions(flags: DataFlags, command: Command, data: ReconstructOp
   };
 }
 
-/** The data reconstruction options, or null without --data (then no data-only flag may be given). */
-function reconstructOptions(flags: DataFlags, command: Command, modelPath: string): ReconstructOptions | null {
-  if (!flags.data) {
-    const given = DATA_ONLY.filter((k) => command.getOptionValueSource(k) === 'cli');
-    if (given.length) {
-      const flag = command.options.find((o) => o.attributeName() === given[0])!;
-      throw new UserError(`${flag.long} applies to data reconstruction: give --data <image-folder> too`);
-    }
-    return null;
-  }
-  const holdout = Number(flags.holdout);
-  if (!(holdout > 0 && holdout < 1)) throw new UserError(`--holdout ${flags.holdout}: give a fraction between 0 and 1 (e.g. 0.2)`);
-  if (flags.evalData && command.getOptionValueSource('holdout') === 'cli') {
-    throw new UserError('--holdout sets images of --data aside for checking; with --eval-data all of --data is used for fitting: give one of the two');
-  }
-  return {
-    data: flags.data,
-    evalData: flags.evalData,
-    holdout,
-    samples: intFlag(flags.samples, '--samples', 2),
-    joint: flags.joint ?? DEFAULT_RECONSTRUCT.joint,
-    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0, { limit: MAX_ITERATIONS, why: 'the fit settles within a few thousand steps' }),
-    batch: intFlag(flags.batch, '--batch', 1, { limit: MAX_BATCH, why: 'larger minibatches fit no better and may not fit in memory' }),
-    seed: intFlag(flags.seed, '--seed', 0),
-    ...imageSetup(command, flags, modelPath),
-  };
-}
-
-function speedupFlag(text: string): number {
-  const x = Number(text);
-  if (!Number.isFinite(x) || x <= 1) throw new UserError(`--speedup ${text}: give a number above 1 (e.g. 4 for a model needing a quarter of the MACs)`);
-  return x;
-}
-
 export function registerCompress(program: Command): void {
   const command = program
     .command('compress')
     .description('replace conv and Dense layers with low-rank factorizations and write a stock tfjs LayersModel')
     .argument('<model>', 'model.json, or a folder holding one')
-    .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default('2'))
     .option('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
     .option('--speedup <x>', 'choose the ranks: the whole model at least this many times fewer MACs, with the least predicted error')
-    .option('--layers <names>', 'comma-separated layers to replace (default: every Conv2D larger than 1×1 except the first conv, every 1×1 Conv2D and Dense layer except the last layer)')
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
-    .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
-    .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)')
     .option('--force', 'replace an existing --out folder that lowrank wrote')
     .option('--allow-slower', 'replace layers even where the rank saves no MACs (warns for each)')
     .addOption(new Option('--quantize <kind>', 'precision of the new weights (default: that of most of the input\'s weights; the others keep their bytes)').choices(QUANTIZE_CHOICES))
     .option('--json', 'print the report as JSON on stdout')
-    .option('--data <dir>', 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
-    .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
-    .option('--joint', 'fit each layer behind the already approximated earlier layers (default with --data)')
-    .option('--no-joint', 'fit each layer on its input in the original network')
-    .option('--iterations <n>', 'optimizer steps per layer; auto: 300, fewer for layers whose steps are costly; 0: only solve the last factor exactly', String(DEFAULT_RECONSTRUCT.iterations))
-    .option('--batch <n>', 'images per optimizer step', String(DEFAULT_RECONSTRUCT.batch))
-    .option('--seed <n>', 'seed of the held-out split, the image sample and the step order', String(DEFAULT_RECONSTRUCT.seed))
-    .option('--eval-data <dir>', 'held-out images for the error and accuracy report (default: --holdout of --data)')
-    .option('--holdout <fraction>', 'fraction of --data set aside for checking when no --eval-data is given', String(DEFAULT_RECONSTRUCT.holdout))
     .option('--finetune', 'after data reconstruction, train the compressed model end to end to reproduce the original (distillation)')
     .option('--epochs <n>', 'fine-tuning epochs; auto: stop when the held-out error stops improving', 'auto')
     .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'));
-  addImageOptions(command)
-    .action(async (modelPath: string, flags: CompressFlags & DataFlags, cmd: Command) => {
+  addDataOptions(addSchemeOptions(command), 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
+    .action(async (modelPath: string, flags: CompressFlags & DataFlags & FinetuneFlags, cmd: Command) => {
       const backend = await startBackend(cmd);
-      if (flags.separable && flags.scheme !== '1') throw new UserError('--separable applies to --scheme 1 only');
       if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the compressed model into');
       checkOutputName(flags.out);
-      const layers = flags.layers?.split(',').map((s) => s.trim()).filter(Boolean);
       const data = reconstructOptions(flags, cmd, modelPath);
       const report = await runCompress(
         {
           input: modelPath,
           out: flags.out,
           force: flags.force ?? false,
-          scheme: flags.scheme,
-          basis: flags.basis,
-          separable: flags.separable ?? false,
+          ...schemeOptions(flags),
           rank: flags.rank === undefined ? undefined : parseRankSpec(flags.rank),
-          speedup: flags.speedup === undefined ? undefined : speedupFlag(flags.speedup),
-          layers,
+          speedup: flags.speedup === undefined ? undefined : speedupValue(flags.speedup, '--speedup'),
           allowSlower: flags.allowSlower ?? false,
           data,
           finetune: finetuneOptions(flags, cmd, data),

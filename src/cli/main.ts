@@ -9,6 +9,7 @@ import { registerBench } from './bench.js';
 import { registerCompress } from './compress.js';
 import { registerEvaluate } from './evaluate.js';
 import { registerInspect } from './inspect.js';
+import { registerSweep } from './sweep.js';
 
 
 export function buildProgram(): Command {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerCompress(program);
   registerBench(program);
   registerEvaluate(program);
+  registerSweep(program);
   return program;
 }
 

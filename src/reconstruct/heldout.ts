@@ -3,7 +3,8 @@
  * data-reconstructed models side by side on images none of them was fitted on. Per replaced layer it
  * measures ‖Y − Ŷ‖/‖Y‖, Y the original network's linear response plus bias and Ŷ the replacement's
  * inside each compressed network (all approximated layers before it in place); with labels, the
- * top-1 accuracy of the three models.
+ * top-1 accuracy of the three models; with or without labels, how often each compressed model's top-1
+ * agrees with the original's.
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
@@ -24,6 +25,8 @@ export interface HeldOutReport {
   layerErrors: { filter: number; data: number }[];
   /** Top-1 accuracy on the held-out images, when they are labeled. */
   accuracy: { original: number; filter: number; data: number; labeled: number } | null;
+  /** Fraction of the held-out images on which each variant's top-1 is the original's. */
+  agreement: { filter: number; data: number };
   seconds: number;
 }
 
@@ -70,6 +73,7 @@ export async function evaluateHeldOut(
   const taps: [Prepared, Tap][] = [filter, data].map((v) => [prepare(v), makeTap(v.model, v.factorizations.map((f) => f.scheme.layers(f)[0].config.name), true)]);
   const sums = { filter: targets.map(() => 0), data: targets.map(() => 0), yy: targets.map(() => 0) };
   const correct = { original: 0, filter: 0, data: 0 };
+  const agree = { filter: 0, data: 0 };
   let labeled = 0;
   const progress = reporter.phase('evaluating held-out images', images.count, 'images');
   let evaluated = 0;
@@ -86,6 +90,7 @@ export async function evaluateHeldOut(
       tf.dispose([...comp.inputs, comp.output!]);
     }
     b.labels.forEach((label, i) => {
+      for (const k of ['filter', 'data'] as const) if (predictions[k][i] === predictions.original[i]) agree[k]++;
       if (label === null) return;
       labeled++;
       for (const k of ['original', 'filter', 'data'] as const) if (predictions[k][i] === label) correct[k]++;
@@ -105,6 +110,7 @@ export async function evaluateHeldOut(
   return {
     layerErrors,
     accuracy: labeled > 0 ? { original: correct.original / labeled, filter: correct.filter / labeled, data: correct.data / labeled, labeled } : null,
+    agreement: { filter: agree.filter / Math.max(evaluated, 1), data: agree.data / Math.max(evaluated, 1) },
     seconds: (performance.now() - start) / 1000,
   };
 }

@@ -1,0 +1,151 @@
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import sharp from 'sharp';
+import { loadModel } from '../src/model/io.js';
+import { useBackend } from '../src/backend.js';
+import { speedChartSpec, SERIES } from '../src/report/chart.js';
+import { sweepChart, type SweepFile } from '../src/sweep.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, folderSnapshot, runCli, tempDir, type CliRun } from './helpers.js';
+
+before(async () => {
+  await useBackend('wasm');
+});
+
+/** A few held-out images per class, so that a sweep point evaluates in seconds. */
+function smallTestSet(perClass: number): string {
+  const dir = tempDir();
+  for (const cls of fs.readdirSync(FASHION_TEST)) {
+    fs.mkdirSync(path.join(dir, cls));
+    for (const f of fs.readdirSync(path.join(FASHION_TEST, cls)).sort().slice(0, perClass)) {
+      fs.copyFileSync(path.join(FASHION_TEST, cls, f), path.join(dir, cls, f));
+    }
+  }
+  return dir;
+}
+
+const EVAL = smallTestSet(4);
+/** Few images, few steps, few timed runs: the sweep's logic, not its figures. */
+const FAST = ['--data', FASHION_TRAIN, '--samples', '40', '--eval-data', EVAL, '--iterations', '2', '--runs', '2', '--warmup', '0'];
+
+const sweep = (out: string, speedups: string, extra: string[] = []): CliRun =>
+  runCli(['--backend', 'wasm', 'sweep', CHARCNN, '--speedups', speedups, '--out', out, ...FAST, ...extra]);
+
+const readJson = (out: string): SweepFile => JSON.parse(fs.readFileSync(path.join(out, 'sweep.json'), 'utf8'));
+
+/** The plotted symbols of one series in vega's SVG (each carries its datum in aria-label). */
+const symbols = (svg: string, series: string) =>
+  [...svg.matchAll(/<path aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="point"/g)].filter((m) => m[1].includes(`series: ${series}`)).length;
+
+describe('lowrank sweep', () => {
+  const out = path.join(tempDir(), 'sweep');
+  let first: CliRun;
+  let firstJson: SweepFile;
+
+  before(() => {
+    // 4× and 8× are reachable on the fixture; 100× is not (conv1 alone keeps 2.9 % of the MACs).
+    first = sweep(out, '4,8,100', ['--keep']);
+    assert.equal(first.code, 0, first.stderr);
+    firstJson = readJson(out);
+  });
+
+  test('writes sweep.json and sweep.csv with one row per point', () => {
+    assert.deepEqual(firstJson.points.map((p) => p.target), [4, 8]);
+    for (const p of firstJson.points) {
+      assert.ok(p.theoreticalSpeedup >= p.target, `${p.target}×: theoretical ${p.theoreticalSpeedup}`);
+      assert.deepEqual(p.measured.map((m) => m.batch), [1, 32]);
+      assert.ok(p.measured.every((m) => m.speedup > 0 && m.beforeMs > 0 && m.afterMs > 0));
+      assert.deepEqual(Object.keys(p.ranks), ['conv2', 'conv3']);
+      assert.ok(p.accuracy && p.accuracy.original > 0.5, 'labelled held-out images give accuracy');
+      assert.ok(p.agreement.filter > 0 && p.agreement.data > 0);
+    }
+    // Fewer MACs needs lower ranks.
+    assert.ok(firstJson.points[1].ranks.conv2 < firstJson.points[0].ranks.conv2);
+    const csv = fs.readFileSync(path.join(out, 'sweep.csv'), 'utf8').trim().split('\n');
+    assert.equal(csv.length, 1 + firstJson.points.length);
+    assert.match(csv[0], /^target,ranks,theoretical_speedup,measured_speedup_b1,measured_speedup_b32,/);
+    assert.match(csv[1], /^4,"conv2=\d+,conv3=\d+",/);
+    // The terminal table: one row per point.
+    assert.match(first.stdout, /^4× +conv2=\d+,conv3=\d+ /m);
+    assert.match(first.stdout, /^8× +conv2=\d+,conv3=\d+ /m);
+  });
+
+  test('writes a valid PNG and an SVG with one symbol per point per series', async () => {
+    const png = await sharp(path.join(out, 'sweep.png')).metadata();
+    assert.equal(png.format, 'png');
+    assert.ok(png.width! > 400 && png.height! > 200, `${png.width}×${png.height}`);
+    const svg = fs.readFileSync(path.join(out, 'sweep.svg'), 'utf8');
+    assert.equal(symbols(svg, SERIES.filter), firstJson.points.length);
+    assert.equal(symbols(svg, SERIES.data), firstJson.points.length);
+    // The spec is data: one datum per point and series, at the measured batch-32 speedup.
+    const chart = sweepChart(firstJson);
+    assert.equal(chart.data.length, 2 * firstJson.points.length);
+    assert.deepEqual(chart.data.filter((d) => d.series === SERIES.data).map((d) => d.speedup), firstJson.points.map((p) => p.measured[1].speedup));
+    assert.ok(JSON.stringify(speedChartSpec(chart)).includes(SERIES.filter));
+  });
+
+  test('without labels the chart shows agreement with the original', () => {
+    const unlabelled: SweepFile = { ...firstJson, points: firstJson.points.map((p) => ({ ...p, accuracy: null })) };
+    const chart = sweepChart(unlabelled);
+    assert.match(chart.yTitle, /agreement/);
+    assert.equal(chart.reference, null);
+    assert.deepEqual(chart.data.filter((d) => d.series === SERIES.filter).map((d) => d.value), firstJson.points.map((p) => 100 * p.agreement.filter));
+    assert.deepEqual(sweepChart(firstJson).data.filter((d) => d.series === SERIES.filter).map((d) => d.value), firstJson.points.map((p) => 100 * p.accuracy!.filter));
+  });
+
+  test('an unreachable target is reported with the maximum and skipped', () => {
+    assert.match(first.stderr, /cannot reach 100×: these layers make the model at most 29\.\d\d× faster/);
+    assert.match(first.stdout, /^100× +cannot be reached: at most 29\.\d\d×/m);
+    assert.ok(!firstJson.points.some((p) => p.target === 100));
+  });
+
+  test('--keep saves every point\'s model', async () => {
+    for (const p of firstJson.points) {
+      assert.equal(p.model, path.join('models', `${p.target}x`));
+      const { model } = await loadModel(path.join(out, p.model!));
+      assert.ok(model.layers.some((l) => l.name === 'conv2_v'));
+      model.dispose();
+    }
+  });
+
+  test('a rerun resumes: finished points are not computed again', () => {
+    const second = sweep(out, '4,6,8', ['--keep']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /resuming: 2 of 3 points already in sweep\.json, 1 to compute/);
+    assert.match(second.stderr, /sweep: 0\/1 points/);
+    const json = readJson(out);
+    assert.deepEqual(json.points.map((p) => p.target), [4, 6, 8]);
+    for (const p of firstJson.points) assert.deepEqual(json.points.find((q) => q.target === p.target), p);
+    const csv = fs.readFileSync(path.join(out, 'sweep.csv'), 'utf8').trim().split('\n');
+    assert.equal(csv.length, 4);
+  });
+
+  test('a rerun with other settings is refused in one line and changes nothing', () => {
+    const snapshot = folderSnapshot(out);
+    const run = sweep(out, '4,8', ['--keep', '--iterations', '3']);
+    assert.equal(run.code, 1);
+    assert.match(errorLine(run), /^lowrank: --out .* holds a sweep with other settings \(iterations 2, now 3\); .*give a new --out$/);
+    assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+    assert.deepEqual(folderSnapshot(out), snapshot);
+  });
+});
+
+describe('lowrank sweep refuses', () => {
+  test('a folder that holds no sweep', () => {
+    const out = tempDir();
+    fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+    const run = sweep(out, '4');
+    assert.equal(run.code, 1);
+    assert.match(errorLine(run), /holds no sweep\.json; give a new --out/);
+    assert.deepEqual(fs.readdirSync(out), ['notes.txt']);
+  });
+
+  test('targets none of which can be reached, naming the maximum', () => {
+    const out = path.join(tempDir(), 'sweep');
+    const run = sweep(out, '50,100');
+    assert.equal(run.code, 1);
+    assert.match(errorLine(run), /none of --speedups 50,100 can be reached: .*at most 29\.\d\d×/);
+    assert.ok(!fs.existsSync(out));
+  });
+});
