@@ -155,7 +155,7 @@ export async function timeModels(
   const out: BatchTiming[] = [];
   for (const batch of batches) {
     const x = randomInput(before.inputs[0].shape, batch);
-    const phase = reporter.phase(`timing batch ${batch}`, warmup + runs, 'runs');
+    const phase = reporter.phase(`timing batch ${batch}`, warmup + Math.max(runs, MIN_RUNS), 'runs');
     const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup, pairCounter(phase));
     phase.finish();
     x.dispose();

@@ -140,8 +140,8 @@ describe('flag values', () => {
   test('bench reports progress while timing', () => {
     const run = runCli(['bench', CHARCNN, CHARCNN, '--batch', '2', '--runs', '4', '--warmup', '1', '--per-layer']);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stderr, /timing batch 2: 0\/5 runs\n.*timing batch 2: 3\/5 runs, ETA/s);
-    assert.match(run.stderr, /timing 4 conv layers at batch 2: 20\/20 runs in/);
+    assert.match(run.stderr, /timing batch 2: 0\/11 runs\n.*timing batch 2: \d+\/11 runs, ETA/s);
+    assert.match(run.stderr, /timing layers inside the model runs at batch 2: \d+\/11 runs in/);
   });
   test('a too-long --out is refused before any work', () => {
     const stderr = expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'x'.repeat(250))], /--out .*: the name is too long for the file system; choose a shorter one/);

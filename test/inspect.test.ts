@@ -76,7 +76,7 @@ describe('inspect', () => {
     assert.deepEqual(r.reach.targets.map((t: any) => t.target), [2, 4, 8]);
     for (const t of r.reach.targets) assert.ok(t.theoreticalSpeedup >= t.target && t.theoreticalSpeedup < t.target * 1.1, JSON.stringify(t));
     const text = runCli(['inspect', CHARCNN]).stdout;
-    assert.match(text, /How fast can this get\? Scheme 2 on conv2, conv3: at most 29\.\d\d× by MACs/);
+    assert.match(text, /How fast can this get\? Replacing conv2, conv3: at most 29\.\d\d× by MACs/);
   });
 
   test('functional and nested models are listed layer by layer under the inner names', () => {

@@ -107,13 +107,13 @@ export function compressJson(backend: string, r: CompressReport) {
     totalMacsAfter: r.totalMacsAfter,
     theoreticalSpeedup: r.theoreticalSpeedup,
     ...(r.allocation ? { rankSelection: r.allocation } : {}),
-    fileBytes: r.fileBytes,
-    newWeights: r.newWeights,
     layers: r.layers.map((l) => {
       const d = fitted.get(l.name);
       return d ? { ...l, dataError: d.dataError, fitError: d.fitError, fitSteps: d.steps, kept: d.kept } : l;
     }),
     skipped: r.skipped,
+    fileBytes: r.fileBytes,
+    newWeights: r.newWeights,
     ...(data?.accuracy ? {
       accuracy: {
         original: data.accuracy.original, filter: data.accuracy.filter, data: data.accuracy.data,
