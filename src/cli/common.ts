@@ -1,10 +1,11 @@
 /** Pieces every command shares: backend start-up and where messages go. */
 import type { Command } from 'commander';
-import { useBackend, type BackendChoice } from '../backend.js';
+import { MAX_THREADS, backendThreads, useBackend, type BackendChoice } from '../backend.js';
 
 /** Options every command takes (see main.ts). */
 export interface GlobalOptions {
   backend: BackendChoice;
+  threads: string;
   verbose: boolean;
 }
 
@@ -14,9 +15,10 @@ export function note(message: string): void {
 }
 
 export async function startBackend(command: Command): Promise<string> {
-  const { backend } = command.optsWithGlobals() as GlobalOptions;
-  const name = await useBackend(backend);
-  note(`lowrank: tfjs backend ${name}`);
+  const { backend, threads } = command.optsWithGlobals() as GlobalOptions;
+  const name = await useBackend(backend, intFlag(threads, '--threads', 1, MAX_THREADS));
+  const n = backendThreads();
+  note(`lowrank: tfjs backend ${name}${n === null ? '' : `, ${n} thread${n === 1 ? '' : 's'}`}`);
   return name;
 }
 
@@ -51,9 +53,11 @@ export function pixelOptions(flags: ImageFlags): PixelOptions {
   return { scale, offset, standardize: flags.standardize ?? false, resize: flags.resize };
 }
 
-/** A whole number ≥ min from a flag. */
-export function intFlag(value: string, flag: string, min = 1): number {
+/** A whole number from min to max from a flag. */
+export function intFlag(value: string, flag: string, min = 1, max = Infinity): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} ${value}: give a whole number ≥ ${min}`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UserError(`${flag} ${value}: give a whole number ${max === Infinity ? `≥ ${min}` : `from ${min} to ${max}`}`);
+  }
   return n;
 }
