@@ -1,12 +1,13 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct threads` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runLinalgBench } from './linalg.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
+import { runThreadsBench } from './threads.js';
 import { runVggBench } from './vgg.js';
 
 /** `lowrank inspect` on the bundled fixture, wall time including Node start-up. */
@@ -26,6 +27,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   vgg: runVggBench,
   speed: () => runSpeedBench(4.5),
   reconstruct: runReconstructBench,
+  threads: runThreadsBench,
 };
 
 const chosen = process.argv.slice(2);

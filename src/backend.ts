@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import os from 'node:os';
 
 import { UserError } from './errors.js';
-import { initWasmThreaded } from './wasm-threads.js';
+import { THREADED_WASM_VERSION, initWasmThreaded } from './wasm-threads.js';
 
 export type BackendChoice = 'auto' | 'node' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: BackendChoice[] = ['auto', 'node', 'wasm', 'cpu'];
@@ -58,7 +58,8 @@ async function tryWasm(threads: number): Promise<boolean> {
   try {
     const wasm = await import('@tensorflow/tfjs-backend-wasm');
     // One thread: the single-threaded build, as tfjs picks under Node by itself.
-    const ok = threads === 1 ? await tf.setBackend('wasm') : await initWasmThreaded(threads, wasm.setThreadsCount, () => tf.setBackend('wasm'));
+    const threaded = threads > 1 && wasm.version_wasm === THREADED_WASM_VERSION;
+    const ok = threaded ? await initWasmThreaded(threads, wasm.setThreadsCount, () => tf.setBackend('wasm')) : await tf.setBackend('wasm');
     if (ok) wasmThreads = wasm.getThreadsCount();
     return ok;
   } catch {

@@ -20,6 +20,12 @@ import { Worker, type TransferListItem } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 
 /**
+ * The backend version whose bundle this was written against: BOOTSTRAP names variables of that
+ * bundle, and a worker that fails to load takes the process down. Other versions run on one thread.
+ */
+export const THREADED_WASM_VERSION = '4.22.0';
+
+/**
  * The script each pthread Worker starts with (CommonJS, as Emscripten's worker script expects). Its
  * first message carries Emscripten's own worker script and the runtime's 'load' message with the
  * module factory's source; from then on that script handles every message.
