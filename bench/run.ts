@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
@@ -11,6 +11,7 @@ import { runMobilenetBench } from './mobilenet.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
 import { runSweepBench } from './sweep.js';
+import { runThreadsBench } from './threads.js';
 import { runVggBench } from './vgg.js';
 
 /** `lowrank inspect` on the bundled fixture, wall time including Node start-up. */
@@ -34,6 +35,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   finetune: runFinetuneBench,
   mobilenet: runMobilenetBench,
   sweep: runSweepBench,
+  threads: runThreadsBench,
 };
 
 const chosen = process.argv.slice(2);

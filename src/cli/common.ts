@@ -2,7 +2,7 @@
 import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { useBackend, type BackendChoice } from '../backend.js';
+import { MAX_THREADS, backendThreads, useBackend, type BackendChoice } from '../backend.js';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
 import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
@@ -10,6 +10,7 @@ import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
 /** Options every command takes (see main.ts). */
 export interface GlobalOptions {
   backend: BackendChoice;
+  threads: string;
   verbose: boolean;
 }
 
@@ -19,9 +20,10 @@ export function note(message: string): void {
 }
 
 export async function startBackend(command: Command): Promise<string> {
-  const { backend } = command.optsWithGlobals() as GlobalOptions;
-  const name = await useBackend(backend);
-  note(`lowrank: tfjs backend ${name}`);
+  const { backend, threads } = command.optsWithGlobals() as GlobalOptions;
+  const name = await useBackend(backend, intFlag(threads, '--threads', 1, { limit: MAX_THREADS, why: 'more threads than that only wait for each other' }));
+  const n = backendThreads();
+  note(`lowrank: tfjs backend ${name}${n === null ? '' : `, ${n} thread${n === 1 ? '' : 's'}`}`);
   return name;
 }
 

@@ -1,7 +1,7 @@
 /** The `lowrank` command line: global options, the commands, and one-line errors. */
 import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
-import { BACKEND_CHOICES } from '../backend.js';
+import { BACKEND_CHOICES, DEFAULT_THREADS } from '../backend.js';
 import { UserError, firstLine } from '../errors.js';
 import { exitCleanlyOnSignals } from '../interrupt.js';
 import { VERSION } from '../version.js';
@@ -19,6 +19,7 @@ export function buildProgram(): Command {
     .description('Speed up saved TensorFlow.js CNNs with low-rank expansions of their convolutions (Jaderberg et al. 2014)')
     .version(VERSION)
     .addOption(new Option('--backend <name>', 'tfjs backend: auto = tfjs-node if installed, else wasm').choices(BACKEND_CHOICES).default('auto'))
+    .option('--threads <n>', 'threads the wasm backend computes on (1–64; it uses at most 8)', String(DEFAULT_THREADS))
     .option('--verbose', 'print stack traces of errors', false)
     .showHelpAfterError('(add --help for usage)')
     .exitOverride();
