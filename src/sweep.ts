@@ -167,7 +167,12 @@ const byTarget = (a: { target: number }, b: { target: number }) => a.target - b.
 export async function runSweep(request: SweepRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<SweepReport> {
   const images = planImages(request.data);
   const loaded = await loadModel(request.input);
-  checkOutputDir(request.out, true, loaded.jsonPath);
+  // A new --out gets the usual checks; an existing one must be a sweep's own folder (resumeFrom)
+  // that does not hold the input (a model --keep wrote there, swept again).
+  if (!fs.existsSync(request.out)) checkOutputDir(request.out, false, [loaded.jsonPath, path.dirname(loaded.jsonPath)]);
+  else if (path.relative(fs.realpathSync(request.out), fs.realpathSync(loaded.jsonPath)).split(path.sep)[0] !== '..') {
+    throw new UserError(`--out ${request.out} holds the input model; the input is never modified: give another --out`);
+  }
   const settings: SweepSettings = {
     model: modelFingerprint(loaded),
     backend: request.backend,
