@@ -102,10 +102,6 @@ export async function dataReconstruction(
   };
 }
 
-/** A compressed model's userDefinedMetadata: the input's, plus what replaced what. */
-export function outputMetadata(input: { userDefinedMetadata?: Record<string, any> }, written: Factorization[]): Record<string, any> {
-  return withReplacementRecords(input.userDefinedMetadata, written);
-}
 
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
   const images = request.data ? planImages(request.data) : null;
@@ -151,7 +147,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const saved = await saveModel(built.model, request.out, {
     topology: built.topology,
     check: outputCheck,
-    userDefinedMetadata: outputMetadata(loaded, written),
+    userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, written),
     weights: keptWeights(built.model, loaded, written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name)), encoding),
     log,
     companions: [METADATA_FILE].map((name) => path.join(path.dirname(loaded.jsonPath), name)).filter((p) => fs.existsSync(p)),

@@ -85,7 +85,7 @@ export async function measureSensitivity(
   const norm = reference.reduce((s, y) => s + tf.tidy(() => y.square().sum().dataSync()[0]), 0);
   const layers = plan.ranked.map((r) => r.info);
   const schemes = plan.ranked.map((r) => r.scheme);
-  const ladders = layers.map((info) => rankLadder(rankCap({ info, scheme: schemes[layers.indexOf(info)], error: [] }), SENSITIVITY_RANKS));
+  const ladders = layers.map((info, i) => rankLadder(rankCap({ info, scheme: schemes[i], error: [] }), SENSITIVITY_RANKS));
   const progress = reporter.phase('measuring layer sensitivity', ladders.reduce((s, l) => s + l.length, 0), 'ranks');
   let done = 0;
   const measured: Sensitivity['layers'] = [];

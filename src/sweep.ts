@@ -12,11 +12,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { timeModels } from './bench.js';
-import { factorize, layerResults, modelCost, planCompression, selectLayers, type CompressOptions, type Progress } from './compress.js';
+import { factorize, layerResults, modelCost, planCompression, selectLayers, withReplacementRecords, type CompressOptions, type Progress } from './compress.js';
 import { UserError, firstLine } from './errors.js';
 import { loadModel, saveModel, checkOutputDir, type LoadedModel } from './model/io.js';
 import { listLayers } from './model/layers.js';
-import { dataReconstruction, outputMetadata } from './pipeline.js';
+import { dataReconstruction } from './pipeline.js';
 import { maximumSpeedup } from './ranks.js';
 import { loadImages, planImages, silentReporter, type ReconstructOptions, type Reporter } from './reconstruct/index.js';
 import type { Phase } from './reconstruct/progress.js';
@@ -244,7 +244,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
       if (request.keep) {
         model = pointFolder(target);
         await saveModel(result.built.model, path.join(request.out, model), {
-          force: true, topology: result.built.topology, userDefinedMetadata: outputMetadata(loaded, result.fitted),
+          force: true, topology: result.built.topology, userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, result.fitted),
         });
       }
       result.built.model.dispose();

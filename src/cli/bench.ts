@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import {
-  MAX_BENCH_BATCH, MIN_RUNS, MIN_TIMED_MS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
+  MAX_BENCH_BATCH, MIN_RUNS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
   type Agreement, type BatchTiming, type LayerTiming, type Ratio,
 } from '../bench.js';
 import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';

@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MAX_THREADS, backendThreads, useBackend, type BackendChoice } from '../backend.js';
+import { MIN_RUNS, MIN_TIMED_MS } from '../bench.js';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
 import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
@@ -68,7 +69,7 @@ export function pixelOptions(flags: ImageFlags): PixelOptions {
 /** Timing flags of the commands that time models (bench, sweep). */
 export function addTimingOptions(command: Command): Command {
   return command
-    .option('--runs <n>', 'timed runs per model and batch size (at least 10, more until each model ran 0.5 s)', '20')
+    .option('--runs <n>', `timed runs per model and batch size (at least ${MIN_RUNS}, more until each model ran ${MIN_TIMED_MS / 1000} s)`, '20')
     .option('--warmup <n>', 'untimed runs first', '3');
 }
 

@@ -122,12 +122,9 @@ export interface Scheme {
   factored(target: TargetLayer, rank: number): FactoredForm;
 }
 
-/** MACs per example of the original layer. */
-export const originalMacs = (g: ConvGeometry): number => conv2dMacs(g);
-
 /** Largest rank whose replacement costs fewer MACs than the layer (0 if none does). */
 export function breakEvenRank(scheme: Scheme, g: ConvGeometry): number {
-  return Math.max(0, Math.ceil(originalMacs(g) / scheme.macs(g, 1)) - 1);
+  return Math.max(0, Math.ceil(conv2dMacs(g) / scheme.macs(g, 1)) - 1);
 }
 
 /** Relative errors at ranks 0…n of a truncation that drops the tail of descending energies σ². */
