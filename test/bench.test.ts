@@ -8,7 +8,7 @@ import { useBackend } from '../src/backend.js';
 import { MIN_RUNS, medianInterval } from '../src/bench.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { CHARCNN, FASHION_TEST, NESTED, RESIDUAL, errorLine, runCli, tempDir } from './helpers.js';
+import { CHARCNN, FASHION_TEST, NESTED, RESIDUAL, cli, errorLine, imageSubset, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -35,8 +35,18 @@ async function independentAccuracy(modelPath: string, root: string): Promise<num
 }
 
 describe('bench', () => {
+  /** charcnn compressed once for every test that benches a compressed model (tests copy it before changing it). */
+  let compressed: string;
+  before(async () => {
+    compressed = path.join(tempDir(), 'c');
+    const made = await cli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52', '--out', compressed]);
+    assert.equal(made.code, 0, made.stderr);
+  });
+
   test('a model against itself: full agreement, zero difference, speedup near 1; accuracy matches an independent count', async () => {
-    const run = runCli(['bench', CHARCNN, path.dirname(CHARCNN), '--data', FASHION_TEST, '--batch', '1,8', '--runs', '6', '--warmup', '1', '--json']);
+    // 20 images per class: enough to compare bench's accuracy with the independent count.
+    const data = imageSubset(FASHION_TEST, 20);
+    const run = runCli(['bench', CHARCNN, path.dirname(CHARCNN), '--data', data, '--batch', '1,8', '--runs', '6', '--warmup', '1', '--json']);
     assert.equal(run.code, 0, run.stderr);
     const r = JSON.parse(run.stdout);
     for (const key of ['backend', 'before', 'after', 'theoreticalSpeedup', 'batches', 'agreement', 'maxAbsDiff', 'meanAbsDiff', 'accuracyDelta']) assert.ok(key in r, key);
@@ -53,23 +63,21 @@ describe('bench', () => {
       assert.ok(b.before.p10Ms <= b.before.medianMs && b.before.medianMs <= b.before.p90Ms);
     }
     assert.equal(r.before.bytes, fs.statSync(path.join(path.dirname(CHARCNN), 'group1-shard1of1.bin')).size);
-    const expected = await independentAccuracy(CHARCNN, FASHION_TEST);
+    const expected = await independentAccuracy(CHARCNN, data);
     assert.ok(Math.abs(r.before.accuracy - expected) < 1e-9, `bench says ${r.before.accuracy}, independent count ${expected}`);
     assert.ok(expected > 0.85, `fixture accuracy ${expected}`);
   });
 
-  test('table output of a compressed model, with per-layer timing and random-input agreement', () => {
-    const out = path.join(tempDir(), 'c');
-    assert.equal(runCli(['compress', CHARCNN, '--rank', 'conv2=16,conv3=32', '--out', out]).code, 0);
-    const run = runCli(['bench', CHARCNN, out, '--batch', '4', '--runs', '4', '--warmup', '1', '--per-layer']);
+  test('table output of a compressed model, with per-layer timing and random-input agreement', async () => {
+    const run = await cli(['bench', CHARCNN, compressed, '--batch', '4', '--runs', '4', '--warmup', '1', '--per-layer']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /theoretical speedup \(MACs\): \d+\.\d\d×/);
     assert.match(run.stdout, /agreement on 64 fixed-seed random inputs \(no --data\)/);
     assert.match(run.stdout, /conv2 .*conv2_v, conv2_h/);
   });
 
-  test('a model against itself with --runs 3: runs raised, and every batch flagged as no measurable difference', () => {
-    const run = runCli(['bench', CHARCNN, path.dirname(CHARCNN), '--batch', '1,4', '--runs', '3', '--warmup', '1']);
+  test('a model against itself with --runs 3: runs raised, and every batch flagged as no measurable difference', async () => {
+    const run = await cli(['bench', CHARCNN, path.dirname(CHARCNN), '--batch', '1,4', '--runs', '3', '--warmup', '1']);
     assert.equal(run.code, 0, run.stderr);
     for (const batch of [1, 4]) {
       assert.match(run.stdout, new RegExp(`batch ${batch}: no measurable difference`));
@@ -80,11 +88,9 @@ describe('bench', () => {
     }
   });
 
-  test('a slowdown is labelled as one', () => {
-    const out = path.join(tempDir(), 'c');
-    assert.equal(runCli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52', '--out', out]).code, 0);
+  test('a slowdown is labelled as one', async () => {
     // The compressed model first: the "after" model is the slow original.
-    const run = runCli(['bench', out, CHARCNN, '--batch', '4', '--runs', '3', '--warmup', '1']);
+    const run = await cli(['bench', compressed, CHARCNN, '--batch', '4', '--runs', '3', '--warmup', '1']);
     assert.equal(run.code, 0, run.stderr);
     const row = run.stdout.split('\n').find((l) => /^\s+4  /.test(l))!;
     assert.match(row, /0\.\d\d× \(slower\) \[0\.\d\d–0\.\d\d×\]/, row);
@@ -111,16 +117,12 @@ describe('bench', () => {
   });
 
   for (const [title, before, makeAfter] of [
-    ['charcnn against its compression', CHARCNN, () => {
-      const out = path.join(tempDir(), 'c');
-      assert.equal(runCli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52', '--out', out]).code, 0);
-      return out;
-    }],
+    ['charcnn against its compression', CHARCNN, () => compressed],
     ['residual (branches) against itself', RESIDUAL, () => path.dirname(RESIDUAL)],
     ['nested against itself', NESTED, () => path.dirname(NESTED)],
   ] as const) {
     test(`per-layer times inside the model runs add up to the model time: ${title}`, async () => {
-      const run = runCli(['bench', before, makeAfter(), '--batch', '1,2', '--runs', '3', '--warmup', '1', '--per-layer', '--json']);
+      const run = await cli(['bench', before, makeAfter(), '--batch', '1,2', '--runs', '3', '--warmup', '1', '--per-layer', '--json']);
       assert.equal(run.code, 0, run.stderr);
       const r = JSON.parse(run.stdout);
       const p = r.perLayer;
@@ -143,30 +145,29 @@ describe('bench', () => {
     });
   }
 
-  test("per-layer blocks follow the output's record of what replaced what, not name suffixes", () => {
+  test("per-layer blocks follow the output's record of what replaced what, not name suffixes", async () => {
     const out = path.join(tempDir(), 'renamed');
-    const made = runCli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '8', '--out', out]);
-    assert.equal(made.code, 0, made.stderr);
+    fs.cpSync(compressed, out, { recursive: true });
     // Rename the replacement layers (topology, weights and record) to names no suffix rule knows.
     const jsonPath = path.join(out, 'model.json');
     const text = fs.readFileSync(jsonPath, 'utf8').replaceAll('conv2_v', 'reduce_a').replaceAll('conv2_h', 'expand_b');
     fs.writeFileSync(jsonPath, text);
-    const run = runCli(['bench', CHARCNN, out, '--batch', '2', '--runs', '3', '--warmup', '1', '--per-layer', '--json']);
+    const run = await cli(['bench', CHARCNN, out, '--batch', '2', '--runs', '3', '--warmup', '1', '--per-layer', '--json']);
     assert.equal(run.code, 0, run.stderr);
     const blocks = JSON.parse(run.stdout).perLayer.blocks;
     assert.deepEqual(blocks.find((b: any) => b.name === 'conv2').afterLayers, ['reduce_a', 'expand_b']);
   });
 
-  test('bad input: models with different inputs', () => {
-    const run = runCli(['bench', CHARCNN, RESIDUAL]);
+  test('bad input: models with different inputs', async () => {
+    const run = await cli(['bench', CHARCNN, RESIDUAL]);
     assert.notEqual(run.code, 0);
     assert.match(errorLine(run), /the models take different inputs/);
   });
 
-  test('bad input: an unreadable model', () => {
+  test('bad input: an unreadable model', async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'model.json'), 'not json');
-    const run = runCli(['bench', CHARCNN, dir]);
+    const run = await cli(['bench', CHARCNN, dir]);
     assert.notEqual(run.code, 0);
     assert.match(errorLine(run), /not valid JSON/);
   });

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
 import { numberFlag } from '../src/cli/common.js';
 import { saveModel } from '../src/model/io.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, runCli, tempDir } from './helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, imageSubset, runCli, tempDir, type CliRun } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -47,16 +47,14 @@ async function smallModel(edit: (weights: tf.Tensor[]) => tf.Tensor[] = (w) => w
 
 /** `n` fixture images of each of the first `classes` classes. */
 function imageFolder(n: number, classes = 2, from = FASHION_TRAIN): string {
-  const dir = temp();
-  for (const cls of fs.readdirSync(from).sort().slice(0, classes)) {
-    fs.mkdirSync(path.join(dir, cls));
-    for (const f of fs.readdirSync(path.join(from, cls)).sort().slice(0, n)) fs.copyFileSync(path.join(from, cls, f), path.join(dir, cls, f));
-  }
+  const dir = imageSubset(from, n, classes);
+  dirs.push(dir);
   return dir;
 }
 
-function expectUserError(args: string[], pattern: RegExp): string {
-  const run = runCli(args);
+/** Runs the CLI in this process, or with `runner` = runCli in a fresh one, and expects a one-line user error. */
+async function expectUserError(args: string[], pattern: RegExp, runner: (args: string[]) => CliRun | Promise<CliRun> = cli): Promise<string> {
+  const run = await runner(args);
   assert.equal(run.code, 1, run.stderr);
   assert.match(errorLine(run), pattern);
   assert.doesNotMatch(run.stderr, /^\s+at /m, 'no stack trace');
@@ -64,6 +62,8 @@ function expectUserError(args: string[], pattern: RegExp): string {
 }
 
 const cheapFit = ['--layers', 'conv3', '--rank', '8', '--iterations', '2', '--batch', '4'];
+/** bench flags for runs whose timings no test reads: one batch size, not 1 (which adds the fixed-overhead timing of every layer). */
+const quickBench = ['--batch', '2', '--runs', '1', '--warmup', '0'];
 
 describe('non-finite weights are named by layer', () => {
   let damaged: string;
@@ -77,40 +77,40 @@ describe('non-finite weights are named by layer', () => {
   });
   const message = /layer conv2: kernel has 3 NaN values; the model file is damaged or was saved from a diverged training run/;
 
-  test('inspect', () => {
-    expectUserError(['inspect', damaged], message);
+  test('inspect', async () => {
+    await expectUserError(['inspect', damaged], message, runCli);
   });
-  test('compress', () => {
-    expectUserError(['compress', damaged, '--layers', 'conv2', '--rank', '1', '--out', path.join(temp(), 'out')], message);
+  test('compress', async () => {
+    await expectUserError(['compress', damaged, '--layers', 'conv2', '--rank', '1', '--out', path.join(temp(), 'out')], message);
   });
-  test('bench (either side)', () => {
-    expectUserError(['bench', damaged, damaged, '--runs', '1', '--warmup', '0'], message);
+  test('bench (either side)', async () => {
+    await expectUserError(['bench', damaged, damaged, '--runs', '1', '--warmup', '0'], message);
   });
   test('an infinite bias', async () => {
     const inf = await smallModel((w) => w.map((t, i) => (i === 1 ? tf.fill(t.shape, -Infinity) : t)));
-    expectUserError(['inspect', inf], /layer conv1: bias has 4 infinite values/);
+    await expectUserError(['inspect', inf], /layer conv1: bias has 4 infinite values/);
   });
 });
 
 describe('non-finite activations name the layer and the preprocessing flags', () => {
-  test('a --scale past float32 is refused at once', () => {
-    expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--scale', '1e38'], /--scale 1e38 --offset 0: pixels would reach 2\.55e\+40, beyond float32/);
+  test('a --scale past float32 is refused at once', async () => {
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--scale', '1e38'], /--scale 1e38 --offset 0: pixels would reach 2\.55e\+40, beyond float32/);
   });
-  test('compress --data: an activation that overflows inside the network, before any factorizing', () => {
-    const stderr = expectUserError(
+  test('compress --data: an activation that overflows inside the network, before any factorizing', async () => {
+    const stderr = await expectUserError(
       ['compress', CHARCNN, ...cheapFit, '--out', path.join(temp(), 'out'), '--data', imageFolder(3), '--scale', '1e36'],
       /the output of layer conv1 holds \d+ (NaN|infinite) .*on these images .*--scale, --offset, --standardize/,
     );
     assert.doesNotMatch(stderr, /factorizing/);
   });
-  test('bench --data: the overflowing layer, before any timing', () => {
-    const stderr = expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(2), '--scale', '1e36'], /the before model: the output of layer conv1 holds/);
+  test('bench --data: the overflowing layer, before any timing', async () => {
+    const stderr = await expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(2), '--scale', '1e36'], /the before model: the output of layer conv1 holds/);
     assert.doesNotMatch(stderr, /timing/);
   });
   test('bench: NaN outputs never read "agreement 100 %, max |Δ| NaN"', async () => {
     // Finite weights whose products overflow: conv2 turns [0, 1) inputs into Inf, the dense layer into NaN.
     const overflowing = await smallModel((w) => w.map((t, i) => (i === 2 ? tf.fill(t.shape, 1e30) : i === 0 ? tf.fill(t.shape, 1e10) : t)));
-    const run = runCli(['bench', overflowing, overflowing, '--runs', '1', '--warmup', '0']);
+    const run = await cli(['bench', overflowing, overflowing, '--runs', '1', '--warmup', '0']);
     assert.equal(run.code, 1, run.stderr);
     assert.match(errorLine(run), /the before model: the output of layer conv2 holds \d+ infinite values on random inputs/);
     assert.doesNotMatch(run.stdout, /agreement/);
@@ -118,58 +118,58 @@ describe('non-finite activations name the layer and the preprocessing flags', ()
 });
 
 describe('flag values', () => {
-  test('--scale and --offset take fractions such as the help\'s 1/255', () => {
+  test('--scale and --offset take fractions such as the help\'s 1/255', async () => {
     assert.equal(numberFlag('2/255', '--scale'), 2 / 255);
     assert.equal(numberFlag('-0.5', '--offset'), -0.5);
     for (const bad of ['1/0', '1/2/3', '/2', '', 'abc']) assert.throws(() => numberFlag(bad, '--scale'), /give a number or a fraction/);
-    const run = runCli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(2), '--scale', '2/255', '--offset', '-1/2', '--runs', '1', '--warmup', '0', '--json']);
+    const run = await cli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(2), '--scale', '2/255', '--offset', '-1/2', ...quickBench, '--json']);
     assert.equal(run.code, 0, run.stderr);
     assert.ok(JSON.parse(run.stdout).before.accuracy >= 0);
   });
-  test('--iterations 1e9 and --batch 100000 are refused with the reason', () => {
+  test('--iterations 1e9 and --batch 100000 are refused with the reason', async () => {
     const data = imageFolder(2);
-    expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'o'), '--data', data, '--iterations', '1e9'], /--iterations 1e9: at most 100000 \(/);
-    expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'o'), '--data', data, '--batch', '100000'], /--batch 100000: at most 4096 \(/);
-    expectUserError(['bench', CHARCNN, CHARCNN, '--batch', '1,100000'], /--batch 100000: at most 4096 \(/);
-    expectUserError(['bench', CHARCNN, CHARCNN, '--runs', '1e9'], /--runs 1e9: at most 10000 \(/);
+    await expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'o'), '--data', data, '--iterations', '1e9'], /--iterations 1e9: at most 100000 \(/);
+    await expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'o'), '--data', data, '--batch', '100000'], /--batch 100000: at most 4096 \(/);
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--batch', '1,100000'], /--batch 100000: at most 4096 \(/);
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--runs', '1e9'], /--runs 1e9: at most 10000 \(/);
   });
   test('bench refuses a batch whose activations exceed the memory budget', async () => {
     const big = await save(tf.sequential({ layers: [tf.layers.conv2d({ name: 'wide', inputShape: [512, 512, 3], filters: 64, kernelSize: 3, padding: 'same' })] }));
-    expectUserError(['bench', big, big, '--batch', '1,64'], /--batch 64: about [\d.]+ MiB of activations \(67\.00 MiB per example in the largest layer\), over the 2048\.00 MiB budget; give at most 30/);
+    await expectUserError(['bench', big, big, '--batch', '1,64'], /--batch 64: about [\d.]+ MiB of activations \(67\.00 MiB per example in the largest layer\), over the 2048\.00 MiB budget; give at most 30/);
   });
-  test('bench reports progress while timing', () => {
-    const run = runCli(['bench', CHARCNN, CHARCNN, '--batch', '2', '--runs', '4', '--warmup', '1', '--per-layer']);
+  test('bench reports progress while timing', async () => {
+    const run = await cli(['bench', CHARCNN, CHARCNN, '--batch', '2', '--runs', '4', '--warmup', '1', '--per-layer']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /timing batch 2: 0\/11 runs\n.*timing batch 2: \d+\/11 runs, ETA/s);
     assert.match(run.stderr, /timing layers inside the model runs at batch 2: \d+\/11 runs in/);
   });
-  test('a too-long --out is refused before any work', () => {
-    const stderr = expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'x'.repeat(250))], /--out .*: the name is too long for the file system; choose a shorter one/);
+  test('a too-long --out is refused before any work', async () => {
+    const stderr = await expectUserError(['compress', CHARCNN, '--rank', '8', '--out', path.join(temp(), 'x'.repeat(250))], /--out .*: the name is too long for the file system; choose a shorter one/);
     assert.doesNotMatch(stderr, /factorizing/);
   });
 });
 
 describe('--data folders and models images cannot feed', () => {
-  test('--labels naming a folder', () => {
-    expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--labels', temp()], /--labels .*: not a file; give a text file of class names/);
+  test('--labels naming a folder', async () => {
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--labels', temp()], /--labels .*: not a file; give a text file of class names/);
   });
-  test('a dangling symlink, a symlink loop and a link back up the tree are skipped and counted', () => {
+  test('a dangling symlink, a symlink loop and a link back up the tree are skipped and counted', async () => {
     const data = imageFolder(2);
     const cls = path.join(data, fs.readdirSync(data)[0]);
     fs.symlinkSync(path.join(data, 'gone.png'), path.join(cls, 'dangling.png'));
     fs.symlinkSync(path.join(cls, 'loop.png'), path.join(cls, 'loop.png'));
     fs.symlinkSync(data, path.join(cls, 'up'));
-    const run = runCli(['bench', CHARCNN, CHARCNN, '--data', data, '--runs', '1', '--warmup', '0', '--json']);
+    const run = await cli(['bench', CHARCNN, CHARCNN, '--data', data, ...quickBench, '--json']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /skipped 3 unreadable or non-image files/);
     assert.equal(JSON.parse(run.stdout).examples, 4);
   });
-  test('an unreadable entry is skipped and counted', { skip: process.getuid?.() === 0 ? 'root reads everything' : false }, () => {
+  test('an unreadable entry is skipped and counted', { skip: process.getuid?.() === 0 ? 'root reads everything' : false }, async () => {
     const data = imageFolder(2);
     const cls = path.join(data, fs.readdirSync(data)[1]);
     fs.mkdirSync(path.join(cls, 'locked'));
     fs.chmodSync(path.join(cls, 'locked'), 0);
-    const run = runCli(['bench', CHARCNN, CHARCNN, '--data', data, '--runs', '1', '--warmup', '0']);
+    const run = await cli(['bench', CHARCNN, CHARCNN, '--data', data, ...quickBench]);
     fs.chmodSync(path.join(cls, 'locked'), 0o700);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /skipped 1 unreadable or non-image file \(locked\)/);
@@ -179,7 +179,7 @@ describe('--data folders and models images cannot feed', () => {
     const b = tf.input({ shape: [4] });
     const sum = tf.layers.add().apply([a, b]) as tf.SymbolicTensor;
     const twoInputs = await save(tf.model({ inputs: [a, b], outputs: tf.layers.dense({ units: 2 }).apply(sum) as tf.SymbolicTensor }));
-    expectUserError(['bench', twoInputs, twoInputs], /the model takes 2 inputs; bench feeds models with a single input only/);
+    await expectUserError(['bench', twoInputs, twoInputs], /the model takes 2 inputs; bench feeds models with a single input only/);
   });
   test('compress --data refuses a 4-channel model before factorizing', async () => {
     const rgba = await save(tf.sequential({
@@ -188,7 +188,7 @@ describe('--data folders and models images cannot feed', () => {
         tf.layers.conv2d({ name: 'b', filters: 8, kernelSize: 3 }),
       ],
     }));
-    const stderr = expectUserError(['compress', rgba, '--layers', 'b', '--rank', '2', '--out', path.join(temp(), 'out'), '--data', imageFolder(2)], /the model takes 4-channel input; images can feed 1- or 3-channel models only/);
+    const stderr = await expectUserError(['compress', rgba, '--layers', 'b', '--rank', '2', '--out', path.join(temp(), 'out'), '--data', imageFolder(2)], /the model takes 4-channel input; images can feed 1- or 3-channel models only/);
     assert.doesNotMatch(stderr, /factorizing/);
   });
   test('compress --data refuses a two-input model before factorizing', async () => {
@@ -197,31 +197,31 @@ describe('--data folders and models images cannot feed', () => {
     const sum = tf.layers.add().apply([a, b]) as tf.SymbolicTensor;
     const conv = tf.layers.conv2d({ name: 'c', filters: 8, kernelSize: 3 }).apply(tf.layers.conv2d({ name: 'p', filters: 8, kernelSize: 3 }).apply(sum) as tf.SymbolicTensor);
     const twoInputs = await save(tf.model({ inputs: [a, b], outputs: conv as tf.SymbolicTensor }));
-    const stderr = expectUserError(['compress', twoInputs, '--layers', 'c', '--rank', '2', '--out', path.join(temp(), 'out'), '--data', imageFolder(2)], /the model takes 2 inputs; images can feed a model with a single image input only/);
+    const stderr = await expectUserError(['compress', twoInputs, '--layers', 'c', '--rank', '2', '--out', path.join(temp(), 'out'), '--data', imageFolder(2)], /the model takes 2 inputs; images can feed a model with a single image input only/);
     assert.doesNotMatch(stderr, /factorizing/);
   });
 });
 
 describe('accuracy that cannot mean anything', () => {
-  test('a --labels file with 11 names for 10 outputs', () => {
+  test('a --labels file with 11 names for 10 outputs', async () => {
     const labels = path.join(temp(), 'labels.txt');
     fs.writeFileSync(labels, `${fs.readdirSync(FASHION_TEST).sort().join('\n')}\nextra\n`);
-    expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--labels', labels], /--labels .*: lists 11 class names but the model has 10 outputs; give one name per output, in output order/);
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--labels', labels], /--labels .*: lists 11 class names but the model has 10 outputs; give one name per output, in output order/);
   });
   test('a model with 4 outputs scored against 10 class folders: a warning and no accuracy', async () => {
     const four = await smallModel((w) => w, 4);
-    const run = runCli(['bench', four, four, '--data', imageFolder(1, 10), '--runs', '1', '--warmup', '0', '--json']);
+    const run = await cli(['bench', four, four, '--data', imageFolder(1, 10), ...quickBench, '--json']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /warning: accuracy not counted: .* has 10 class folders but the model has 4 outputs, so the folders are not its classes; give --labels/);
     const r = JSON.parse(run.stdout);
     assert.equal(r.before.accuracy, undefined);
     assert.equal(r.agreement, 1);
   });
-  test('the original model near chance: a hint at the preprocessing', () => {
-    const run = runCli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(3, 10, FASHION_TEST), '--scale', '1/65025', '--runs', '1', '--warmup', '0']);
+  test('the original model near chance: a hint at the preprocessing', async () => {
+    const run = await cli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(3, 10, FASHION_TEST), '--scale', '1/65025', ...quickBench]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /warning: the original model's top-1 accuracy on the 30 labelled images is only [\d.]+%, near chance \(10\.0% for 10 classes\): the preprocessing \(--scale, --offset, --standardize\) or the class order \(--labels\) is probably wrong/);
-    const fine = runCli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(3, 10, FASHION_TEST), '--runs', '1', '--warmup', '0']);
+    const fine = await cli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(3, 10, FASHION_TEST), ...quickBench]);
     assert.doesNotMatch(fine.stderr, /near chance/);
   });
 });

@@ -9,7 +9,7 @@ import { decodeImage, type PixelOptions } from '../src/data/images.js';
 import { readModelMetadata } from '../src/data/metadata.js';
 import { UserError } from '../src/errors.js';
 import { loadModel } from '../src/model/io.js';
-import { CHARCNN, FASHION_TEST, copyModel, errorLine, runCli, tempDir, type CliRun } from './helpers.js';
+import { CHARCNN, FASHION_TEST, cli, copyModel, errorLine, imageSubset, runCli, tempDir, type CliRun } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -41,16 +41,7 @@ function json(run: CliRun): any {
 }
 
 /** A small labelled folder: the first `perClass` test images of each class. */
-function smallTestSet(perClass: number): string {
-  const dir = tempDir();
-  for (const cls of CLASSES) {
-    fs.mkdirSync(path.join(dir, cls));
-    for (const f of fs.readdirSync(path.join(FASHION_TEST, cls)).sort().slice(0, perClass)) {
-      fs.copyFileSync(path.join(FASHION_TEST, cls, f), path.join(dir, cls, f));
-    }
-  }
-  return dir;
-}
+const smallTestSet = (perClass: number): string => imageSubset(FASHION_TEST, perClass);
 
 describe('evaluate', () => {
   test('top-1, per-class counts and the confusion matrix equal an independent count', async () => {
@@ -73,10 +64,10 @@ describe('evaluate', () => {
     assert.equal(expected[CLASSES.indexOf(top.true)][CLASSES.indexOf(top.predicted)], top.count);
   });
 
-  test('table output; unreadable files are counted; accuracy near chance gets a preprocessing hint', () => {
+  test('table output; unreadable files are counted; accuracy near chance gets a preprocessing hint', async () => {
     const data = smallTestSet(5);
     fs.writeFileSync(path.join(data, '0_tshirt_top', 'notes.txt'), 'not an image');
-    const run = runCli(['evaluate', CHARCNN, '--data', data]);
+    const run = await cli(['evaluate', CHARCNN, '--data', data]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /50 images \(1 skipped\), 10 classes, 10 outputs/);
     assert.match(run.stdout, /top-1 accuracy: \d+\.\d\d% \(\d+ of 50 labelled images\)/);
@@ -86,15 +77,15 @@ describe('evaluate', () => {
     assert.doesNotMatch(run.stderr, /near chance/);
 
     // All-zero pixels: every image gets the same class, 10 % on balanced classes.
-    const blind = runCli(['evaluate', CHARCNN, '--data', data, '--scale', '0']);
+    const blind = await cli(['evaluate', CHARCNN, '--data', data, '--scale', '0']);
     assert.equal(blind.code, 0, blind.stderr);
     assert.match(blind.stderr, /hint: top-1 10\.0% is near chance .*--scale/);
   });
 
-  test('unlabelled images: the prediction distribution; a class count unlike the outputs is warned about', () => {
+  test('unlabelled images: the prediction distribution; a class count unlike the outputs is warned about', async () => {
     const flat = tempDir();
     for (const f of ['0000.png', '0001.png', '0002.png']) fs.copyFileSync(path.join(FASHION_TEST, '1_trouser', f), path.join(flat, f));
-    const r = json(runCli(['evaluate', CHARCNN, '--data', flat, '--json']));
+    const r = json(await cli(['evaluate', CHARCNN, '--data', flat, '--json']));
     assert.equal(r.accuracy, null);
     assert.deepEqual(r.images, { read: 3, skipped: 0, labeled: 0 });
     assert.equal(r.predicted.length, 10);
@@ -102,7 +93,7 @@ describe('evaluate', () => {
 
     const three = tempDir();
     for (const cls of CLASSES.slice(0, 3)) fs.cpSync(path.join(FASHION_TEST, cls), path.join(three, cls), { recursive: true });
-    const run = runCli(['evaluate', CHARCNN, '--data', three, '--json']);
+    const run = await cli(['evaluate', CHARCNN, '--data', three, '--json']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /warning: 3 classes but the model has 10 outputs/);
   });
@@ -145,13 +136,13 @@ describe('--resize', () => {
     });
   }
 
-  test('the flag reaches the image reader of every command, and rejects unknown methods', () => {
+  test('the flag reaches the image reader of every command, and rejects unknown methods', async () => {
     const data = smallTestSet(1);
-    assert.equal(json(runCli(['evaluate', CHARCNN, '--data', data, '--resize', 'nearest', '--json'])).pixels.resize, 'nearest');
-    const bad = runCli(['evaluate', CHARCNN, '--data', data, '--resize', 'bicubic']);
+    assert.equal(json(await cli(['evaluate', CHARCNN, '--data', data, '--resize', 'nearest', '--json'])).pixels.resize, 'nearest');
+    const bad = await cli(['evaluate', CHARCNN, '--data', data, '--resize', 'bicubic']);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /Allowed choices are sharp, bilinear, nearest/);
-    const alone = runCli(['compress', CHARCNN, '--rank', '8', '--out', path.join(tempDir(), 'c'), '--resize', 'bilinear']);
+    const alone = await cli(['compress', CHARCNN, '--rank', '8', '--out', path.join(tempDir(), 'c'), '--resize', 'bilinear']);
     assert.equal(alone.code, 1);
     assert.match(errorLine(alone), /--resize applies to data reconstruction: give --data/);
   });
@@ -168,10 +159,10 @@ describe('Teachable Machine metadata.json', () => {
     return model;
   }
 
-  test('its labels set the class order and its [-1, 1] pixels the preprocessing, unless flags say otherwise', () => {
+  test('its labels set the class order and its [-1, 1] pixels the preprocessing, unless flags say otherwise', async () => {
     const metadata = JSON.stringify({ tfjsVersion: '1.3.1', packageName: '@teachablemachine/image', labels: reversed, imageSize: 24 });
     const model = modelWithMetadata(metadata);
-    const withMetadata = runCli(['evaluate', model, '--data', data, '--json']);
+    const withMetadata = await cli(['evaluate', model, '--data', data, '--json']);
     const r = json(withMetadata);
     assert.match(withMetadata.stderr, /^lowrank: using labels and \[-1, 1\] pixels from metadata\.json beside the model$/m);
     assert.deepEqual(r.classes, reversed);
@@ -180,33 +171,33 @@ describe('Teachable Machine metadata.json', () => {
     // The same as giving those labels and pixels by hand to the model without metadata.json.
     const labels = path.join(tempDir(), 'labels.txt');
     fs.writeFileSync(labels, `${reversed.join('\n')}\n`);
-    const byHand = json(runCli(['evaluate', CHARCNN, '--data', data, '--labels', labels, '--scale', tmScale, '--offset', '-1', '--json']));
+    const byHand = json(await cli(['evaluate', CHARCNN, '--data', data, '--labels', labels, '--scale', tmScale, '--offset', '-1', '--json']));
     assert.deepEqual(r.confusion, byHand.confusion);
-    const plain = json(runCli(['evaluate', CHARCNN, '--data', data, '--json']));
+    const plain = json(await cli(['evaluate', CHARCNN, '--data', data, '--json']));
     assert.notDeepEqual(r.confusion, plain.confusion);
 
     // Explicit pixel flags win; labels still come from metadata.json.
-    const scaled = runCli(['evaluate', model, '--data', data, '--scale', '0.00392156862745098', '--json']);
+    const scaled = await cli(['evaluate', model, '--data', data, '--scale', '0.00392156862745098', '--json']);
     assert.match(scaled.stderr, /^lowrank: using labels from metadata\.json beside the model$/m);
     const s = json(scaled);
     assert.deepEqual(s.classes, reversed);
     assert.equal(s.pixels.offset, 0);
     // Both given: metadata.json is not used, and nothing is said about it.
-    const both = runCli(['evaluate', model, '--data', data, '--standardize', '--labels', labels, '--json']);
+    const both = await cli(['evaluate', model, '--data', data, '--standardize', '--labels', labels, '--json']);
     assert.doesNotMatch(both.stderr, /metadata\.json/);
     assert.equal(json(both).pixels.standardize, true);
   });
 
-  test('bench reads it too', () => {
+  test('bench reads it too', async () => {
     const model = modelWithMetadata(JSON.stringify({ labels: reversed }));
-    const run = runCli(['bench', model, model, '--data', data, '--batch', '1', '--runs', '1', '--warmup', '0', '--json']);
+    const run = await cli(['bench', model, model, '--data', data, '--batch', '2', '--runs', '1', '--warmup', '0', '--json']);
     const r = json(run);
     assert.match(run.stderr, /using labels and \[-1, 1\] pixels from metadata\.json/);
-    const e = json(runCli(['evaluate', model, '--data', data, '--json']));
+    const e = json(await cli(['evaluate', model, '--data', data, '--json']));
     assert.equal(r.before.accuracy, e.accuracy);
   });
 
-  test('a broken one is a one-line error naming the file', () => {
+  test('a broken one is a one-line error naming the file', async () => {
     for (const [content, message] of [
       ['{labels: oops', /metadata\.json: not valid JSON; fix it/],
       [JSON.stringify({ labels: 'a,b' }), /metadata\.json: "labels" is not a list of class names/],
@@ -216,7 +207,7 @@ describe('Teachable Machine metadata.json', () => {
     ] as const) {
       assert.throws(() => readModelMetadata(modelWithMetadata(content)), (err: Error) => err instanceof UserError && message.test(err.message) && !err.message.includes('\n'), content);
     }
-    const run = runCli(['evaluate', modelWithMetadata('not json'), '--data', data]);
+    const run = await cli(['evaluate', modelWithMetadata('not json'), '--data', data]);
     assert.equal(run.code, 1);
     assert.match(errorLine(run), /^lowrank: .*metadata\.json: not valid JSON; fix it/);
     assert.equal(run.stdout, '');

@@ -17,23 +17,11 @@ import { loadModel } from '../src/model/io.js';
 import { dataReconstruction } from '../src/pipeline.js';
 import { loadImages, planImages, silentReporter, type ImageStores, type ReconstructOptions } from '../src/reconstruct/index.js';
 import { finetune } from '../src/train/finetune.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, errorLine, runCli, tempDir } from './helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
 });
-
-/** A folder with the first `perClass` images of each class of `source`. */
-function smallFolder(source: string, perClass: number): string {
-  const dir = tempDir('lowrank-images-');
-  for (const cls of fs.readdirSync(source).sort()) {
-    fs.mkdirSync(path.join(dir, cls));
-    for (const f of fs.readdirSync(path.join(source, cls)).sort().slice(0, perClass)) {
-      fs.copyFileSync(path.join(source, cls, f), path.join(dir, cls, f));
-    }
-  }
-  return dir;
-}
 
 function options(fit: string, held: string, iterations: number): ReconstructOptions {
   return { data: fit, evalData: held, holdout: 0.2, samples: 1000, joint: true, iterations, batch: 32, seed: 1, pixels: DEFAULT_PIXELS };
@@ -68,7 +56,7 @@ function relativeError(a: Float32Array[], b: Float32Array[]): number {
 describe('fine-tuning by distillation', () => {
   test('a student that already equals its teacher (full rank) is left unchanged', async () => {
     const { model: teacher } = await loadModel(CHARCNN);
-    const o = options(smallFolder(FASHION_TRAIN, 6), smallFolder(FASHION_TEST, 4), 0);
+    const o = options(imageSubset(FASHION_TRAIN, 6), imageSubset(FASHION_TEST, 4), 0);
     const s = await stores(teacher, o);
     const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 432, layers: ['conv2'], allowSlower: true });
     const before = await outputs(student.model, s);
@@ -94,7 +82,7 @@ describe('fine-tuning by distillation', () => {
 
   test('on 150 fitting images at low ranks, fine-tuning lowers the held-out output error of the layer-wise fit', async () => {
     const { model: teacher, topology } = await loadModel(CHARCNN);
-    const o = options(smallFolder(FASHION_TRAIN, 15), smallFolder(FASHION_TEST, 10), 20);
+    const o = options(imageSubset(FASHION_TRAIN, 15), imageSubset(FASHION_TEST, 10), 20);
     const plan = planCompression(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: new Map([['conv2', 4], ['conv3', 8]]), layers: ['conv2', 'conv3'] }, topology);
     const images = planImages(o);
     const s = await loadImages(teacher, images, o);
@@ -113,16 +101,16 @@ describe('fine-tuning by distillation', () => {
     teacher.dispose();
   });
 
-  test('compress --finetune writes a stock model with the same layers as without it, and reports the fine-tuning', () => {
-    const fit = smallFolder(FASHION_TRAIN, 15);
-    const held = smallFolder(FASHION_TEST, 3);
+  test('compress --finetune writes a stock model with the same layers as without it, and reports the fine-tuning', async () => {
+    const fit = imageSubset(FASHION_TRAIN, 15);
+    const held = imageSubset(FASHION_TEST, 3);
     const common = [
       'compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=4,conv3=8', '--data', fit, '--eval-data', held, '--iterations', '20', '--batch', '16', '--json',
     ];
     const plainOut = path.join(tempDir(), 'plain');
     const tunedOut = path.join(tempDir(), 'tuned');
-    const plain = runCli([...common, '--out', plainOut]);
-    const tuned = runCli([...common, '--out', tunedOut, '--finetune', '--epochs', '3', '--finetune-layers', 'factors']);
+    const plain = await cli([...common, '--out', plainOut]);
+    const tuned = await cli([...common, '--out', tunedOut, '--finetune', '--epochs', '3', '--finetune-layers', 'factors']);
     assert.equal(plain.code, 0, plain.stderr);
     assert.equal(tuned.code, 0, tuned.stderr);
     const report = JSON.parse(tuned.stdout);
@@ -130,37 +118,35 @@ describe('fine-tuning by distillation', () => {
     assert.equal(report.finetune.epochs, 3);
     assert.equal(report.finetune.kept, 'finetuned');
     assert.equal(report.finetune.target, 'logits');
-    const load = (dir: string) => {
-      const script = `
-        import * as tf from '@tensorflow/tfjs';
-        import * as fs from 'node:fs';
-        const dir = ${JSON.stringify(dir)};
+    // Both outputs loaded by stock tfjs in one fresh process.
+    const script = `
+      import * as tf from '@tensorflow/tfjs';
+      import * as fs from 'node:fs';
+      for (const dir of ${JSON.stringify([plainOut, tunedOut])}) {
         const json = JSON.parse(fs.readFileSync(dir + '/model.json', 'utf8'));
         const data = Buffer.concat(json.weightsManifest.flatMap((g) => g.paths.map((p) => fs.readFileSync(dir + '/' + p))));
         const model = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: json.weightsManifest.flatMap((g) => g.weights), weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.length) }));
         const y = model.predict(tf.randomUniform([3, 24, 24, 1], 0, 1, 'float32', 7));
         console.log(JSON.stringify({ layers: model.layers.map((l) => l.name), y: Array.from(y.dataSync()) }));
-      `;
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-      return JSON.parse(r.stdout.trim().split('\n').pop()!);
-    };
-    const a = load(plainOut);
-    const b = load(tunedOut);
+      }
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const [a, b] = r.stdout.trim().split('\n').slice(-2).map((line) => JSON.parse(line));
     assert.deepEqual(b.layers, a.layers);
     assert.deepEqual(b.layers, ['conv1', 'conv2_v', 'conv2_h', 'conv3_v', 'conv3_h', 'conv4', 'flatten', 'softmax']);
     assert.notDeepEqual(b.y, a.y, 'the fine-tuned weights were written');
   });
 
-  test('fine-tuning flags need --data and --finetune', () => {
+  test('fine-tuning flags need --data and --finetune', async () => {
     const out = path.join(tempDir(), 'out');
-    const noData = runCli(['compress', CHARCNN, '--scheme', '2', '--rank', '8', '--out', out, '--finetune']);
+    const noData = await cli(['compress', CHARCNN, '--scheme', '2', '--rank', '8', '--out', out, '--finetune']);
     assert.equal(noData.code, 1);
     assert.match(errorLine(noData), /--finetune applies to data reconstruction: give --data/);
-    const noFinetune = runCli(['compress', CHARCNN, '--scheme', '2', '--rank', '8', '--out', out, '--data', FASHION_TEST, '--epochs', '3']);
+    const noFinetune = await cli(['compress', CHARCNN, '--scheme', '2', '--rank', '8', '--out', out, '--data', FASHION_TEST, '--epochs', '3']);
     assert.equal(noFinetune.code, 1);
     assert.match(errorLine(noFinetune), /--epochs applies to fine-tuning: give --finetune too/);
-    const badEpochs = runCli(['compress', CHARCNN, '--scheme', '2', '--rank', '8', '--out', out, '--data', FASHION_TEST, '--finetune', '--epochs', '0']);
+    const badEpochs = await cli(['compress', CHARCNN, '--scheme', '2', '--rank', '8', '--out', out, '--data', FASHION_TEST, '--finetune', '--epochs', '0']);
     assert.equal(badEpochs.code, 1);
     assert.match(errorLine(badEpochs), /--epochs 0: give a whole number ≥ 1/);
     assert.ok(!fs.existsSync(out), 'nothing written');

@@ -1,10 +1,13 @@
-/** Shared test plumbing: run the CLI, make temp folders, find fixtures. */
+/** Shared test plumbing: run the CLI (in a fresh process or in this one), make temp folders, find fixtures. */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import chalk from 'chalk';
+import { main } from '../src/cli/main.js';
 import type { SchemeOptions } from '../src/schemes/index.js';
 
 /** Repository root (tests run from dist/test). */
@@ -33,6 +36,47 @@ export function runCli(args: string[], cwd = ROOT): CliRun {
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** What an in-process run has written so far; writes outside any run pass through. */
+const capture = new AsyncLocalStorage<CliRun>();
+for (const [stream, key] of [[process.stdout, 'stdout'], [process.stderr, 'stderr']] as const) {
+  const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  stream.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
+    const run = capture.getStore();
+    if (!run) return write(chunk, ...rest);
+    run[key] += typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
+    const done = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    if (done) process.nextTick(done);
+    return true;
+  }) as typeof stream.write;
+}
+
+/**
+ * Runs the CLI's `main` inside this process, on the backend the test file started (wasm, one
+ * thread, unless `args` choose), from `cwd`: the same code path as bin/lowrank.js without a
+ * process start that loads tfjs and wasm again. Messages and output are captured per run.
+ * Runs must not overlap (they share the working folder and the backend).
+ */
+export async function cli(args: string[], cwd = ROOT): Promise<CliRun> {
+  const run: CliRun = { code: -1, stdout: '', stderr: '' };
+  const backend = [...(args.includes('--backend') ? [] : ['--backend', 'wasm']), ...(args.includes('--threads') ? [] : ['--threads', '1'])];
+  const signalListeners = (['SIGINT', 'SIGTERM'] as const).map((s) => [s, process.listeners(s)] as const);
+  const level = chalk.level;
+  const home = process.cwd();
+  chalk.level = 0;
+  process.chdir(cwd);
+  try {
+    run.code = await capture.run(run, () => main([process.execPath, 'lowrank', ...backend, ...args]));
+  } finally {
+    process.chdir(home);
+    chalk.level = level;
+    // main installs its Ctrl-C handlers on every call; keep this process's as they were.
+    for (const [signal, before] of signalListeners) {
+      for (const l of process.listeners(signal)) if (!before.includes(l)) process.removeListener(signal, l);
+    }
+  }
+  return run;
+}
+
 /** The error line of a failed run: its last stderr line (the first ones name the backend). */
 export function errorLine(run: CliRun): string {
   const lines = run.stderr.trim().split('\n');
@@ -41,6 +85,16 @@ export function errorLine(run: CliRun): string {
 
 export function tempDir(prefix = 'lowrank-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A new folder with the first `perClass` images of each of the first `classes` class folders of `source` (sorted by name). */
+export function imageSubset(source: string, perClass: number, classes = Infinity): string {
+  const dir = tempDir('lowrank-images-');
+  for (const cls of fs.readdirSync(source).sort().slice(0, classes)) {
+    fs.mkdirSync(path.join(dir, cls));
+    for (const f of fs.readdirSync(path.join(source, cls)).sort().slice(0, perClass)) fs.copyFileSync(path.join(source, cls, f), path.join(dir, cls, f));
+  }
+  return dir;
 }
 
 /** Copies a model folder so a test may damage it. */

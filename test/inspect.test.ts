@@ -3,28 +3,35 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { useBackend } from '../src/backend.js';
 import { saveModel } from '../src/model/io.js';
-import { CHARCNN, NESTED, RESIDUAL, runCli, teachableModel, tempDir } from './helpers.js';
+import { CHARCNN, NESTED, RESIDUAL, cli, runCli, teachableModel, tempDir, type CliRun } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
 });
 
 describe('inspect', () => {
-  test('the charcnn table: conv2 carries most of the MACs', () => {
-    const run = runCli(['inspect', CHARCNN]);
+  // One table (in a fresh process, as a user runs it) and one --json report of charcnn, shared.
+  let table: CliRun;
+  let report: any;
+  before(async () => {
+    table = runCli(['inspect', CHARCNN]);
+    const run = await cli(['inspect', CHARCNN, '--json']);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /conv2\s+Conv2D\s+9×9\s+48→128\s+1,1\s+8×8×128\s+31\.85M\s+9\d\.\d%/);
-    assert.match(run.stdout, /total\s+33\.90M\s+100%/);
-    assert.match(run.stdout, /Scheme 2 ranks/);
-    assert.match(run.stdout, /Channel scheme ranks[^\n]*\n[^\n]*\n[^\n]*\nconv4\s+10\s+9\s/);
-    assert.match(run.stdout, /MACs no scheme can replace: 0\.0%/);
-    assert.match(run.stderr, /tfjs backend (wasm|tensorflow)/);
+    report = JSON.parse(run.stdout);
+  });
+
+  test('the charcnn table: conv2 carries most of the MACs', () => {
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /conv2\s+Conv2D\s+9×9\s+48→128\s+1,1\s+8×8×128\s+31\.85M\s+9\d\.\d%/);
+    assert.match(table.stdout, /total\s+33\.90M\s+100%/);
+    assert.match(table.stdout, /Scheme 2 ranks/);
+    assert.match(table.stdout, /Channel scheme ranks[^\n]*\n[^\n]*\n[^\n]*\nconv4\s+10\s+9\s/);
+    assert.match(table.stdout, /MACs no scheme can replace: 0\.0%/);
+    assert.match(table.stderr, /tfjs backend (wasm|tensorflow)/);
   });
 
   test('--json keeps the interface fields and exact MACs', () => {
-    const run = runCli(['inspect', CHARCNN, '--json']);
-    assert.equal(run.code, 0, run.stderr);
-    const r = JSON.parse(run.stdout);
+    const r = report;
     for (const key of ['backend', 'model', 'totalMacs', 'totalParams', 'layers']) assert.ok(key in r, key);
     const conv2 = r.layers.find((l: any) => l.name === 'conv2');
     assert.deepEqual(
@@ -49,23 +56,21 @@ describe('inspect', () => {
   test('a Teachable-Machine-shaped model: channel ranks for 1×1 convs and Dense layers; the depthwise conv shown as no scheme can replace', async () => {
     const dir = tempDir();
     await saveModel(teachableModel(), path.join(dir, 'tm'));
-    const run = runCli(['inspect', path.join(dir, 'tm'), '--json']);
+    const run = await cli(['inspect', path.join(dir, 'tm'), '--json']);
     assert.equal(run.code, 0, run.stderr);
     const r = JSON.parse(run.stdout);
     assert.deepEqual(r.layers.filter((l: any) => l.channel).map((l: any) => [l.name, l.channel.fullRank]), [['expand', 8], ['project', 12], ['last_conv', 12], ['head_dense', 20], ['head_out', 3]]);
     const dw = r.layers.find((l: any) => l.name === 'dw');
     assert.equal(dw.replaceable, false);
     assert.deepEqual(r.unreplaceable, { share: dw.macShare, byClass: { DepthwiseConv2D: dw.macShare } });
-    const text = runCli(['inspect', path.join(dir, 'tm')]).stdout;
+    const text = (await cli(['inspect', path.join(dir, 'tm')])).stdout;
     assert.match(text, /Channel scheme ranks/);
     assert.match(text, new RegExp(`MACs no scheme can replace: ${(dw.macShare * 100).toFixed(1)}% \\(DepthwiseConv2D ${(dw.macShare * 100).toFixed(1)}%\\)`));
     assert.match(text, /left out without --layers \(first conv, last layer\): stem [\d.]+%, head_out [\d.]+%/);
   });
 
   test('"how fast can this get": the maximum by MACs and ranks that reach each whole-model target', () => {
-    const run = runCli(['inspect', CHARCNN, '--json']);
-    assert.equal(run.code, 0, run.stderr);
-    const r = JSON.parse(run.stdout);
+    const r = report;
     assert.deepEqual(r.reach.layers, ['conv2', 'conv3']);
     // Independently: conv2 and conv3 at rank 1 (scheme 2 MACs K·(C·kh·W_in + N·kw·W_out)·H_out).
     const conv2 = 8 * (16 * 9 * 48 + 8 * 9 * 128);
@@ -75,14 +80,13 @@ describe('inspect', () => {
     assert.match(r.reach.heldBack, /first conv/);
     assert.deepEqual(r.reach.targets.map((t: any) => t.target), [2, 4, 8]);
     for (const t of r.reach.targets) assert.ok(t.theoreticalSpeedup >= t.target && t.theoreticalSpeedup < t.target * 1.1, JSON.stringify(t));
-    const text = runCli(['inspect', CHARCNN]).stdout;
-    assert.match(text, /How fast can this get\? Replacing conv2, conv3: at most 29\.\d\d× by MACs/);
+    assert.match(table.stdout, /How fast can this get\? Replacing conv2, conv3: at most 29\.\d\d× by MACs/);
   });
 
-  test('functional and nested models are listed layer by layer under the inner names', () => {
-    const residual = JSON.parse(runCli(['inspect', RESIDUAL, '--json']).stdout);
+  test('functional and nested models are listed layer by layer under the inner names', async () => {
+    const residual = JSON.parse((await cli(['inspect', RESIDUAL, '--json'])).stdout);
     assert.ok(['stem', 'branch_a', 'branch_b', 'add', 'down', 'side', 'gap', 'logits'].every((n) => residual.layers.some((l: any) => l.name === n)));
-    const nested = JSON.parse(runCli(['inspect', NESTED, '--json']).stdout);
+    const nested = JSON.parse((await cli(['inspect', NESTED, '--json'])).stdout);
     assert.deepEqual(nested.layers.map((l: any) => l.name), ['bb_conv1', 'bb_conv2', 'bb_gap', 'head']);
   });
 });

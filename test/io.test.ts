@@ -7,7 +7,7 @@ import { useBackend } from '../src/backend.js';
 import { checkOutputDir, loadModel, readModelFiles, saveModel } from '../src/model/io.js';
 import { encodeValues, toFloat16 } from '../src/model/quantize.js';
 import { listLayers } from '../src/model/layers.js';
-import { NESTED, RESIDUAL, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+import { NESTED, RESIDUAL, cli, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -34,8 +34,8 @@ function editJson(jsonPath: string, edit: (json: any) => void): void {
 }
 
 /** Runs inspect on a damaged model and checks the one-line error. */
-function expectError(jsonPath: string, pattern: RegExp): void {
-  const run = runCli(['inspect', jsonPath]);
+async function expectError(jsonPath: string, pattern: RegExp): Promise<void> {
+  const run = await cli(['inspect', jsonPath]);
   assert.notEqual(run.code, 0, 'exit code');
   const line = errorLine(run);
   assert.match(line, pattern);
@@ -127,49 +127,49 @@ describe('model I/O: bad input gives a one-line error and a non-zero exit', () =
   test('not JSON', async () => {
     const p = await smallModel();
     fs.writeFileSync(p, '{"modelTopology": ');
-    expectError(p, /not valid JSON/);
+    await expectError(p, /not valid JSON/);
   });
   test('a GraphModel', async () => {
     const p = await smallModel();
     fs.writeFileSync(p, JSON.stringify({ format: 'graph-model', modelTopology: { node: [], versions: {} }, weightsManifest: [] }));
-    expectError(p, /GraphModel/);
+    await expectError(p, /GraphModel/);
   });
   test('a missing shard', async () => {
     const p = await smallModel();
     fs.rmSync(path.join(path.dirname(p), 'group1-shard1of1.bin'));
-    expectError(p, /shard 'group1-shard1of1\.bin' is missing/);
+    await expectError(p, /shard 'group1-shard1of1\.bin' is missing/);
   });
   test('a short shard', async () => {
     const p = await smallModel();
     const shard = path.join(path.dirname(p), 'group1-shard1of1.bin');
     fs.truncateSync(shard, fs.statSync(shard).size - 4);
-    expectError(p, /truncated/);
+    await expectError(p, /truncated/);
   });
   test('an oversized shard', async () => {
     const p = await smallModel();
     fs.appendFileSync(path.join(path.dirname(p), 'group1-shard1of1.bin'), Buffer.alloc(8));
-    expectError(p, /oversized/);
+    await expectError(p, /oversized/);
   });
   test('a weight whose name does not match the topology', async () => {
     const p = await smallModel();
     editJson(p, (j) => (j.weightsManifest[0].weights[0].name = 'conv/kernel_renamed'));
-    expectError(p, /weights do not match the topology/);
+    await expectError(p, /weights do not match the topology/);
   });
   test('a weight whose shape does not match the topology', async () => {
     const p = await smallModel();
     editJson(p, (j) => (j.weightsManifest[0].weights[0].shape = [3, 3, 3, 2]));
-    expectError(p, /weights do not match the topology/);
+    await expectError(p, /weights do not match the topology/);
   });
   test('a shard path escaping the model folder', async () => {
     const p = await smallModel();
     fs.copyFileSync(path.join(path.dirname(p), 'group1-shard1of1.bin'), path.join(path.dirname(p), '..', 'outside.bin'));
     editJson(p, (j) => (j.weightsManifest[0].paths = ['../outside.bin']));
-    expectError(p, /leaves the model's folder/);
+    await expectError(p, /leaves the model's folder/);
   });
   test('an unknown layer class', async () => {
     const p = await smallModel();
     editJson(p, (j) => (j.modelTopology.config.layers[1].class_name = 'FancyFlatten'));
-    expectError(p, /unknown layer class 'FancyFlatten'/);
+    await expectError(p, /unknown layer class 'FancyFlatten'/);
   });
   test('the input folder is never modified by inspect', async () => {
     const p = await smallModel();

@@ -7,30 +7,20 @@ import { loadModel } from '../src/model/io.js';
 import { useBackend } from '../src/backend.js';
 import { speedChartSpec, SERIES } from '../src/report/chart.js';
 import { sweepChart, type SweepFile } from '../src/sweep.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, folderSnapshot, runCli, tempDir, type CliRun } from './helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, folderSnapshot, imageSubset, runCli, tempDir, type CliRun } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
 });
 
 /** A few held-out images per class, so that a sweep point evaluates in seconds. */
-function smallTestSet(perClass: number): string {
-  const dir = tempDir();
-  for (const cls of fs.readdirSync(FASHION_TEST)) {
-    fs.mkdirSync(path.join(dir, cls));
-    for (const f of fs.readdirSync(path.join(FASHION_TEST, cls)).sort().slice(0, perClass)) {
-      fs.copyFileSync(path.join(FASHION_TEST, cls, f), path.join(dir, cls, f));
-    }
-  }
-  return dir;
-}
-
-const EVAL = smallTestSet(4);
+const EVAL = imageSubset(FASHION_TEST, 4);
 /** Few images, few steps, few timed runs: the sweep's logic, not its figures. */
 const FAST = ['--data', FASHION_TRAIN, '--samples', '40', '--eval-data', EVAL, '--iterations', '2', '--runs', '2', '--warmup', '0'];
 
-const sweep = (out: string, speedups: string, extra: string[] = []): CliRun =>
-  runCli(['--backend', 'wasm', 'sweep', CHARCNN, '--speedups', speedups, '--out', out, ...FAST, ...extra]);
+/** A sweep in this process; the first one of the file runs in a fresh process (`runner` = runCli). */
+const sweep = async (out: string, speedups: string, extra: string[] = [], runner: (args: string[]) => CliRun | Promise<CliRun> = cli): Promise<CliRun> =>
+  runner(['--backend', 'wasm', 'sweep', CHARCNN, '--speedups', speedups, '--out', out, ...FAST, ...extra]);
 
 const readJson = (out: string): SweepFile => JSON.parse(fs.readFileSync(path.join(out, 'sweep.json'), 'utf8'));
 
@@ -43,9 +33,9 @@ describe('lowrank sweep', () => {
   let first: CliRun;
   let firstJson: SweepFile;
 
-  before(() => {
+  before(async () => {
     // 4× and 8× are reachable on the fixture; 100× is not (conv1 alone keeps 2.9 % of the MACs).
-    first = sweep(out, '4,8,100', ['--keep']);
+    first = await sweep(out, '4,8,100', ['--keep'], runCli);
     assert.equal(first.code, 0, first.stderr);
     firstJson = readJson(out);
   });
@@ -109,8 +99,8 @@ describe('lowrank sweep', () => {
     }
   });
 
-  test('a rerun resumes: finished points are not computed again', () => {
-    const second = sweep(out, '4,6,8', ['--keep']);
+  test('a rerun resumes: finished points are not computed again', async () => {
+    const second = await sweep(out, '4,6,8', ['--keep']);
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /resuming: 2 of 3 points already in sweep\.json, 1 to compute/);
     assert.match(second.stderr, /sweep: 0\/1 points/);
@@ -121,9 +111,9 @@ describe('lowrank sweep', () => {
     assert.equal(csv.length, 4);
   });
 
-  test('a rerun with other settings is refused in one line and changes nothing', () => {
+  test('a rerun with other settings is refused in one line and changes nothing', async () => {
     const snapshot = folderSnapshot(out);
-    const run = sweep(out, '4,8', ['--keep', '--iterations', '3']);
+    const run = await sweep(out, '4,8', ['--keep', '--iterations', '3']);
     assert.equal(run.code, 1);
     assert.match(errorLine(run), /^lowrank: --out .* holds a sweep with other settings \(iterations 2, now 3\); .*give a new --out$/);
     assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
@@ -132,18 +122,18 @@ describe('lowrank sweep', () => {
 });
 
 describe('lowrank sweep refuses', () => {
-  test('a folder that holds no sweep', () => {
+  test('a folder that holds no sweep', async () => {
     const out = tempDir();
     fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
-    const run = sweep(out, '4');
+    const run = await sweep(out, '4');
     assert.equal(run.code, 1);
     assert.match(errorLine(run), /holds no sweep\.json; give a new --out/);
     assert.deepEqual(fs.readdirSync(out), ['notes.txt']);
   });
 
-  test('targets none of which can be reached, naming the maximum', () => {
+  test('targets none of which can be reached, naming the maximum', async () => {
     const out = path.join(tempDir(), 'sweep');
-    const run = sweep(out, '50,100');
+    const run = await sweep(out, '50,100');
     assert.equal(run.code, 1);
     assert.match(errorLine(run), /none of --speedups 50,100 can be reached: .*at most 29\.\d\d×/);
     assert.ok(!fs.existsSync(out));
