@@ -4,8 +4,6 @@
  * accuracy against measured speedup, filter against data reconstruction.
  */
 import sharp from 'sharp';
-import * as vega from 'vega';
-import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 
 export const SERIES = { filter: 'filter reconstruction', data: 'data reconstruction' } as const;
@@ -72,6 +70,8 @@ export function speedChartSpec(chart: SpeedChart): TopLevelSpec {
 
 /** The chart as SVG and as PNG (2× pixel density). */
 export async function renderChart(spec: TopLevelSpec): Promise<{ svg: string; png: Buffer }> {
+  // Loaded here, not at the top: vega takes ~0.5 s to load and only sweep draws charts.
+  const [vega, vl] = await Promise.all([import('vega'), import('vega-lite')]);
   const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();
