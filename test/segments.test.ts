@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
 import { DEFAULT_PIXELS, imageBatches, listImages, modelImageSize, type ImageEntry, type PixelOptions } from '../src/data/images.js';
+import { UserError } from '../src/errors.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
 import { ImageStore } from '../src/reconstruct/data.js';
@@ -122,6 +123,15 @@ describe('segment-by-segment execution (frontiers)', () => {
     }
     model.dispose();
   });
+});
+
+test('a nested model called twice is refused with a one-line error (its inner tensors would mix)', async () => {
+  const inner = tf.sequential({ name: 'twice', layers: [tf.layers.conv2d({ inputShape: [12, 12, 3], name: 'twice_conv', filters: 3, kernelSize: 1 })] });
+  const input = tf.input({ shape: [12, 12, 3] });
+  const model = tf.model({ inputs: input, outputs: inner.apply(inner.apply(input)) as tf.SymbolicTensor });
+  const store = await storeFor(model);
+  assert.throws(() => frontierThrough(model, [], store, 0), (err: Error) => err instanceof UserError && /twice is called more than once.*compress without --data/.test(err.message));
+  model.dispose();
 });
 
 async function* enumerate<T>(items: AsyncIterable<T>): AsyncGenerator<[number, T]> {

@@ -5,9 +5,8 @@
  * the calls in between. Data reconstruction asks for the inputs of the replaced layers in network
  * order, so a whole fit costs about one pass of each network instead of one per layer.
  *
- * The kept tensors live in JavaScript memory within a byte budget: a batch whose new frontier does
- * not fit keeps its older one (or none: its images) and is recomputed from there on the next
- * request. Every call runs with the layer's current weights, so a frontier recomputed after a layer
+ * The kept tensors live within a byte budget: a batch whose new frontier does not fit keeps its
+ * older one (or none: its images) and is recomputed from there on the next request. Every call runs with the layer's current weights, so a frontier recomputed after a layer
  * changed sees the change; callers change a layer only once every later request is past it.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -40,6 +39,7 @@ export class CallGraph {
   private producer = new Map<number, number>();
   /** A nested model's inner input, or its call's output, → the tensor it stands for. */
   private alias = new Map<number, number>();
+  private inlined = new Set<tf.LayersModel>();
 
   constructor(model: tf.LayersModel) {
     if (model.inputs.length !== 1) throw new UserError('data reconstruction needs a model with a single image input');
@@ -66,6 +66,9 @@ export class CallGraph {
         if (layer.getClassName() === 'InputLayer') continue;
         const ins = node.inputTensors.map((t) => this.resolve(t.id));
         if (layer instanceof tf.LayersModel) {
+          // Its inner tensors get one id each: a second call would overwrite the first.
+          if (this.inlined.has(layer)) throw new UserError(`data reconstruction: the nested model ${layer.name} is called more than once, which it does not support; compress without --data`);
+          this.inlined.add(layer);
           const outs = this.flatten(layer, ins);
           node.outputTensors.forEach((t, i) => this.alias.set(t.id, outs[i]));
           continue;
@@ -82,7 +85,7 @@ export class CallGraph {
   callOf(layer: tf.layers.Layer): number {
     const found = this.calls.flatMap((c, i) => (c.layer === layer ? [i] : []));
     if (found.length !== 1 || this.calls[found[0]].inputs.length !== 1) {
-      throw new UserError(`data reconstruction: layer ${layer.name} does not take a single input`);
+      throw new UserError(`data reconstruction: layer ${layer.name} is called more than once or takes several inputs; leave it out of --layers`);
     }
     return found[0];
   }
