@@ -156,8 +156,12 @@ export function splitHoldout(entries: ImageEntry[], fraction: number, seed: numb
   return { holdout: order.slice(0, n), fit: order.slice(n) };
 }
 
-/** Decodes one image to `size` as float pixels, or returns null when it is not a readable image. */
-export async function decodeImage(file: string, size: InputSize, pixels: PixelOptions): Promise<Float32Array | null> {
+/**
+ * Decodes one image to `size` before any pixel arithmetic: 8-bit values, or floats when tfjs'
+ * resize made them (see preprocess.ts); null when it is not a readable image. `modelPixels` turns
+ * them into the model's input: compact to keep, exact to convert again.
+ */
+export async function decodeRaw(file: string, size: InputSize, pixels: PixelOptions): Promise<Uint8Array | Float32Array | null> {
   let decoded: { data: Buffer; info: OutputInfo };
   try {
     let image = sharp(file, { failOn: 'error' });
@@ -172,9 +176,13 @@ export async function decodeImage(file: string, size: InputSize, pixels: PixelOp
     return null;
   }
   const { info } = decoded;
-  const raw = pixels.resize !== 'sharp' && (info.width !== size.width || info.height !== size.height)
+  return pixels.resize !== 'sharp' && (info.width !== size.width || info.height !== size.height)
     ? resizeLikeTfjs(decoded.data, info, size, pixels.resize)
-    : decoded.data;
+    : new Uint8Array(decoded.data);
+}
+
+/** The model's input pixels from decoded values: scale and offset, or per-image standardization. */
+export function modelPixels(raw: Uint8Array | Float32Array, pixels: PixelOptions): Float32Array {
   const x = new Float32Array(raw.length);
   if (pixels.standardize) {
     let mean = 0;
@@ -188,6 +196,12 @@ export async function decodeImage(file: string, size: InputSize, pixels: PixelOp
     for (let i = 0; i < raw.length; i++) x[i] = raw[i] * pixels.scale + pixels.offset;
   }
   return x;
+}
+
+/** Decodes one image to `size` as the model's float pixels, or returns null when it is not a readable image. */
+export async function decodeImage(file: string, size: InputSize, pixels: PixelOptions): Promise<Float32Array | null> {
+  const raw = await decodeRaw(file, size, pixels);
+  return raw && modelPixels(raw, pixels);
 }
 
 export interface ImageBatch {

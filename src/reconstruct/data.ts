@@ -2,93 +2,117 @@
  * Where the images and the per-layer samples live during data reconstruction, with memory bounded
  * by fixed budgets and not by the number of images:
  *
- *  - ImageStore decodes the images once; it keeps the decoded pixels while they fit in
- *    IMAGE_BUDGET bytes and decodes again on every later pass otherwise.
+ *  - ImageStore decodes the images once; it keeps their pixels as decoded (8 bits per value when
+ *    sharp resized them) while they fit in IMAGE_BUDGET bytes, and decodes again on every later
+ *    pass otherwise. Batches are read in order or by index (segments.ts keeps a frontier per batch).
  *  - LayerCache holds, for the layer being fitted, its input in the network being fitted through
  *    (Φ̃) and its target linear response (W*Φ) for as many fitting images as fit in the cache
  *    budget (default 512 MiB; the character CNN's conv2 needs 82 KB per image). The iterative
  *    phase samples minibatches from it; passes over all fitting images (the exact solve of the last
- *    factor, the error checks) read the cached images and recompute the rest through the prefix
- *    networks batch by batch.
+ *    factor, the error checks) read the cached images and ask the sample source for the rest.
  */
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
-import { imageBatches, type BatchStats, type ImageBatch, type ImageEntry, type InputSize, type PixelOptions } from '../data/images.js';
+import { decodeRaw, modelPixels, type BatchStats, type ImageBatch, type ImageEntry, type InputSize, type PixelOptions } from '../data/images.js';
 
 export const IMAGE_BUDGET = 64 * 1024 * 1024;
 export const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
+/** Tensors kept between the layers of a fit (segments.ts), both networks together. */
+export const FRONTIER_BUDGET = 384 * 1024 * 1024;
 
 /** A list of images read in batches, decoded once and kept when small enough. */
 export class ImageStore {
-  private kept: { data: Float32Array; labels: (number | null)[] }[] | null = null;
+  /** The readable entries (known after the first pass). */
+  private readable: ImageEntry[] = [];
+  /** Their pixels before scaling, while they fit the budget. */
+  private kept: (Uint8Array | Float32Array)[] | null = null;
   private decodedOnce = false;
-  /** Readable images (known after the first pass). */
-  count = 0;
 
   constructor(
     readonly entries: ImageEntry[],
     private size: InputSize,
     private pixels: PixelOptions,
-    private batch: number,
+    /** Images per batch. */
+    readonly batchSize: number,
     readonly stats: BatchStats,
+    /** Bytes of decoded pixels kept. */
+    private budget = IMAGE_BUDGET,
   ) {}
 
   /** A store of the first `n` entries (decoded anew; for a sample of a large set). */
   head(n: number): ImageStore {
-    return new ImageStore(this.entries.slice(0, n), this.size, this.pixels, this.batch, { skipped: [], decoded: 0 });
+    return new ImageStore(this.entries.slice(0, n), this.size, this.pixels, this.batchSize, { skipped: [], decoded: 0 }, this.budget);
   }
 
-  private get perImage(): number {
-    return this.size.height * this.size.width * this.size.channels;
+  /** Readable images. */
+  get count(): number {
+    return this.readable.length;
+  }
+
+  get batchCount(): number {
+    return Math.ceil(this.count / this.batchSize);
   }
 
   /** Decodes every image once (counting unreadable files) and keeps the pixels if they fit. */
   async load(): Promise<void> {
     if (this.decodedOnce) return;
-    const keep = this.entries.length * this.perImage * 4 <= IMAGE_BUDGET;
-    const kept: { data: Float32Array; labels: (number | null)[] }[] = [];
-    for await (const b of imageBatches(this.entries, this.size, this.batch, this.pixels, this.stats)) {
-      this.count += b.x.shape[0];
-      if (keep) kept.push({ data: b.x.dataSync() as Float32Array, labels: b.labels });
-      b.x.dispose();
+    let kept: (Uint8Array | Float32Array)[] | null = [];
+    let bytes = 0;
+    for (let start = 0; start < this.entries.length; start += this.batchSize) {
+      const chunk = this.entries.slice(start, start + this.batchSize);
+      const decoded = await Promise.all(chunk.map((e) => decodeRaw(e.file, this.size, this.pixels)));
+      for (const [i, entry] of chunk.entries()) {
+        const raw = decoded[i];
+        if (!raw) {
+          this.stats.skipped.push(entry.file);
+          continue;
+        }
+        this.readable.push(entry);
+        bytes += raw.byteLength;
+        if (bytes > this.budget) kept = null;
+        kept?.push(raw);
+      }
     }
+    this.stats.decoded += this.readable.length;
+    this.kept = kept;
     this.decodedOnce = true;
-    this.kept = keep ? kept : null;
+  }
+
+  /** Readable images [index·batchSize, (index + 1)·batchSize) as the model's input. */
+  async batch(index: number): Promise<ImageBatch> {
+    await this.load();
+    const { height, width, channels } = this.size;
+    const per = height * width * channels;
+    const from = index * this.batchSize;
+    const entries = this.readable.slice(from, from + this.batchSize);
+    const raws = this.kept ? this.kept.slice(from, from + entries.length) : await Promise.all(entries.map((e) => decodeRaw(e.file, this.size, this.pixels)));
+    const data = new Float32Array(entries.length * per);
+    raws.forEach((raw, i) => {
+      if (!raw) throw new UserError(`${entries[i].file}: no longer readable as an image; keep the image folder unchanged while lowrank runs`);
+      data.set(modelPixels(raw, this.pixels), i * per);
+    });
+    return { x: tf.tensor4d(data, [entries.length, height, width, channels]), labels: entries.map((e) => e.label) };
+  }
+
+  /** The labels of batch `index`. */
+  labels(index: number): (number | null)[] {
+    return this.readable.slice(index * this.batchSize, (index + 1) * this.batchSize).map((e) => e.label);
   }
 
   /** Batches of readable images in order, starting at readable image `skip`. */
   async *batches(skip = 0): AsyncGenerator<ImageBatch> {
     await this.load();
-    const { height, width, channels } = this.size;
-    let seen = 0;
-    const emit = (data: Float32Array, labels: (number | null)[]): ImageBatch | null => {
-      const n = labels.length;
-      const start = Math.max(0, skip - seen);
-      seen += n;
-      if (start >= n) return null;
-      return {
-        x: tf.tensor4d(data.subarray(start * this.perImage), [n - start, height, width, channels]),
-        labels: labels.slice(start),
-      };
-    };
-    if (this.kept) {
-      for (const k of this.kept) {
-        const b = emit(k.data, k.labels);
-        if (b) yield b;
-      }
-      return;
-    }
-    const quiet: BatchStats = { skipped: [], decoded: 0 };
-    for await (const b of imageBatches(this.entries, this.size, this.batch, this.pixels, quiet)) {
-      if (seen + b.x.shape[0] <= skip) {
-        seen += b.x.shape[0];
-        b.x.dispose();
+    // Every batch but the last is full, so image `skip` (when there is one) is in this one.
+    for (let i = Math.floor(skip / this.batchSize); skip < this.count && i < this.batchCount; i++) {
+      const b = await this.batch(i);
+      const start = skip - i * this.batchSize;
+      if (start <= 0) {
+        yield b;
         continue;
       }
-      const data = b.x.dataSync() as Float32Array;
+      const x = b.x.slice(start) as tf.Tensor4D;
       b.x.dispose();
-      const out = emit(data, b.labels);
-      if (out) yield out;
+      yield { x, labels: b.labels.slice(start) };
     }
   }
 }
@@ -102,6 +126,40 @@ export interface LayerSample {
 /** Computes a layer's samples from a batch of images (the caller disposes them). */
 export type SampleFn = (images: tf.Tensor4D) => LayerSample;
 
+/** A layer's samples for every fitting image, in order, in batches (the caller disposes them). */
+export interface SampleSource {
+  /** Fitting images. */
+  count: number;
+  /** The samples of images `skip`, `skip` + 1, …. */
+  batches(skip: number): AsyncGenerator<LayerSample>;
+}
+
+/** Samples computed by `sample` from each batch of the images. */
+export function imageSamples(store: ImageStore, sample: SampleFn): SampleSource {
+  return {
+    get count() {
+      return store.count;
+    },
+    async *batches(skip) {
+      for await (const b of store.batches(skip)) {
+        const s = sample(b.x);
+        b.x.dispose();
+        yield s;
+      }
+    },
+  };
+}
+
+/** The samples of images `start`, … of a batch whose first image is `first` (disposes `s` when trimmed). */
+export function fromImage(s: LayerSample, first: number, start: number): LayerSample {
+  if (start <= first) return s;
+  const skip = start - first;
+  const rows = s.y.shape[0] / s.x.shape[0];
+  const out = { x: s.x.slice(skip) as tf.Tensor4D, y: s.y.slice(skip * rows) as tf.Tensor2D };
+  tf.dispose([s.x, s.y]);
+  return out;
+}
+
 export class LayerCache {
   /** Cached images' inputs and targets, in JavaScript memory (a minibatch is assembled by copying). */
   private xData: Float32Array | null = null;
@@ -112,7 +170,15 @@ export class LayerCache {
   n = 0;
   rowsPerImage = 0;
 
-  constructor(private store: ImageStore, private sample: SampleFn, private budget: number) {}
+  private source: SampleSource;
+  private budget: number;
+
+  constructor(source: SampleSource, budget: number);
+  constructor(store: ImageStore, sample: SampleFn, budget: number);
+  constructor(from: SampleSource | ImageStore, sampleOrBudget: SampleFn | number, budget?: number) {
+    this.source = from instanceof ImageStore ? imageSamples(from, sampleOrBudget as SampleFn) : from;
+    this.budget = budget ?? (sampleOrBudget as number);
+  }
 
   private get xPer(): number {
     return this.xShape.reduce((a, b) => a * b, 1);
@@ -127,10 +193,8 @@ export class LayerCache {
     const xs: Float32Array[] = [];
     const ys: Float32Array[] = [];
     let bytes = 0;
-    const total = this.store.count;
-    for await (const b of this.store.batches()) {
-      const s = this.sample(b.x);
-      b.x.dispose();
+    const total = this.source.count;
+    for await (const s of this.source.batches(0)) {
       const n = s.x.shape[0];
       this.xShape = s.x.shape.slice(1);
       this.rowsPerImage = s.y.shape[0] / n;
@@ -198,15 +262,11 @@ export class LayerCache {
   /** Every fitting image's samples in batches: the cached ones, then the rest recomputed. */
   async *all(batch: number): AsyncGenerator<LayerSample> {
     for (let start = 0; start < this.n; start += batch) yield this.slice(start, Math.min(batch, this.n - start));
-    for await (const b of this.store.batches(this.n)) {
-      const s = this.sample(b.x);
-      b.x.dispose();
-      yield s;
-    }
+    yield* this.source.batches(this.n);
   }
 
   get total(): number {
-    return this.store.count;
+    return this.source.count;
   }
 
   dispose(): void {

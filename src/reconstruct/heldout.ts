@@ -12,7 +12,7 @@ import type { Factorization } from '../schemes/index.js';
 import type { ImageStore } from './data.js';
 import { linearResponse } from './ops.js';
 import type { Reporter } from './progress.js';
-import { makeTap, type Tap } from './taps.js';
+import { frontierThrough, type Frontier } from './segments.js';
 
 /** A compressed model and the factorizations it carries. */
 export interface Variant {
@@ -54,55 +54,76 @@ function release(p: Prepared): void {
   tf.dispose([...p.factors.flat(), ...p.offsets.filter((o): o is tf.Tensor1D => o !== null)]);
 }
 
-/** Σ over a batch of ‖Ŷ + b̂ − (Y + b)‖² for each replaced layer of one variant. */
-function layerSquaredErrors(p: Prepared, inputs: tf.Tensor4D[], ys: tf.Tensor2D[]): number[] {
-  return p.forms.map((form, l) => tf.tidy(() => {
-    let e = form.forward(inputs[l], p.factors[l]).sub(ys[l]);
+/** Σ over a batch of ‖Ŷ + b̂ − (Y + b)‖² for replaced layer l of one variant, on its input x. */
+function layerSquaredError(p: Prepared, l: number, x: tf.Tensor4D, y: tf.Tensor2D): number {
+  return tf.tidy(() => {
+    let e = p.forms[l].forward(x, p.factors[l]).sub(y);
     if (p.offsets[l]) e = e.add(p.offsets[l]!);
     return e.square().sum().dataSync()[0];
-  }));
+  });
 }
 
+/**
+ * Each network runs once over the held-out images, batch by batch, segment by segment
+ * (segments.ts): a batch visits the replaced layers' inputs in order, then the output.
+ */
 export async function evaluateHeldOut(
   original: tf.LayersModel, filter: Variant, data: Variant, images: ImageStore, reporter: Reporter,
 ): Promise<HeldOutReport> {
   const start = performance.now();
   const targets = filter.factorizations.map((f) => f.target);
   const kernels = targets.map((t) => tf.tensor4d(t.kernel, [t.geometry.kh, t.geometry.kw, t.geometry.C, t.geometry.N]));
-  const originalTap = makeTap(original, targets.map((t) => t.name), true);
-  const taps: [Prepared, Tap][] = [filter, data].map((v) => [prepare(v), makeTap(v.model, v.factorizations.map((f) => f.scheme.layers(f)[0].config.name), true)]);
+  await images.load();
+  // One batch's frontier at a time, on the backend.
+  const through = (model: tf.LayersModel, names: string[]) => frontierThrough(model, names, images, Number.POSITIVE_INFINITY, { withOutput: true, onBackend: true });
+  const originalRun = through(original, targets.map((t) => t.name));
+  const variants = { filter, data };
+  const runs = (['filter', 'data'] as const).map((name) => {
+    const v = variants[name];
+    return { name, prepared: prepare(v), frontier: through(v.model, v.factorizations.map((f) => f.scheme.layers(f)[0].config.name)) };
+  });
   const sums = { filter: targets.map(() => 0), data: targets.map(() => 0), yy: targets.map(() => 0) };
   const correct = { original: 0, filter: 0, data: 0 };
   const agree = { filter: 0, data: 0 };
   let labeled = 0;
   const progress = reporter.phase('evaluating held-out images', images.count, 'images');
   let evaluated = 0;
-  for await (const b of images.batches()) {
-    const n = b.x.shape[0];
-    const orig = originalTap(b.x);
-    const ys = targets.map((t, l) => linearResponse(orig.inputs[l], kernels[l], t.geometry));
-    targets.forEach((_, l) => { sums.yy[l] += tf.tidy(() => ys[l].square().sum().dataSync()[0]); });
-    const predictions: Record<'original' | 'filter' | 'data', Int32Array> = { original: top1(orig.output!, n), filter: new Int32Array(0), data: new Int32Array(0) };
-    for (const [name, [prepared, tap]] of [['filter', taps[0]], ['data', taps[1]]] as const) {
-      const comp = tap(b.x);
-      layerSquaredErrors(prepared, comp.inputs, ys).forEach((s, l) => { sums[name][l] += s; });
-      predictions[name] = top1(comp.output!, n);
-      tf.dispose([...comp.inputs, comp.output!]);
+  for (let b = 0; b < images.batchCount; b++) {
+    const labels = images.labels(b);
+    const n = labels.length;
+    for (const [l, t] of targets.entries()) {
+      const phi = await originalRun.layerInput(l, b);
+      const y = linearResponse(phi, kernels[l], t.geometry);
+      phi.dispose();
+      sums.yy[l] += tf.tidy(() => y.square().sum().dataSync()[0]);
+      for (const run of runs) {
+        const x = await run.frontier.layerInput(l, b);
+        sums[run.name][l] += layerSquaredError(run.prepared, l, x, y);
+        x.dispose();
+      }
+      y.dispose();
     }
-    b.labels.forEach((label, i) => {
+    const top1Of = async (f: Frontier) => {
+      const output = await f.value(targets.length, b);
+      f.release(b);
+      const top = top1(output, n);
+      output.dispose();
+      return top;
+    };
+    const predictions = { original: await top1Of(originalRun), filter: await top1Of(runs[0].frontier), data: await top1Of(runs[1].frontier) };
+    labels.forEach((label, i) => {
       for (const k of ['filter', 'data'] as const) if (predictions[k][i] === predictions.original[i]) agree[k]++;
       if (label === null) return;
       labeled++;
       for (const k of ['original', 'filter', 'data'] as const) if (predictions[k][i] === label) correct[k]++;
     });
-    tf.dispose([b.x, ...orig.inputs, orig.output!, ...ys]);
     evaluated += n;
     progress.update(evaluated);
     await new Promise((resolve) => setImmediate(resolve));
   }
   progress.finish();
   tf.dispose(kernels);
-  taps.forEach(([p]) => release(p));
+  runs.forEach((r) => release(r.prepared));
   const layerErrors = targets.map((_, l) => {
     const yy = Math.max(sums.yy[l], 1e-30);
     return { filter: Math.sqrt(sums.filter[l] / yy), data: Math.sqrt(sums.data[l] / yy) };

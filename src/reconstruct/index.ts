@@ -21,11 +21,11 @@ import {
 } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
 import type { Factorization, WeightValue } from '../schemes/index.js';
-import { DEFAULT_CACHE_BYTES, ImageStore, LayerCache, type SampleFn } from './data.js';
+import { DEFAULT_CACHE_BYTES, FRONTIER_BUDGET, fromImage, ImageStore, LayerCache, type SampleSource } from './data.js';
 import { DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
 import { linearResponse } from './ops.js';
 import type { Reporter } from './progress.js';
-import { makeTap } from './taps.js';
+import { frontierThrough, type Frontier } from './segments.js';
 
 export { silentReporter, stderrReporter, type Reporter } from './progress.js';
 
@@ -100,15 +100,27 @@ export interface ImageStores {
   stats: BatchStats;
 }
 
+/** Images per batch: 64, or fewer so that one activation of a batch stays within BATCH_ACTIVATION_BYTES. */
+const MAX_BATCH = 64;
+const BATCH_ACTIVATION_BYTES = 64 * 1024 * 1024;
+
+/** The batch for `model` (a 224×224 MobileNet-v2's largest activation, 112×112×96, takes 4.8 MB per image: 13). */
+function imageBatchSize(model: tf.LayersModel): number {
+  const sizes = listLayers(model).flatMap((l) => l.calls.flatMap((c) => [...c.inputShapes, ...c.outputShapes]));
+  const largest = Math.max(...sizes.map((s) => s.slice(1).reduce((a: number, b) => a * (b ?? 1), 4)));
+  return Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_ACTIVATION_BYTES / largest)));
+}
+
 export async function loadImages(model: tf.LayersModel, plan: ImagePlan, options: ReconstructOptions): Promise<ImageStores> {
   const size = inputSizeOf(model.inputs[0].shape, 'model');
   const stats: BatchStats = { skipped: [], decoded: 0 };
-  const fit = new ImageStore(plan.fit, size, options.pixels, 64, stats);
+  const batch = imageBatchSize(model);
+  const fit = new ImageStore(plan.fit, size, options.pixels, batch, stats);
   await fit.load();
   if (fit.count < 2) {
     throw new UserError(`--data ${options.data}: ${fit.count} readable fitting image${fit.count === 1 ? '' : 's'} (of ${plan.fit.length}); data reconstruction needs at least 2`);
   }
-  const holdout = new ImageStore(plan.holdout, size, options.pixels, 64, stats);
+  const holdout = new ImageStore(plan.holdout, size, options.pixels, batch, stats);
   await holdout.load();
   if (holdout.count < 1) {
     throw new UserError(`${plan.holdoutSource === 'eval-data' ? `--eval-data ${options.evalData}` : `--data ${options.data}`}: no readable held-out image; give PNG or JPEG files`);
@@ -158,6 +170,49 @@ function setReplacementWeights(model: tf.LayersModel, f: Factorization): void {
   }
 }
 
+/**
+ * Samples of each replaced layer in turn, from frontiers carried through the original network (Φ
+ * and the target W*Φ) and, when joint, the compressed one (Φ̃): layer k's samples for a batch run
+ * only the calls between layer k − 1's input and layer k's. The layers come in network order (as
+ * the plan lists them), so a replacement runs only after it was fitted.
+ */
+class SampleFrontiers {
+  private original: Frontier;
+  private compressed: Frontier | null;
+
+  constructor(original: tf.LayersModel, compressed: tf.LayersModel | null, private start: Factorization[], private images: ImageStore, budget: number) {
+    const share = compressed ? budget / 2 : budget;
+    this.original = frontierThrough(original, start.map((f) => f.target.name), images, share);
+    this.compressed = compressed && frontierThrough(compressed, start.map((f) => f.scheme.layers(f)[0].config.name), images, share);
+  }
+
+  /** Layer k's samples; `kernel` is its original kernel. */
+  source(k: number, kernel: tf.Tensor4D): SampleSource {
+    const { images, original, compressed } = this;
+    const g = this.start[k].target.geometry;
+    return {
+      count: images.count,
+      async *batches(skip) {
+        for (let b = Math.floor(skip / images.batchSize); skip < images.count && b < images.batchCount; b++) {
+          const phi = await original.layerInput(k, b);
+          const y = linearResponse(phi, kernel, g);
+          let x = phi;
+          if (compressed) {
+            x = await compressed.layerInput(k, b);
+            phi.dispose();
+          }
+          yield fromImage({ x, y }, b * images.batchSize, skip);
+        }
+      },
+    };
+  }
+
+  dispose(): void {
+    this.original.dispose();
+    this.compressed?.dispose();
+  }
+}
+
 /** Fits every factorization to the fitting images, in network order. */
 export async function fitToData(
   original: tf.LayersModel, topology: any, start: Factorization[], images: ImageStore, options: ReconstructOptions, reporter: Reporter,
@@ -169,21 +224,15 @@ export async function fitToData(
     kappa: options.kappa ?? DEFAULT_FIT.kappa,
     lr: options.lr ?? DEFAULT_FIT.lr,
   };
+  const frontiers = new SampleFrontiers(original, options.joint ? built.model : null, start, images, FRONTIER_BUDGET);
   const fitted: Factorization[] = [];
   const layers: LayerFit[] = [];
   const fitStart = performance.now();
   for (const [index, f] of start.entries()) {
     const layerStart = performance.now();
     const name = f.target.name;
-    const firstNew = f.scheme.layers(f)[0].config.name;
     const kernel = tf.tensor4d(f.target.kernel, [f.target.geometry.kh, f.target.geometry.kw, f.target.geometry.C, f.target.geometry.N]);
-    const originalTap = makeTap(original, [name], false);
-    const fittedTap = options.joint ? makeTap(built.model, [firstNew], false) : null;
-    const sample: SampleFn = (x) => tf.tidy(() => {
-      const phi = originalTap(x).inputs[0];
-      const y = linearResponse(phi, kernel, f.target.geometry);
-      return { x: fittedTap ? fittedTap(x).inputs[0] : phi, y };
-    });
+    const samples = frontiers.source(index, kernel);
     let fitting: ReturnType<Reporter['phase']> | null = null;
     let solving: ReturnType<Reporter['phase']> | null = null;
     let checking: ReturnType<Reporter['phase']> | null = null;
@@ -209,10 +258,10 @@ export async function fitToData(
     let fit: Awaited<ReturnType<typeof fitLayer>>;
     if (form.closedForm) {
       // One streamed pass: nothing to cache.
-      cache = new LayerCache(images, sample, 0);
+      cache = new LayerCache(samples, 0);
       fit = await fitClosedForm(form, f.factors, cache, f.bias !== null, fitOptions, progress);
     } else {
-      cache = new LayerCache(images, sample, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+      cache = new LayerCache(samples, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
       const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
       await cache.fill((done) => collect.update(done));
       collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
@@ -236,5 +285,6 @@ export async function fitToData(
     );
     layers.push({ name, kept: fit.kept, fitError: fit.fitError, steps: fit.iterations, seconds: (performance.now() - layerStart) / 1000 });
   }
+  frontiers.dispose();
   return { fitted, model: built.model, topology: built.topology, layers, seconds: (performance.now() - fitStart) / 1000 };
 }

@@ -30,7 +30,7 @@ function callInput(layer: tf.layers.Layer): tf.SymbolicTensor {
 }
 
 /** A layer input as (B, H, W, C) over its positions (cost.ts positionGrid): a Dense layer's [B, C] is [B, 1, 1, C]. */
-function asPositionGrid(t: tf.Tensor): tf.Tensor4D {
+export function asPositionGrid(t: tf.Tensor): tf.Tensor4D {
   const [h, w] = positionGrid(t.shape) as [number, number];
   return t.reshape([t.shape[0], h, w, t.shape[t.shape.length - 1]]);
 }
