@@ -266,19 +266,20 @@ export async function planByJointSearch(
   const equal = await evaluate(ranksForSpeedup(plan.layers, candidates, target)!.ranks);
   let best = equal;
   let step = FIRST_STEP;
-  let lastGood: Candidate[] = [];
   const pairs = candidates.flatMap((pay) => candidates.filter((gain) => gain !== pay).map((gain) => [pay, gain]));
+  let lastGood: Candidate[] | null = null;
   while (evaluated.size < SEARCH_EVALUATIONS) {
-    const ordered = [...pairs].sort((a, b) => Number(b.every((c, i) => c === lastGood[i])) - Number(a.every((c, i) => c === lastGood[i])));
+    const ordered: Candidate[][] = lastGood ? [lastGood, ...pairs.filter((p) => p !== lastGood)] : pairs;
     const steps = new Map(candidates.map((c) => [c, Math.max(1, Math.round(step * best.ranks.get(c.info.name)!))]));
     let improved = false;
-    for (const [pay, gain] of ordered) {
+    for (const pair of ordered) {
+      const [pay, gain] = pair;
       const moved = moveRanks(plan.layers, candidates, best.ranks, gain, pay, steps.get(pay)!, target);
       if (!moved || evaluated.has(formatRanks(moved))) continue;
       if (evaluated.size >= SEARCH_EVALUATIONS) break;
       const point = await evaluate(moved);
       if (point.divergence < best.divergence) {
-        [best, improved, lastGood] = [point, true, [pay, gain]];
+        [best, improved, lastGood] = [point, true, pair];
         break;
       }
     }
