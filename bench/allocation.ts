@@ -2,7 +2,8 @@
  * Rank selection for a target (`compress --speedup X --data`) against the equal-fraction baseline
  * (every layer the same fraction of its full rank, capped at break-even), both followed by the same
  * joint data reconstruction: the charcnn's conv2+conv3, Scheme 2, fitted on fixtures/fashion/train
- * (1,000) and scored on fixtures/fashion/test (1,000), at 4×, 8× and 12× theoretical.
+ * (1,000) and scored on fixtures/fashion/test (1,000), at 4×, 8× and 12× theoretical, on one
+ * thread; beside it, the rank search's time (from its progress line) against the fit's.
  * Issue target: --speedup loses no more top-1 than equal fractions, and strictly less at 12×.
  */
 import * as path from 'node:path';
@@ -25,16 +26,17 @@ export async function runAllocationBench(): Promise<void> {
   const fixture = await loadModel(FIXTURE);
   const layers = listLayers(fixture.model);
   const candidates = filterCandidates(['conv2', 'conv3'].map((n) => layers.find((l) => l.name === n)!), () => scheme2, fixture.topology);
-  heading('Rank selection: --speedup X --data vs equal fractions, both with joint data reconstruction (charcnn conv2+conv3, scheme 2, wasm)');
+  heading('Rank selection: --speedup X --data vs equal fractions, both with joint data reconstruction (charcnn conv2+conv3, scheme 2, wasm, 1 thread)');
   const rows: (string | number)[][] = [];
   for (const target of TARGETS) {
     const equal = ranksForSpeedup(layers, candidates, target)!;
     const run = (name: string, rankFlags: string[]) => {
       const out = path.join(WORK, `allocation-${target}-${name}`);
-      const r = timeCli(['--backend', 'wasm', 'compress', FIXTURE, '--scheme', '2', '--layers', 'conv2,conv3', ...rankFlags,
+      const r = timeCli(['--backend', 'wasm', '--threads', '1', 'compress', FIXTURE, '--scheme', '2', '--layers', 'conv2,conv3', ...rankFlags,
         '--out', out, '--force', '--data', TRAIN, '--eval-data', TEST, '--json']);
       if (r.code !== 0) throw new Error(`compress failed: ${r.stderr}`);
-      return { report: JSON.parse(r.stdout), wall: r.wallMs / 1000 };
+      const search = /choosing ranks by joint fits: .* in ([\d.]+) s/.exec(r.stderr);
+      return { report: JSON.parse(r.stdout), wall: r.wallMs / 1000, search: search ? Number(search[1]) : null };
     };
     const base = run('equal', ['--rank', formatRanks(equal.ranks)]);
     const chosen = run('speedup', ['--speedup', String(target)]);
@@ -47,8 +49,9 @@ export async function runAllocationBench(): Promise<void> {
       pct(chosen.report.accuracy.data),
       pct(chosen.report.accuracy.original),
       `${(100 * (chosen.report.accuracy.data - base.report.accuracy.data)).toFixed(1)}`,
+      `${chosen.search?.toFixed(0)} / ${chosen.report.dataReconstruction.seconds.fit.toFixed(0)}`,
       `${base.wall.toFixed(0)} / ${chosen.wall.toFixed(0)}`,
     ]);
   }
-  markdownTable(['target', 'equal fractions (reached)', 'top-1 %', '--speedup ranks (reached)', 'top-1 %', 'original %', '--speedup − equal (points)', 'wall s (equal / --speedup)'], rows);
+  markdownTable(['target', 'equal fractions (reached)', 'top-1 %', '--speedup ranks (reached)', 'top-1 %', 'original %', '--speedup − equal (points)', 'rank search / fit s', 'wall s (equal / --speedup)'], rows);
 }

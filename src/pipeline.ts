@@ -13,7 +13,8 @@ import {
   buildCompressed, factorize, layerResults, modelCost, planCompression, withReplacementRecords,
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
 } from './compress.js';
-import { planBySensitivity } from './sensitivity.js';
+import { formatRanks } from './ranks.js';
+import { planByJointSearch } from './sensitivity.js';
 import {
   checkOutputDir, dominantEncoding, keptWeights, loadModel, saveModel, type Encoding, type SavedModel,
 } from './model/io.js';
@@ -119,8 +120,9 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   if (accuracyNote) log(`warning: ${accuracyNote}`);
   const stores = request.data && images ? await loadImages(loaded.model, images, request.data) : null;
   if (request.speedup !== undefined && stores) {
-    plan = (await planBySensitivity(loaded.model, loaded.topology, plan, stores.fit, request.speedup, reporter)).plan;
-    log(`ranks for ≥ ${request.speedup}× chosen by measured sensitivity: ${plan.ranked.map((r) => `${r.info.name}=${r.rank}`).join(', ')}`);
+    const search = await planByJointSearch(loaded.model, loaded.topology, plan, stores.fit, request.data!, request.speedup, reporter);
+    plan = search.plan;
+    log(`ranks for ≥ ${request.speedup}× chosen by joint fits of ${search.evaluated.length} allocations: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
   }
 
   const filter = factorize(plan, loaded.topology, log);

@@ -1,13 +1,16 @@
 /**
- * Rank selection by measured sensitivity (`compress --speedup X --data …`): instead of predicting
- * each layer's damage from its kernel's spectrum, measure it. For every chosen layer and a ladder
- * of candidate ranks, the layer is factorized and its last factor solved exactly to reproduce the
- * layer's response on a sample of the fitting images (the cheap first step of data
- * reconstruction, which the run then applies in full); the model with only that layer replaced
- * runs on the sample, and the relative change of the model's output ‖f − f̂‖/‖f‖ is that layer's
- * cost at that rank (interpolated between the measured ranks). The allocation of ranks.ts then
- * meets the target with the least summed measured error. Fitting images, not the held-out ones,
- * are used, so the held-out report stays an honest check of the choice.
+ * Rank selection from measurements on the fitting images (never the held-out ones, so the held-out
+ * report stays an honest check of the choice):
+ *
+ * - `planByJointSearch` (`compress --speedup X --data …`): whole allocations at the target, each
+ *   fitted jointly as the run will fit it and scored on fitting images the fit did not see; rank
+ *   moves between layers while the score improves. Layers interact under the joint fit (a later
+ *   layer corrects an earlier one's error), which no per-layer measurement sees.
+ * - `measureSensitivity` and `planForTarget` (`sweep`, one measurement for every target): per
+ *   layer and for a ladder of candidate ranks, the layer alone is factorized and its last factor
+ *   solved exactly on a sample of the fitting images; the relative change of the model's output
+ *   ‖f − f̂‖/‖f‖ is that layer's cost at that rank (interpolated between the measured ranks), and the
+ *   allocation of ranks.ts meets each target with the least summed cost.
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
@@ -15,11 +18,12 @@ import { buildCompressed, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
 import { DEFAULT_CACHE_BYTES, LayerCache, type ImageStore } from './reconstruct/data.js';
 import { DEFAULT_FIT, fitLayer } from './reconstruct/fit.js';
-import { addOffset, weightValue } from './reconstruct/index.js';
+import { addOffset, fitToData, silentReporter, weightValue, type ReconstructOptions } from './reconstruct/index.js';
 import { linearResponse } from './reconstruct/ops.js';
 import type { Reporter } from './reconstruct/progress.js';
 import { makeTap } from './reconstruct/taps.js';
-import { allocateRanks, rankCap, ranksForSpeedup, type Candidate } from './ranks.js';
+import type { LayerInfo } from './model/layers.js';
+import { allocateRanks, formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Candidate } from './ranks.js';
 import { targetLayer } from './schemes/index.js';
 
 /** Images the sensitivity of each (layer, rank) is measured on. */
@@ -60,13 +64,6 @@ export interface Sensitivity {
   /** Fitting images measured on. */
   images: number;
   seconds: number;
-}
-
-export interface SensitivityResult {
-  plan: CompressPlan;
-  /** Per layer, the measured output error at each candidate rank. */
-  measured: Sensitivity['layers'];
-  images: number;
 }
 
 /**
@@ -143,10 +140,165 @@ export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, targ
   };
 }
 
-/** Re-chooses `plan`'s ranks for `target`× from measured sensitivities. */
-export async function planBySensitivity(
-  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, target: number, reporter: Reporter,
-): Promise<SensitivityResult> {
-  const sensitivity = await measureSensitivity(original, topology, plan, images, reporter);
-  return { plan: planForTarget(plan, sensitivity, target), measured: sensitivity.layers, images: sensitivity.images };
+/**
+ * Fitting images set aside to score each allocation of the joint search on; it is fitted on all the
+ * others. Few are kept back because the fit needs the rest: a layer whose output is one position
+ * (the character CNN's conv3) gets one equation per image, so a fit on fewer images favours low
+ * ranks there that the real fit on all of them would not.
+ */
+export const SEARCH_SCORE_IMAGES = 200;
+/** Allocations the joint search fits at most for one target, equal fractions included. */
+export const SEARCH_EVALUATIONS = 5;
+/** A move's first step, as a fraction of the rank of the layer that pays; halved when no move helps. */
+const FIRST_STEP = 1 / 8;
+
+/** One allocation as the joint search measured it. */
+export interface JointPoint {
+  ranks: Map<string, number>;
+  theoreticalSpeedup: number;
+  /** How far the fitted model's output is from the original's on the scoring images (see `divergence`). */
+  divergence: number;
+}
+
+export interface JointSearch {
+  plan: CompressPlan;
+  chosen: JointPoint;
+  /** The equal-fraction ranks (`ranksForSpeedup`), always the first evaluated. */
+  equal: JointPoint;
+  /** Every allocation fitted, in the order tried. */
+  evaluated: JointPoint[];
+  images: { solve: number; score: number };
+  seconds: number;
+}
+
+/** True when the model's first output is a softmax: its outputs are class probabilities. */
+function endsInSoftmax(model: tf.LayersModel): boolean {
+  const last = model.outputs[0].sourceLayer as tf.layers.Layer;
+  return (last.getConfig() as Record<string, unknown>).activation === 'softmax';
+}
+
+/**
+ * How far `approx` is from `reference` (batches of one row per image): for probabilities the mean
+ * KL(p‖q), which every image contributes to smoothly (unlike top-1, which a few images flip), else
+ * the relative error ‖f − f̂‖/‖f‖.
+ */
+export function divergence(reference: tf.Tensor[], approx: tf.Tensor[], probabilities: boolean): number {
+  let sum = 0;
+  let norm = 0;
+  let rows = 0;
+  reference.forEach((p, k) => tf.tidy(() => {
+    const q = approx[k];
+    if (probabilities) {
+      const tiny = 1e-30;
+      sum += p.mul(p.maximum(tiny).log().sub(q.maximum(tiny).log())).sum().dataSync()[0];
+      rows += p.shape[0];
+    } else {
+      sum += p.sub(q).square().sum().dataSync()[0];
+      norm += p.square().sum().dataSync()[0];
+    }
+  }));
+  return probabilities ? sum / Math.max(rows, 1) : Math.sqrt(sum / Math.max(norm, 1e-30));
+}
+
+/**
+ * `ranks` with rank moved from layer `pay` to layer `gain`: `pay` lowered by `step` (and further if
+ * `gain` needs it to rise by one rank at all), then `gain` raised as far as `target`× allows. Null
+ * when `pay` cannot give that much or `gain` is at its cap.
+ */
+export function moveRanks(
+  layers: LayerInfo[], candidates: Candidate[], ranks: Map<string, number>, gain: Candidate, pay: Candidate, step: number, target: number,
+): Map<string, number> | null {
+  const next = new Map(ranks);
+  const rank = (c: Candidate) => next.get(c.info.name)!;
+  const meets = () => theoreticalSpeedup(layers, candidates, next) >= target;
+  if (rank(gain) >= rankCap(gain) || rank(pay) - step < 1) return null;
+  next.set(pay.info.name, rank(pay) - step);
+  next.set(gain.info.name, rank(gain) + 1);
+  while (!meets()) {
+    if (rank(pay) <= 1) return null;
+    next.set(pay.info.name, rank(pay) - 1);
+  }
+  while (rank(gain) < rankCap(gain)) {
+    next.set(gain.info.name, rank(gain) + 1);
+    if (meets()) continue;
+    next.set(gain.info.name, rank(gain) - 1);
+    break;
+  }
+  return next;
+}
+
+/**
+ * Ranks for `target`× chosen by fitting whole allocations jointly, as the run then fits them: every
+ * allocation tried gets the data fit's exact solve of each layer's last factor, layer after layer
+ * through the already fitted ones (so a later layer makes up for an earlier one's error, as in the
+ * full fit), on all fitting images but the last SEARCH_SCORE_IMAGES (a fifth of them at most),
+ * and is scored by `divergence` on those. Starting from equal fractions, it moves rank between
+ * layers (`moveRanks`), taking the first move that scores better (the last good one tried first)
+ * and halving the step when none does, within SEARCH_EVALUATIONS fits. The held-out images are
+ * never looked at.
+ */
+export async function planByJointSearch(
+  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, options: ReconstructOptions, target: number, reporter: Reporter,
+): Promise<JointSearch> {
+  const started = performance.now();
+  const scoreCount = Math.max(1, Math.min(SEARCH_SCORE_IMAGES, Math.floor(images.count / 5)));
+  const solve = images.head(images.count - scoreCount);
+  await solve.load();
+  const batches: tf.Tensor4D[] = [];
+  for await (const b of images.batches(solve.count)) batches.push(b.x);
+  const reference = await outputs(original, batches);
+  const probabilities = endsInSoftmax(original);
+  const candidates: Candidate[] = plan.ranked.map(({ info, scheme }) => ({ info, scheme, error: [] }));
+  const targets = new Map(candidates.map((c) => [c, targetLayer(c.info, topology)]));
+  const progress = reporter.phase('choosing ranks by joint fits', SEARCH_EVALUATIONS, 'fits');
+  const evaluated = new Map<string, JointPoint>();
+  const evaluate = async (ranks: Map<string, number>): Promise<JointPoint> => {
+    const start = candidates.map((c) => c.scheme.factorize(targets.get(c)!, ranks.get(c.info.name)!));
+    const fit = await fitToData(original, topology, start, solve, { ...options, iterations: 0 }, silentReporter);
+    const approx = await outputs(fit.model, batches);
+    const point = { ranks, theoreticalSpeedup: theoreticalSpeedup(plan.layers, candidates, ranks), divergence: divergence(reference, approx, probabilities) };
+    tf.dispose(approx);
+    fit.model.dispose();
+    evaluated.set(formatRanks(ranks), point);
+    progress.update(evaluated.size);
+    return point;
+  };
+  const equal = await evaluate(ranksForSpeedup(plan.layers, candidates, target)!.ranks);
+  let best = equal;
+  let step = FIRST_STEP;
+  const pairs = candidates.flatMap((pay) => candidates.filter((gain) => gain !== pay).map((gain) => [pay, gain]));
+  let lastGood: Candidate[] | null = null;
+  while (evaluated.size < SEARCH_EVALUATIONS) {
+    const ordered: Candidate[][] = lastGood ? [lastGood, ...pairs.filter((p) => p !== lastGood)] : pairs;
+    const steps = new Map(candidates.map((c) => [c, Math.max(1, Math.round(step * best.ranks.get(c.info.name)!))]));
+    let improved = false;
+    for (const pair of ordered) {
+      const [pay, gain] = pair;
+      const moved = moveRanks(plan.layers, candidates, best.ranks, gain, pay, steps.get(pay)!, target);
+      if (!moved || evaluated.has(formatRanks(moved))) continue;
+      if (evaluated.size >= SEARCH_EVALUATIONS) break;
+      const point = await evaluate(moved);
+      if (point.divergence < best.divergence) {
+        [best, improved, lastGood] = [point, true, pair];
+        break;
+      }
+    }
+    if (improved) continue;
+    if ([...steps.values()].every((s) => s === 1)) break;
+    step /= 2;
+  }
+  progress.finish();
+  tf.dispose([...batches, ...reference]);
+  return {
+    plan: {
+      ...plan,
+      ranked: plan.ranked.map((r) => ({ ...r, rank: best.ranks.get(r.info.name)! })),
+      allocation: { ranks: best.ranks, theoreticalSpeedup: best.theoreticalSpeedup, predictedError: best.divergence, target, baselineError: equal.divergence, basis: 'measured' },
+    },
+    chosen: best,
+    equal,
+    evaluated: [...evaluated.values()],
+    images: { solve: solve.count, score: reference.reduce((s, y) => s + y.shape[0], 0) },
+    seconds: (performance.now() - started) / 1000,
+  };
 }
