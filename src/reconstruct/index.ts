@@ -217,6 +217,7 @@ class SampleFrontiers {
 export async function fitToData(
   original: tf.LayersModel, topology: any, start: Factorization[], images: ImageStore, options: ReconstructOptions, reporter: Reporter,
 ): Promise<DataFit> {
+  await images.load(); // the frontiers size their batches by the readable images
   const built = await buildCompressed(original, topology, start);
   const fitOptions = {
     iterations: options.iterations,
