@@ -194,12 +194,13 @@ describe('channel scheme: closed-form data fit', () => {
           } else {
             assert.equal(sol.offset, null);
           }
-          // Its data error, recomputed directly, is the one reported, and no worse than the filter start's.
+          // Its data error is no worse than the filter start's.
           const residual = ym.clone().sub(xm.mmul(mine));
           if (sol.offset) residual.subRowVector(Array.from(sol.offset));
+          const startM = toMatrix(f.factors[0].values, C, K).mmul(toMatrix(f.factors[1].values, K, N));
           const sse = residual.pow(2).sum();
-          assert.ok(Math.abs(sse - sol.sse) < 1e-3 * sol.yy, `sse ${sol.sse} vs ${sse}`);
-          assert.ok(sol.sse <= sol.sseStart, `data ${sol.sse} vs filter ${sol.sseStart}`);
+          const sseStart = ym.clone().sub(xm.mmul(startM)).pow(2).sum();
+          assert.ok(sse <= sseStart, `data ${sse} vs filter ${sseStart}`);
           tf.dispose([x, w, y]);
           form.dispose();
         });
@@ -334,6 +335,49 @@ describe('the reported fitting error', () => {
     const reported = report.layers[0].fitError.data;
     assert.equal(report.layers[0].kept, 'data');
     assert.ok(Math.abs(reported - direct) <= 0.01 * direct, `reported ${reported}, direct ${direct}`);
+    result.model.dispose();
+    built.model.dispose();
+  });
+});
+
+describe('the reported fitting error of the closed form', () => {
+  test('equals ‖Y − Ŷ‖/‖Y‖ computed directly from the written layers (channel scheme, conv4 at rank 9 of 10)', async () => {
+    const loaded = await loadModel(CHARCNN);
+    const charcnn = loaded.model;
+    const result = await compressModel(charcnn, { ...CHANNEL, rank: 9, layers: ['conv4'], topology: loaded.topology, allowSlower: true });
+    const opts: ReconstructOptions = {
+      data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: 60, joint: true, iterations: 0, batch: 16, seed: 3, pixels: DEFAULT_PIXELS,
+    };
+    const plan = planImages(opts);
+    plan.holdout = plan.holdout.slice(0, 10);
+    const stores = await loadImages(charcnn, plan, opts);
+    const { report, built } = await dataReconstruction(charcnn, loaded.topology, result.factorizations, stores, plan, opts, silentReporter);
+    const [kernel, bias] = charcnn.getLayer('conv4').getWeights();
+    const [a] = built.model.getLayer('conv4_a').getWeights();
+    const [b, fittedBias] = built.model.getLayer('conv4_b').getWeights();
+    const conv4Input = tf.model({ inputs: charcnn.inputs, outputs: charcnn.getLayer('conv4').input as tf.SymbolicTensor });
+    let sse = 0;
+    let yy = 0;
+    let sseFilter = 0;
+    const [a0, b0] = result.factorizations[0].factors.map((w) => tf.tensor4d(w.values, w.shape as [number, number, number, number]));
+    for await (const batch of imageBatches(plan.fit, { height: 24, width: 24, channels: 1 }, 30, DEFAULT_PIXELS, { skipped: [], decoded: 0 })) {
+      tf.tidy(() => {
+        const phi = conv4Input.predict(batch.x) as tf.Tensor4D;
+        const y = tf.conv2d(phi, kernel as tf.Tensor4D, 1, 'valid');
+        const yHat = tf.conv2d(tf.conv2d(phi, a as tf.Tensor4D, 1, 'valid'), b as tf.Tensor4D, 1, 'valid').add(fittedBias).sub(bias);
+        const yFilter = tf.conv2d(tf.conv2d(phi, a0, 1, 'valid'), b0, 1, 'valid');
+        sse += yHat.sub(y).square().sum().dataSync()[0];
+        sseFilter += yFilter.sub(y).square().sum().dataSync()[0];
+        yy += y.square().sum().dataSync()[0];
+      });
+      batch.x.dispose();
+    }
+    tf.dispose([a0, b0]);
+    const [layer] = report.layers;
+    assert.equal(layer.kept, 'data');
+    const close = (reported: number, direct: number) => Math.abs(reported - direct) <= 0.01 * direct;
+    assert.ok(close(layer.fitError.data, Math.sqrt(sse / yy)), `reported ${layer.fitError.data}, direct ${Math.sqrt(sse / yy)}`);
+    assert.ok(close(layer.fitError.filter, Math.sqrt(sseFilter / yy)), `reported ${layer.fitError.filter}, direct ${Math.sqrt(sseFilter / yy)}`);
     result.model.dispose();
     built.model.dispose();
   });

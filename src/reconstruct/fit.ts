@@ -300,7 +300,9 @@ export async function fitLayer(
 /**
  * Fitting a layer whose factored form has a closed-form data optimum (`closedForm`, e.g. the
  * channel scheme): one pass over every fitting image streams its statistics, one solve minimises
- * the same objective as above exactly. Kept only if better than the start on the fitting images.
+ * the same objective as above exactly, and a second pass measures the start's and the solution's
+ * errors directly (from the statistics they cancel catastrophically, as in fitLayer). Kept only
+ * if better than the start on the fitting images.
  */
 export async function fitClosedForm(
   fl: FactoredForm, initial: WeightValue[], samples: LayerCache, hasBias: boolean, options: Pick<FitOptions, 'batch' | 'kappa'>, progress: FitProgress,
@@ -315,13 +317,32 @@ export async function fitClosedForm(
     await new Promise((resolve) => setImmediate(resolve));
   }
   const solution = statistics.solve(initial, hasBias, options.kappa);
-  const kept: 'data' | 'filter' = solution.sse < solution.sseStart ? 'data' : 'filter';
-  const rel = (sse: number) => Math.sqrt(sse / Math.max(solution.yy, 1e-30));
-  const factors = kept === 'data' ? solution.factors : initial;
+  const start = initial.map((w) => tf.tensor(w.values, w.shape));
+  const solved = solution.factors.map((w) => tf.tensor(w.values, w.shape));
+  const offset = solution.offset ? tf.tensor1d(solution.offset) : null;
+  let yy = 0;
+  let sseStart = 0;
+  let sseSolved = 0;
+  let checked = 0;
+  for await (const s of samples.all(options.batch)) {
+    const sums = tf.tidy(() => tf.stack([s.y.square().sum(), squaredError(fl, s, start, null), squaredError(fl, s, solved, offset)]).dataSync());
+    yy += sums[0];
+    sseStart += sums[1];
+    sseSolved += sums[2];
+    checked += s.x.shape[0];
+    tf.dispose([s.x, s.y]);
+    progress.check?.(checked, samples.total);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  offset?.dispose();
+  if (!Number.isFinite(yy) || !Number.isFinite(sseStart)) throw nonFiniteActivations();
+  const kept: 'data' | 'filter' = sseSolved < sseStart ? 'data' : 'filter';
+  const rel = (sse: number) => Math.sqrt(sse / Math.max(yy, 1e-30));
+  tf.dispose(kept === 'data' ? start : solved);
   return {
-    factors: factors.map((w) => tf.tensor(w.values, w.shape)),
+    factors: kept === 'data' ? solved : start,
     offset: kept === 'data' ? solution.offset : hasBias ? new Float32Array(fl.g.N) : null,
-    fitError: { filter: rel(solution.sseStart), data: rel(kept === 'data' ? solution.sse : solution.sseStart) },
+    fitError: { filter: rel(sseStart), data: rel(kept === 'data' ? sseSolved : sseStart) },
     kept,
     iterations: 0,
   };

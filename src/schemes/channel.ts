@@ -170,13 +170,12 @@ class ChannelForm implements FactoredForm {
   }
 }
 
-/** Σx̃x̃ᵀ, Σx̃yᵀ, Σx̃, Σy, Σ‖y‖² and the row count, accumulated in float64. */
+/** Σx̃x̃ᵀ, Σx̃yᵀ, Σx̃, Σy and the row count, accumulated in float64. */
 class ChannelStatistics implements ClosedFormFit {
   private xx: Float64Array;
   private xy: Float64Array;
   private xSum: Float64Array;
   private ySum: Float64Array;
-  private yy = 0;
   private rows = 0;
 
   constructor(private g: ConvGeometry, private k: number, private kernel: Float32Array) {
@@ -189,29 +188,15 @@ class ChannelStatistics implements ClosedFormFit {
   add(x: tf.Tensor4D, y: tf.Tensor2D): void {
     const parts = tf.tidy(() => {
       const rows = inputRows(x, this.g);
-      return [matMulT(rows, rows), matMulT(rows, y), rows.sum(0), y.sum(0), y.square().sum()];
+      return [matMulT(rows, rows), matMulT(rows, y), rows.sum(0), y.sum(0)];
     });
-    const [xx, xy, xs, ys, yy] = parts.map((t) => t.dataSync());
+    const [xx, xy, xs, ys] = parts.map((t) => t.dataSync());
     tf.dispose(parts);
     for (let i = 0; i < xx.length; i++) this.xx[i] += xx[i];
     for (let i = 0; i < xy.length; i++) this.xy[i] += xy[i];
     for (let i = 0; i < xs.length; i++) this.xSum[i] += xs[i];
     for (let i = 0; i < ys.length; i++) this.ySum[i] += ys[i];
-    this.yy += yy[0];
     this.rows += y.shape[0];
-  }
-
-  /** Σ‖y − Mᵀx̃ − o‖² from the statistics, M a C × N matrix. */
-  private sse(m: Float64Array, o: Float64Array | null): number {
-    const { C, N } = this.g;
-    const xxm = matmulF64(this.xx, m, C, C, N);
-    let s = this.yy;
-    for (let i = 0; i < C * N; i++) s += m[i] * (xxm[i] - 2 * this.xy[i]);
-    if (o) {
-      const mx = matmulTransAF64(m, this.xSum, C, N, 1); // Mᵀ Σx̃
-      for (let n = 0; n < N; n++) s += o[n] * (2 * mx[n] - 2 * this.ySum[n] + this.rows * o[n]);
-    }
-    return Math.max(0, s);
   }
 
   solve(start: WeightValue[], hasBias: boolean, kappa: number) {
@@ -245,13 +230,9 @@ class ChannelStatistics implements ClosedFormFit {
     const m = matmulF64(first, second, C, K, N);
     const offset = hasBias ? yMean.map((v, j) => v - xMean.reduce((acc, xc, c) => acc + xc * m[c * N + j], 0)) : null;
     const [a0, b0] = start;
-    const m0 = matmulF64(a0.values, b0.values, C, K, N);
     return {
       factors: [{ shape: a0.shape.slice(), values: Float32Array.from(first) }, { shape: b0.shape.slice(), values: Float32Array.from(second) }],
       offset: offset ? Float32Array.from(offset) : null,
-      sse: this.sse(m, offset),
-      sseStart: this.sse(m0, null),
-      yy: this.yy,
     };
   }
 }

@@ -87,12 +87,9 @@ export interface ClosedFormFit {
   add(x: tf.Tensor4D, y: tf.Tensor2D): void;
   /**
    * The factors (and output offset, with a bias) minimising ½Σ‖Y − Ŷ − o‖² + ½·κμR·‖W − Ŵ‖²
-   * (the objective of src/reconstruct/fit.ts), with the data sum of squares Σ‖Y − Ŷ − o‖² of the
-   * solution, of `start` (offset 0) and Σ‖Y‖².
+   * (the objective of src/reconstruct/fit.ts), shaped like `start`.
    */
-  solve(start: WeightValue[], hasBias: boolean, kappa: number): {
-    factors: WeightValue[]; offset: Float32Array | null; sse: number; sseStart: number; yy: number;
-  };
+  solve(start: WeightValue[], hasBias: boolean, kappa: number): { factors: WeightValue[]; offset: Float32Array | null };
 }
 
 export interface Scheme {
