@@ -302,18 +302,24 @@ describe('data reconstruction on the charcnn fixture', () => {
   });
 });
 
+/** The fixture with one layer replaced and fitted (joint, exact solve only) on 60 fitting images. */
+async function fitOneLayer(options: Parameters<typeof compressModel>[1]) {
+  const loaded = await loadModel(CHARCNN);
+  const charcnn = loaded.model;
+  const result = await compressModel(charcnn, { ...options, topology: loaded.topology });
+  const opts: ReconstructOptions = {
+    data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: 60, joint: true, iterations: 0, batch: 16, seed: 3, pixels: DEFAULT_PIXELS,
+  };
+  const plan = planImages(opts);
+  plan.holdout = plan.holdout.slice(0, 10);
+  const stores = await loadImages(charcnn, plan, opts);
+  const { report, built } = await dataReconstruction(charcnn, loaded.topology, result.factorizations, stores, plan, opts, silentReporter);
+  return { charcnn, result, plan, report, built };
+}
+
 describe('the reported fitting error', () => {
   test('equals ‖Y − Ŷ‖/‖Y‖ computed directly from the written layers on the fitting images (a close fit: rank 200 of 432)', async () => {
-    const loaded = await loadModel(CHARCNN);
-    const charcnn = loaded.model;
-    const result = await compressModel(charcnn, { ...SCHEME2, rank: 200, layers: ['conv2'], topology: loaded.topology });
-    const opts: ReconstructOptions = {
-      data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: 60, joint: true, iterations: 0, batch: 16, seed: 3, pixels: DEFAULT_PIXELS,
-    };
-    const plan = planImages(opts);
-    plan.holdout = plan.holdout.slice(0, 10);
-    const stores = await loadImages(charcnn, plan, opts);
-    const { report, built } = await dataReconstruction(charcnn, loaded.topology, result.factorizations, stores, plan, opts, silentReporter);
+    const { charcnn, result, plan, report, built } = await fitOneLayer({ ...SCHEME2, rank: 200, layers: ['conv2'] });
     // Y: conv2's linear response; Ŷ: conv2_v then conv2_h with their (fitted) bias, minus conv2's bias.
     const [kernel, bias] = charcnn.getLayer('conv2').getWeights();
     const [v] = built.model.getLayer('conv2_v').getWeights();
@@ -342,16 +348,7 @@ describe('the reported fitting error', () => {
 
 describe('the reported fitting error of the closed form', () => {
   test('equals ‖Y − Ŷ‖/‖Y‖ computed directly from the written layers (channel scheme, conv4 at rank 9 of 10)', async () => {
-    const loaded = await loadModel(CHARCNN);
-    const charcnn = loaded.model;
-    const result = await compressModel(charcnn, { ...CHANNEL, rank: 9, layers: ['conv4'], topology: loaded.topology, allowSlower: true });
-    const opts: ReconstructOptions = {
-      data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: 60, joint: true, iterations: 0, batch: 16, seed: 3, pixels: DEFAULT_PIXELS,
-    };
-    const plan = planImages(opts);
-    plan.holdout = plan.holdout.slice(0, 10);
-    const stores = await loadImages(charcnn, plan, opts);
-    const { report, built } = await dataReconstruction(charcnn, loaded.topology, result.factorizations, stores, plan, opts, silentReporter);
+    const { charcnn, result, plan, report, built } = await fitOneLayer({ ...CHANNEL, rank: 9, layers: ['conv4'], allowSlower: true });
     const [kernel, bias] = charcnn.getLayer('conv4').getWeights();
     const [a] = built.model.getLayer('conv4_a').getWeights();
     const [b, fittedBias] = built.model.getLayer('conv4_b').getWeights();
