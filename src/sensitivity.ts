@@ -16,7 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { buildCompressed, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
-import { DEFAULT_CACHE_BYTES, LayerCache, type ImageStore } from './reconstruct/data.js';
+import { DEFAULT_CACHE_BYTES, imageSamples, LayerCache, type ImageStore } from './reconstruct/data.js';
 import { DEFAULT_FIT, fitLayer } from './reconstruct/fit.js';
 import { addOffset, fitToData, silentReporter, weightValue, type ReconstructOptions } from './reconstruct/index.js';
 import { linearResponse } from './reconstruct/ops.js';
@@ -91,10 +91,10 @@ export async function measureSensitivity(
     const { kh, kw, C, N } = target.geometry;
     const kernel = tf.tensor4d(target.kernel, [kh, kw, C, N]);
     const tap = makeTap(original, [info.name], false);
-    const cache = new LayerCache(sample, (x) => tf.tidy(() => {
+    const cache = new LayerCache(imageSamples(sample, (x) => tf.tidy(() => {
       const phi = tap(x).inputs[0];
       return { x: phi, y: linearResponse(phi, kernel, target.geometry) };
-    }), DEFAULT_CACHE_BYTES);
+    })), DEFAULT_CACHE_BYTES);
     await cache.fill(() => {});
     const points: { rank: number; error: number }[] = [];
     for (const rank of ladders[i]) {

@@ -170,15 +170,7 @@ export class LayerCache {
   n = 0;
   rowsPerImage = 0;
 
-  private source: SampleSource;
-  private budget: number;
-
-  constructor(source: SampleSource, budget: number);
-  constructor(store: ImageStore, sample: SampleFn, budget: number);
-  constructor(from: SampleSource | ImageStore, sampleOrBudget: SampleFn | number, budget?: number) {
-    this.source = from instanceof ImageStore ? imageSamples(from, sampleOrBudget as SampleFn) : from;
-    this.budget = budget ?? (sampleOrBudget as number);
-  }
+  constructor(private source: SampleSource, private budget: number) {}
 
   private get xPer(): number {
     return this.xShape.reduce((a, b) => a * b, 1);
