@@ -172,7 +172,7 @@ export function renderCompress(r: CompressReport): string {
     ]],
   );
   const allocation = r.allocation
-    ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${r.allocation.basis === 'measured' ? 'joint fits: output divergence from the original on fitting images the fit did not see' : "the kernels' spectra: summed filter error"} ${r.allocation.predictedError.toFixed(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toFixed(3)})` : ''}`)]
+    ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${r.allocation.basis === 'measured' ? 'joint fits: output divergence from the original on fitting images the fit did not see' : "the kernels' spectra: summed filter error"} ${r.allocation.predictedError.toPrecision(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toPrecision(3)})` : ''}`)]
     : [];
   if (!data) return [table, ...allocation].join('\n');
   const held = `${data.images.holdout} held-out images${data.images.holdoutSource === 'eval-data' ? ' (--eval-data)' : ''}`;
