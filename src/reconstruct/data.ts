@@ -160,43 +160,66 @@ export function fromImage(s: LayerSample, first: number, start: number): LayerSa
   return out;
 }
 
+/**
+ * Cached samples as plain arrays in shared memory, image after image: what fit workers read
+ * (shards.ts) without copying the cache.
+ */
+export interface CachedSamples {
+  x: Float32Array;
+  y: Float32Array;
+  /** Shape of one image's x, and its rows of y (each `yCols` wide). */
+  xShape: number[];
+  rowsPerImage: number;
+  yCols: number;
+}
+
+/** The samples of the cached images `indices`, in that order, as tensors. */
+export function gatherSamples(c: CachedSamples, indices: ArrayLike<number>): LayerSample {
+  const m = indices.length;
+  const xPer = c.xShape.reduce((a, b) => a * b, 1);
+  const yPer = c.rowsPerImage * c.yCols;
+  const x = new Float32Array(m * xPer);
+  const y = new Float32Array(m * yPer);
+  for (let i = 0; i < m; i++) {
+    const k = indices[i];
+    x.set(c.x.subarray(k * xPer, (k + 1) * xPer), i * xPer);
+    y.set(c.y.subarray(k * yPer, (k + 1) * yPer), i * yPer);
+  }
+  return {
+    x: tf.tensor4d(x, [m, ...c.xShape] as [number, number, number, number]),
+    y: tf.tensor2d(y, [m * c.rowsPerImage, c.yCols]),
+  };
+}
+
 export class LayerCache {
-  /** Cached images' inputs and targets, in JavaScript memory (a minibatch is assembled by copying). */
-  private xData: Float32Array | null = null;
-  private yData: Float32Array | null = null;
-  private xShape: number[] = [];
-  private yCols = 0;
-  /** Cached images, and rows of y per image. */
+  /** The cached images' samples (null before `fill`). */
+  private cached: CachedSamples | null = null;
+  /** Cached images. */
   n = 0;
-  rowsPerImage = 0;
 
   constructor(private source: SampleSource, private budget: number) {}
-
-  private get xPer(): number {
-    return this.xShape.reduce((a, b) => a * b, 1);
-  }
-
-  private get yPer(): number {
-    return this.rowsPerImage * this.yCols;
-  }
 
   /** Fills the cache from the first images that fit the budget; reports images done. */
   async fill(onBatch: (done: number, total: number) => void): Promise<void> {
     const xs: Float32Array[] = [];
     const ys: Float32Array[] = [];
     let bytes = 0;
+    let xShape: number[] = [];
+    let rowsPerImage = 0;
+    let yCols = 0;
     const total = this.source.count;
     for await (const s of this.source.batches(0)) {
       const n = s.x.shape[0];
-      this.xShape = s.x.shape.slice(1);
-      this.rowsPerImage = s.y.shape[0] / n;
-      this.yCols = s.y.shape[1];
-      const per = (this.xPer + this.yPer) * 4;
-      const take = Math.min(n, Math.floor((this.budget - bytes) / per));
+      xShape = s.x.shape.slice(1);
+      rowsPerImage = s.y.shape[0] / n;
+      yCols = s.y.shape[1];
+      const xPer = xShape.reduce((a, b) => a * b, 1);
+      const yPer = rowsPerImage * yCols;
+      const take = Math.min(n, Math.floor((this.budget - bytes) / ((xPer + yPer) * 4)));
       if (take > 0) {
-        xs.push((s.x.dataSync() as Float32Array).subarray(0, take * this.xPer));
-        ys.push((s.y.dataSync() as Float32Array).subarray(0, take * this.yPer));
-        bytes += take * per;
+        xs.push((s.x.dataSync() as Float32Array).subarray(0, take * xPer));
+        ys.push((s.y.dataSync() as Float32Array).subarray(0, take * yPer));
+        bytes += take * (xPer + yPer) * 4;
         this.n += take;
       }
       tf.dispose([s.x, s.y]);
@@ -204,8 +227,9 @@ export class LayerCache {
       if (take < n) break;
     }
     if (this.n === 0) throw new UserError('the data reconstruction cache budget holds no image of this layer; raise it');
-    const join = (parts: Float32Array[], length: number) => {
-      const out = new Float32Array(length);
+    // Shared memory: fit workers read the samples where they are.
+    const join = (parts: Float32Array[]) => {
+      const out = new Float32Array(new SharedArrayBuffer(parts.reduce((a, p) => a + p.length, 0) * 4));
       let at = 0;
       for (const p of parts) {
         out.set(p, at);
@@ -213,42 +237,25 @@ export class LayerCache {
       }
       return out;
     };
-    this.xData = join(xs, this.n * this.xPer);
-    this.yData = join(ys, this.n * this.yPer);
+    this.cached = { x: join(xs), y: join(ys), xShape, rowsPerImage, yCols };
   }
 
-  private tensors(indices: ArrayLike<number>): LayerSample {
-    const m = indices.length;
-    const xPer = this.xPer;
-    const yPer = this.yPer;
-    const x = new Float32Array(m * xPer);
-    const y = new Float32Array(m * yPer);
-    for (let i = 0; i < m; i++) {
-      const k = indices[i];
-      x.set(this.xData!.subarray(k * xPer, (k + 1) * xPer), i * xPer);
-      y.set(this.yData!.subarray(k * yPer, (k + 1) * yPer), i * yPer);
-    }
-    return {
-      x: tf.tensor4d(x, [m, ...this.xShape] as [number, number, number, number]),
-      y: tf.tensor2d(y, [m * this.rowsPerImage, this.yCols]),
-    };
-  }
-
-  /** A minibatch of cached images by index. */
-  gather(indices: number[]): LayerSample {
-    return this.tensors(indices);
+  /** The cached images' samples (after `fill`). */
+  get samples(): CachedSamples {
+    return this.cached!;
   }
 
   /** Mean square of the cached targets. */
   targetMeanSquare(): number {
+    const y = this.cached!.y;
     let s = 0;
-    for (const v of this.yData!) s += v * v;
-    return s / this.yData!.length;
+    for (const v of y) s += v * v;
+    return s / y.length;
   }
 
   /** Cached images [start, start + count) as tensors. */
   slice(start: number, count: number): LayerSample {
-    return this.tensors(Array.from({ length: count }, (_, i) => start + i));
+    return gatherSamples(this.cached!, Array.from({ length: count }, (_, i) => start + i));
   }
 
   /** Every fitting image's samples in batches: the cached ones, then the rest recomputed. */
@@ -262,7 +269,6 @@ export class LayerCache {
   }
 
   dispose(): void {
-    this.xData = null;
-    this.yData = null;
+    this.cached = null;
   }
 }

@@ -4,9 +4,11 @@
  * the filter-reconstruction factors.
  *
  * 1. Adam on all factors (and an output offset that folds into the bias) over minibatches of
- *    cached samples, with the forward/backward of factors.ts. All factors move together: holding
- *    the last factor at its exact optimum after every step would need the whole data set per step.
- *    Learning rates are relative to each factor's scale (η·rms), warmed up and cosine-decayed.
+ *    cached samples, with the scheme's factored forward/backward. All factors move together:
+ *    holding the last factor at its exact optimum after every step would need the whole data set
+ *    per step. Learning rates are relative to each factor's scale (η·rms), warmed up and
+ *    cosine-decayed. A minibatch's gradient is summed from fixed shards that run on every core
+ *    (shards.ts); the update itself runs on plain arrays.
  * 2. The last linear factor (Scheme 2: horizontal; Scheme 1: the 1×1 pointwise) and the offset are
  *    then solved exactly given the others, from normal equations accumulated over every fitting
  *    image: Adam leaves it near but not at its optimum, and the solve costs one pass.
@@ -25,7 +27,7 @@ import { solveSymmetric } from '../linalg/solve.js';
 import { mulberry32 } from '../random.js';
 import { conv, matMulT, pad2d, paddingOf } from './ops.js';
 import type { LayerCache, LayerSample } from './data.js';
-import { UserError } from '../errors.js';
+import { localRunner, nonFiniteActivations, type LayerSource, type ShardPool } from './shards.js';
 
 export interface FitOptions {
   /** Adam steps, or 'auto': up to MAX_AUTO_STEPS within AUTO_STEP_MACS (see autoSteps). */
@@ -52,9 +54,20 @@ export const MAX_AUTO_STEPS = 300;
 export const AUTO_STEP_MACS = 120e9;
 
 export function autoSteps(fl: FactoredForm, batch: number): number {
-  // Forward plus the gradient of every factor ≈ 4 forward passes; the prior every PRIOR_EVERY steps.
-  const step = 4 * batch * fl.macsPerImage + fl.priorMacs / PRIOR_EVERY;
+  const step = dataStepMacs(fl, batch) + fl.priorMacs / priorInterval(fl, batch);
   return Math.max(20, Math.min(MAX_AUTO_STEPS, Math.floor(AUTO_STEP_MACS / step)));
+}
+
+/** Forward plus the gradient of every factor ≈ 4 forward passes of the minibatch. */
+const dataStepMacs = (fl: FactoredForm, batch: number) => 4 * batch * fl.macsPerImage;
+
+/**
+ * Steps between refreshes of the prior's gradient, which changes slowly: every 8 steps, or less
+ * often when it would cost more than an eighth of the data steps (conv3 of the character CNN: a
+ * 1024×K×1024 product against 32 images of one output position each, refreshed every 22 steps).
+ */
+export function priorInterval(fl: FactoredForm, batch: number): number {
+  return Math.max(8, Math.ceil((8 * fl.priorMacs) / dataStepMacs(fl, batch)));
 }
 
 export interface FitProgress {
@@ -95,20 +108,30 @@ function squaredError(fl: FactoredForm, s: LayerSample, f: tf.Tensor[], offset: 
   });
 }
 
-function nonFiniteActivations(): UserError {
-  return new UserError(
-    'the layer\'s input or response on the fitting images holds NaN or Inf values (an activation overflowed); check the preprocessing (--scale, --offset, --standardize)',
-  );
-}
-
-/**
- * The prior's gradient changes slowly and costs as much as a few data steps on layers with few
- * output positions (conv3: a 1024×K×1024 product), so it is refreshed every few steps.
- */
-const PRIOR_EVERY = 8;
-
 function rms(t: tf.Tensor): number {
   return tf.tidy(() => Math.sqrt(t.square().mean().dataSync()[0])) || 1;
+}
+
+const BETA1 = 0.9;
+const BETA2 = 0.999;
+
+/**
+ * One Adam step (t from 1) in place on x, with moments m and v, for the gradient
+ * g·gScale + reg·regScale (reg: the prior's gradient, or null).
+ */
+function adamUpdate(
+  x: Float32Array, g: Float32Array, gScale: number, reg: Float32Array | null, regScale: number, m: Float32Array, v: Float32Array, t: number, rate: number,
+): void {
+  const c1 = 1 / (1 - BETA1 ** t);
+  const c2 = 1 / (1 - BETA2 ** t);
+  for (let i = 0; i < x.length; i++) {
+    const gi = g[i] * gScale + (reg === null ? 0 : reg[i] * regScale);
+    const mi = BETA1 * m[i] + (1 - BETA1) * gi;
+    const vi = BETA2 * v[i] + (1 - BETA2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    x[i] -= ((mi * c1) / (Math.sqrt(vi * c2) + 1e-12)) * rate;
+  }
 }
 
 /** Seeded minibatches of image indices, epoch by epoch. */
@@ -129,8 +152,13 @@ function minibatches(n: number, batch: number, seed: number): () => number[] {
   };
 }
 
+/**
+ * Fits one layer. `workers`: where the Adam steps' shards run (with the layer they rebuild the
+ * factored form from), or null to run them in this thread.
+ */
 export async function fitLayer(
   fl: FactoredForm, initial: WeightValue[], cache: LayerCache, hasBias: boolean, options: FitOptions, progress: FitProgress,
+  workers: { pool: ShardPool; layer: LayerSource } | null = null,
 ): Promise<FitResult> {
   const g = fl.g;
   const N = g.N;
@@ -158,52 +186,46 @@ export async function fitLayer(
   if (iterations > 0) {
     const next = minibatches(cache.n, batchSize, options.seed);
     const yScale = Math.sqrt(cache.targetMeanSquare()) || 1;
-    const params: tf.Tensor[] = offset ? [...factors, offset] : [...factors];
+    const shapes = [...start.map((t) => t.shape), ...(offset ? [[N]] : [])];
+    const runner = workers ? workers.pool.runner(fl, workers.layer, cache.samples, shapes, offset !== null) : localRunner(fl, cache.samples, shapes, offset !== null);
+    // Parameters and Adam's moments as plain arrays: the update is a few element-wise passes, and
+    // the shards read the parameters from the runner's (shared) arrays.
+    const params = runner.values;
+    start.forEach((t, p) => params[p].set(t.dataSync()));
     const rates = [...start.map((t) => options.lr * rms(t)), options.lr * yScale];
-    const m = params.map((p) => tf.zerosLike(p));
-    const v = params.map((p) => tf.zerosLike(p));
-    const beta1 = 0.9;
-    const beta2 = 0.999;
+    const m = params.map((v) => new Float32Array(v.length));
+    const v = params.map((x) => new Float32Array(x.length));
     const warmup = Math.max(1, Math.round(iterations * 0.05));
     let smoothed = NaN;
-    let reg: { value: tf.Scalar; grads: tf.Tensor[] } | null = null;
-    for (let t = 1; t <= iterations; t++) {
-      const sample = cache.gather(next());
-      const current = offset ? (params[factors.length] as tf.Tensor1D) : null;
-      const fs = params.slice(0, factors.length);
-      const { sse, grads, offsetGrad } = fl.step(sample.x, fs, sample.y, current);
-      if (prior > 0 && (t - 1) % PRIOR_EVERY === 0) {
-        if (reg) tf.dispose([reg.value, ...reg.grads]);
-        reg = fl.filterObjective(fs);
-      }
-      const r = sample.y.shape[0];
-      const ratio = tf.tidy(() => sse.div(sample.y.square().sum()).dataSync()[0]);
-      const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
-      const all = offsetGrad ? [...grads, offsetGrad] : grads;
-      tf.tidy(() => {
-        for (let p = 0; p < params.length; p++) {
-          let gp = all[p].div(r);
-          if (reg && p < factors.length) gp = gp.add(reg.grads[p].mul(prior / 2));
-          const mp = m[p].mul(beta1).add(gp.mul(1 - beta1));
-          const vp = v[p].mul(beta2).add(gp.square().mul(1 - beta2));
-          const mhat = mp.div(1 - beta1 ** t);
-          const vhat = vp.div(1 - beta2 ** t);
-          const next = params[p].sub(mhat.div(vhat.sqrt().add(1e-12)).mul(rates[p] * schedule));
-          tf.dispose([m[p], v[p], params[p]]);
-          m[p] = tf.keep(mp);
-          v[p] = tf.keep(vp);
-          params[p] = tf.keep(next);
+    let priorGrads: Float32Array[] | null = null;
+    const refresh = priorInterval(fl, batchSize);
+    try {
+      for (let t = 1; t <= iterations; t++) {
+        const sums = runner.step(next());
+        // The prior's gradient at the same parameters, computed here while the workers run.
+        if (prior > 0 && (t - 1) % refresh === 0) {
+          const fs = start.map((s, p) => tf.tensor(params[p], s.shape));
+          const reg = fl.filterObjective(fs);
+          priorGrads = reg.grads.map((g) => g.dataSync() as Float32Array);
+          tf.dispose([...fs, reg.value, ...reg.grads]);
         }
-      });
-      tf.dispose([sample.x, sample.y, sse, ...all]);
-      smoothed = Number.isNaN(smoothed) ? ratio : 0.9 * smoothed + 0.1 * ratio;
-      progress.iteration(t, iterations, Math.sqrt(smoothed));
-      if (t % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+        const { sse, yy, rows, grads } = await sums;
+        const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
+        for (let p = 0; p < params.length; p++) {
+          const reg = priorGrads && p < factors.length ? priorGrads[p] : null;
+          adamUpdate(params[p], grads[p], 1 / rows, reg, prior / 2, m[p], v[p], t, rates[p] * schedule);
+        }
+        const ratio = sse / yy;
+        smoothed = Number.isNaN(smoothed) ? ratio : 0.9 * smoothed + 0.1 * ratio;
+        progress.iteration(t, iterations, Math.sqrt(smoothed));
+        if (t % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      runner.dispose();
     }
-    if (reg) tf.dispose([reg.value, ...reg.grads]);
-    for (let p = 0; p < factors.length; p++) factors[p] = params[p];
-    if (offset) offset = params[factors.length] as tf.Tensor1D;
-    tf.dispose([...m, ...v]);
+    tf.dispose([...factors, ...(offset ? [offset] : [])]);
+    for (let p = 0; p < factors.length; p++) factors[p] = tf.tensor(params[p], start[p].shape);
+    if (offset) offset = tf.tensor1d(params[factors.length]);
   }
 
   // 2. Exact solve of the last factor (and offset) over every fitting image, with the start's and

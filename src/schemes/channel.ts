@@ -39,6 +39,7 @@ function factorShapes(target: TargetLayer, rank: number): [number[], number[]] {
 
 export const channel: Scheme = {
   id: 'channel',
+  recipe: { scheme: 'channel', basis: 'per-channel', separable: false },
   label: 'channel (C→K then K→N)',
   refuses(layer) {
     if (isPointwise(layer.className, layer.config.kernelSize)) return null;

@@ -8,10 +8,9 @@
  * convs by the channel scheme, and `--scheme channel` touches 1×1 convs and Dense layers only).
  */
 import { layerMacs } from '../cost.js';
-import type { Basis } from '../factorize/scheme1.js';
 import type { LayerInfo } from '../model/layers.js';
 import { channel } from './channel.js';
-import type { Scheme } from './scheme.js';
+import type { Scheme, SchemeOptions } from './scheme.js';
 import { scheme1 } from './scheme1.js';
 import { scheme2 } from './scheme2.js';
 
@@ -20,14 +19,6 @@ export { channel } from './channel.js';
 export { scheme1 } from './scheme1.js';
 export { scheme2 } from './scheme2.js';
 export type { Basis } from '../factorize/scheme1.js';
-
-/** The flags that pick a scheme and its variant. */
-export interface SchemeOptions {
-  /** A registered --scheme name ('1', '2', 'channel'). */
-  scheme: string;
-  basis: Basis;
-  separable: boolean;
-}
 
 interface Registration {
   /** The --scheme value. */

@@ -9,6 +9,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import { conv2dMacs, convGeometry, type ConvGeometry } from '../cost.js';
 import { relativeError } from '../factorize/reshape.js';
+import type { Basis } from '../factorize/scheme1.js';
 import type { LayerInfo } from '../model/layers.js';
 import { topologyLayers } from '../rewrite.js';
 
@@ -92,9 +93,19 @@ export interface ClosedFormFit {
   solve(start: WeightValue[], hasBias: boolean, kappa: number): { factors: WeightValue[]; offset: Float32Array | null };
 }
 
+/** The flags that pick a scheme and its variant. */
+export interface SchemeOptions {
+  /** A registered --scheme name ('1', '2', 'channel'). */
+  scheme: string;
+  basis: Basis;
+  separable: boolean;
+}
+
 export interface Scheme {
   /** Id in reports, --json and the output's record, e.g. 'scheme2'. */
   id: string;
+  /** The options that create this scheme again (a fit worker rebuilds it from them). */
+  recipe: SchemeOptions;
   /** Human description of the variant, e.g. "scheme 1 (shared basis, separable)". */
   label: string;
   /** Why the scheme cannot replace this layer, or null when it can. */

@@ -93,6 +93,7 @@ function basisAt(factors: WeightValue[], g: ConvGeometry, M: number, separable: 
 export function scheme1(basis: Basis, separable: boolean): Scheme {
   const scheme: Scheme = {
     id: 'scheme1',
+    recipe: { scheme: '1', basis, separable },
     label: `scheme 1 (${basis} basis${separable ? ', separable' : ''})`,
     refuses(layer) {
       if (layer.className !== 'Conv2D') return `it is a ${layer.className}; scheme 1 replaces Conv2D layers`;

@@ -28,6 +28,7 @@ function macs(g: ConvGeometry, rank: number): number {
 
 export const scheme2: Scheme = {
   id: 'scheme2',
+  recipe: { scheme: '2', basis: 'per-channel', separable: false },
   label: 'scheme 2 (kh×1 then 1×kw)',
   refuses: (layer) => (layer.className === 'Conv2D' ? null : `it is a ${layer.className}; scheme 2 replaces Conv2D layers`),
   fullRank: (g) => Math.min(g.C * g.kh, g.kw * g.N),
