@@ -123,6 +123,28 @@ describe('segment-by-segment execution (frontiers)', () => {
     }
     model.dispose();
   });
+
+  test('a supplied layer output is what the next request reads (the layer does not run again), unless the batch keeps no frontier', async () => {
+    const { model } = await loadModel(CHARCNN);
+    const store = await storeFor(model);
+    const conv2 = model.getLayer('conv2');
+    const tap = makeTap(model, ['conv3'], false);
+    for (const budget of [Number.POSITIVE_INFINITY, 0]) {
+      const frontier = frontierThrough(model, ['conv2', 'conv3'], store, budget);
+      for await (const [b, batch] of enumerate(store.batches())) {
+        (await frontier.value(0, b)).dispose();
+        // conv2's true output (conv3 reads it directly) doubled: a value the layer would never give.
+        const truth = tap(batch.x).inputs[0];
+        const supplied = truth.mul(2);
+        frontier.supplyOutput(b, conv2, supplied);
+        const input = await frontier.layerInput(1, b);
+        assertSame(input, budget > 0 ? supplied : truth, `conv3's input, batch ${b}, budget ${budget}`);
+        tf.dispose([input, truth, supplied, batch.x]);
+      }
+      frontier.dispose();
+    }
+    model.dispose();
+  });
 });
 
 test('a nested model called twice is refused with a one-line error (its inner tensors would mix)', async () => {

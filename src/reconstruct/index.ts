@@ -181,8 +181,11 @@ function setReplacementWeights(model: tf.LayersModel, f: Factorization): void {
 class SampleFrontiers {
   private original: Frontier;
   private compressed: Frontier | null;
+  /** The original model's layers by name. */
+  private layers: Map<string, tf.layers.Layer>;
 
   constructor(original: tf.LayersModel, compressed: tf.LayersModel | null, private start: Factorization[], private images: ImageStore, budget: number) {
+    this.layers = new Map(listLayers(original).map((l) => [l.name, l.layer]));
     const share = compressed ? budget / 2 : budget;
     this.original = frontierThrough(original, start.map((f) => f.target.name), images, share);
     this.compressed = compressed && frontierThrough(compressed, start.map((f) => f.scheme.layers(f)[0].config.name), images, share);
@@ -191,13 +194,27 @@ class SampleFrontiers {
   /** Layer k's samples; `kernel` is its original kernel. */
   source(k: number, kernel: tf.Tensor4D): SampleSource {
     const { images, original, compressed } = this;
-    const g = this.start[k].target.geometry;
+    const target = this.start[k].target;
+    const g = target.geometry;
+    // The original Conv2D's output is its activation of W*Φ + b, from the target just computed: the
+    // next layer's samples then need not run the layer again (for the character CNN's conv3, a
+    // third of collecting). A layer with any other output shape is left to run.
+    const layer = k + 1 < this.start.length && target.className === 'Conv2D' ? this.layers.get(target.name) : undefined;
     return {
       count: images.count,
       async *batches(skip) {
         for (let b = Math.floor(skip / images.batchSize); skip < images.count && b < images.batchCount; b++) {
           const phi = await original.layerInput(k, b);
           const y = linearResponse(phi, kernel, g);
+          if (layer) {
+            const output = tf.tidy(() => {
+              const z = y.reshape([phi.shape[0], g.outH, g.outW, g.N]);
+              const act = (layer as unknown as { activation: { apply(t: tf.Tensor): tf.Tensor } }).activation;
+              return act.apply(target.bias ? z.add(tf.tensor1d(target.bias)) : z);
+            });
+            original.supplyOutput(b, layer, output);
+            output.dispose();
+          }
           let x = phi;
           if (compressed) {
             x = await compressed.layerInput(k, b);

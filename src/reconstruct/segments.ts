@@ -236,6 +236,28 @@ export class Frontier {
     return grid;
   }
 
+  /**
+   * Records `layer`'s output for image batch `batch`, which the caller computed from what it had
+   * (data reconstruction: the original layer's response to the input it just received), so that
+   * the next request does not run the layer again. Skipped when the batch keeps no frontier, the
+   * layer already ran, or the value does not fit the budget; the caller keeps `value`.
+   */
+  supplyOutput(batch: number, layer: tf.layers.Layer, value: tf.Tensor): void {
+    const cut = this.cuts[batch];
+    const c = this.graph.callOf(layer);
+    const call = this.graph.calls[c];
+    if (!cut || cut.done.has(c) || call.outputs.length !== 1) return;
+    const kept: Kept = this.onBackend ? value.clone() : { data: value.dataSync() as Float32Array, shape: value.shape.slice() };
+    if (this.bytes + bytesOf(kept) > this.budget) {
+      if (kept instanceof tf.Tensor) kept.dispose();
+      return;
+    }
+    cut.values.set(call.outputs[0], kept);
+    cut.done.add(c);
+    cut.bytes += bytesOf(kept);
+    this.bytes += bytesOf(kept);
+  }
+
   /** Forgets the frontier of image batch `batch` (no later request reads it). */
   release(batch: number): void {
     disposeCut(this.cuts[batch]);
