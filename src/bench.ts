@@ -328,6 +328,11 @@ export interface BlockTiming extends Ratio {
   afterMacShare: number;
   /** Layers of B that replace it (itself when unchanged). */
   afterLayers: string[];
+  /**
+   * B runs the same layer (same name, same MACs): any time difference is the measurement's or the
+   * neighbouring layers' (caches, memory), not a speedup of this layer.
+   */
+  unchanged: boolean;
 }
 
 /** Fixed cost per model run that does not grow with the work: the reason batch 1 gains little. */
@@ -489,6 +494,7 @@ export async function timeLayers(
       beforeMacShare: (layerMacs(layer) ?? 0) / macsA,
       afterMacShare: block.reduce((s, l) => s + (layerMacs(l) ?? 0), 0) / macsB,
       afterLayers: block.map((l) => l.name),
+      unchanged: block.length === 1 && block[0].name === layer.name && layerMacs(block[0]) === layerMacs(layer),
       ...pairedRatio(ta, tb),
     });
   }

@@ -74,6 +74,9 @@ describe('bench', () => {
     assert.match(run.stdout, /theoretical speedup \(MACs\): \d+\.\d\d×/);
     assert.match(run.stdout, /agreement on 64 fixed-seed random inputs \(no --data\)/);
     assert.match(run.stdout, /conv2 .*conv2_v, conv2_h/);
+    assert.doesNotMatch(run.stdout, /conv2 .*same layer/);
+    // An untouched layer makes no speedup claim, whatever its times read.
+    assert.match(run.stdout, /\nconv1 .*— \(same layer\)\s+conv1\n/);
   });
 
   test('a model against itself with --runs 3: runs raised, and every batch flagged as no measurable difference', async () => {

@@ -194,7 +194,7 @@ export function renderBench(r: BenchReport): string {
           ...p.blocks.map((l) => [
             l.name, ms(l.beforeMs), formatPercent(l.beforeTimeShare), formatPercent(l.beforeMacShare),
             ms(l.afterMs), formatPercent(l.afterTimeShare), formatPercent(l.afterMacShare),
-            formatSpeedup(l, false), l.afterLayers.join(', '),
+            l.unchanged ? '— (same layer)' : formatSpeedup(l, false), l.afterLayers.join(', '),
           ]),
           ['other', ms(p.other.beforeMs), formatPercent(p.other.beforeMs / p.beforeMs), '', ms(p.other.afterMs), formatPercent(p.other.afterMs / p.afterMs), '', formatSpeedup(p.other, false), ''],
         ],
