@@ -27,7 +27,7 @@ import { DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
 import { linearResponse } from './ops.js';
 import type { Reporter } from './progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
-import { ShardPool } from './shards.js';
+import { SHARD_IMAGES, ShardPool } from './shards.js';
 
 export { silentReporter, stderrReporter, type Reporter } from './progress.js';
 
@@ -248,9 +248,10 @@ export async function fitToData(
   const fitted: Factorization[] = [];
   const layers: LayerFit[] = [];
   const fitStart = performance.now();
-  // Adam's shards run on one worker per thread of the wasm backend (shards.ts); started when a
-  // layer first needs them, so layers with a closed form never pay for them.
-  const threads = backendThreads() ?? 1;
+  // Adam's shards run on one worker per thread of the wasm backend (shards.ts), no more than a
+  // minibatch has shards; started when a layer first needs them, so layers with a closed form never
+  // pay for them.
+  const threads = Math.min(backendThreads() ?? 1, Math.ceil(options.batch / SHARD_IMAGES));
   let pool: ShardPool | null = null;
   try {
     for (const [index, f] of start.entries()) {

@@ -22,10 +22,10 @@ import { gatherSamples, type CachedSamples } from './data.js';
 export const SHARD_IMAGES = 16;
 /**
  * …but enough work to outweigh a shard's fixed costs (gathering its samples, reading back its
- * gradients, ~1–2 ms): the character CNN's conv2 (11 M MACs per image and step) gets shards of 16,
- * its conv3 (1.9 M) one shard per minibatch.
+ * gradients, a new set of XNNPACK operators: ~1–2 ms): the character CNN's conv2 (11 M MACs per
+ * image and step) and conv3 (1.9 M) get shards of 16; a layer of 0.5 M per image, shards of 50.
  */
-export const MIN_SHARD_MACS = 100e6;
+export const MIN_SHARD_MACS = 25e6;
 
 /** Images per shard of a layer: it depends on the layer only, never on the thread count. */
 export function shardImages(form: FactoredForm): number {
