@@ -196,9 +196,9 @@ export interface MeasuredChoice {
  * `plan`'s ranks for `target`× in measured time: per layer, every rank from 1 to its highest saving
  * rank (time from the table, error from `candidates`) or the original layer (its measured time, no
  * error), chosen by `allocateTime` so that restMs plus the layers' times is at most beforeMs / target.
+ * Call `checkMeasuredTarget` first (before any slow work).
  */
 export function planByMeasuredTime(plan: CompressPlan, table: TimeTable, candidates: Candidate[], target: number): MeasuredChoice {
-  checkMeasuredTarget(table, target);
   const options = candidates.map((c, l) => {
     const cap = rankCap(c);
     const time = timeCurve(table.layers[l], cap);
@@ -206,7 +206,7 @@ export function planByMeasuredTime(plan: CompressPlan, table: TimeTable, candida
     return [{ rank: 0, ms: table.layers[l].originalMs, error: 0 }, ...ranks];
   });
   const allocation = allocateTime(options, table.beforeMs / target - table.restMs);
-  // The reach check keeps every layer's fastest timed option; only the budget's rounding can miss it.
+  // Past checkMeasuredTarget, every layer's fastest option fits; only the budget's rounding can miss it.
   if (!allocation) throw new UserError(`--speedup ${target} --measured: ${measuredReach(table).maximum.toFixed(2)}× is the most these layers reach in measured time, too close to the target to plan for; ask for a little less`);
   const ranks = new Map(candidates.map((c, l) => [c.info.name, allocation.choice[l].rank]));
   const left = plan.ranked.filter((r) => ranks.get(r.info.name) === 0);
