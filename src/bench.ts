@@ -47,6 +47,9 @@ export interface BatchTiming extends Ratio {
 export const MIN_RUNS = 10;
 /** Least timed time per model and batch: short runs are timed more often. */
 export const MIN_TIMED_MS = 500;
+/** Timed and warm-up runs per model and batch when none are asked for. */
+export const DEFAULT_RUNS = 20;
+export const DEFAULT_WARMUP = 3;
 /**
  * Speedups whose interval comes this close to 1× are not reported as a difference: two copies of
  * one model can differ by a percent or two (memory placement), which many runs would call real.
@@ -115,31 +118,35 @@ export function randomInput(inputShape: (number | null)[], batch: number, seed =
 const sum = (values: number[]) => values.reduce((s, v) => s + v, 0);
 
 /**
+ * Interleaved timing of several functions on the same input, round after round (every other round
+ * in reverse order, so none always runs on a warmer cache) until `enough` holds for the times so
+ * far (one list per function); `onRound` after each warm-up or timed round.
+ */
+async function timeRounds(
+  fns: (() => tf.Tensor | tf.Tensor[])[], warmup: number, enough: (times: number[][]) => boolean, onRound: () => void = () => {},
+): Promise<number[][]> {
+  for (let i = 0; i < warmup; i++) {
+    for (const f of fns) await timeOnce(f);
+    onRound();
+  }
+  const times = fns.map((): number[] => []);
+  const order = fns.map((_, k) => k);
+  for (let i = 0; !enough(times); i++) {
+    for (const k of i % 2 === 0 ? order : [...order].reverse()) times[k].push(await timeOnce(fns[k]));
+    onRound();
+  }
+  return times;
+}
+
+/**
  * Interleaved timing of two functions on the same input: at least `runs` (and MIN_RUNS) pairs, and
  * more until each side has been timed for MIN_TIMED_MS; `onPair` after each warm-up or timed pair.
  */
 export async function timePair(
   a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number, onPair: () => void = () => {},
 ): Promise<{ a: number[]; b: number[] }> {
-  for (let i = 0; i < warmup; i++) {
-    await timeOnce(a);
-    await timeOnce(b);
-    onPair();
-  }
-  const ta: number[] = [];
-  const tb: number[] = [];
-  const enough = () => ta.length >= Math.max(runs, MIN_RUNS) && sum(ta) >= MIN_TIMED_MS && sum(tb) >= MIN_TIMED_MS;
-  for (let i = 0; !enough(); i++) {
-    // Alternate which goes first so neither always runs on a warmer cache.
-    if (i % 2 === 0) {
-      ta.push(await timeOnce(a));
-      tb.push(await timeOnce(b));
-    } else {
-      tb.push(await timeOnce(b));
-      ta.push(await timeOnce(a));
-    }
-    onPair();
-  }
+  const enough = ([ta, tb]: number[][]) => ta.length >= Math.max(runs, MIN_RUNS) && sum(ta) >= MIN_TIMED_MS && sum(tb) >= MIN_TIMED_MS;
+  const [ta, tb] = await timeRounds([a, b], warmup, enough, onPair);
   return { a: ta, b: tb };
 }
 
@@ -509,4 +516,42 @@ export async function timeLayers(
     afterMs,
     overhead: { before: overheadOf(clockA, a, t.a, typical.a), after: overheadOf(clockB, b, t.b, typical.b) },
   };
+}
+
+/** One model's times inside rounds of interleaved runs with other models (see `timeModelsByLayer`). */
+export interface ClockedModel {
+  /** Model time, mean over the runs whose model time lies between its quartiles. */
+  modelMs: number;
+  /** Time inside each layer's call(), by layer name, mean over the same runs. */
+  layerMs: Map<string, number>;
+  runs: number;
+}
+
+/**
+ * Several models on one input at batch `batch`, timed round after round (at least MIN_RUNS rounds,
+ * and more until all the timed runs together took `minMs`), every layer's call() clocked inside the
+ * model runs as in `timeLayers`: each layer's time where it really runs.
+ */
+export async function timeModelsByLayer(
+  models: tf.LayersModel[], batch: number, warmup: number, minMs: number, reporter: Reporter = silentReporter,
+): Promise<ClockedModel[]> {
+  const layers = models.map((m) => listLayers(m));
+  const clocks = layers.map((l) => new LayerClock(l));
+  let times: number[][];
+  try {
+    const x = randomInput(models[0].inputs[0].shape, batch);
+    const phase = reporter.phase(`timing ${models.length} models layer by layer at batch ${batch}`, warmup + MIN_RUNS, 'rounds');
+    let done = 0;
+    const enough = (t: number[][]) => t[0].length >= MIN_RUNS && sum(t.map(sum)) >= minMs;
+    times = await timeRounds(models.map((m, k) => () => clocks[k].predict(m, x)), warmup, enough, () => phase.update(Math.min(++done, warmup + MIN_RUNS)));
+    phase.finish(`${times[0].length} rounds, ${(sum(times.map(sum)) / 1000).toFixed(1)} s timed`);
+    x.dispose();
+  } finally {
+    clocks.forEach((c) => c.stop());
+  }
+  return times.map((totals, k) => {
+    const typical = typicalRuns(totals);
+    const layerMs = new Map(layers[k].map((l) => [l.name, meanOver(perRun(clocks[k], totals.length, [l]), typical)]));
+    return { modelMs: meanOver(totals, typical), layerMs, runs: totals.length };
+  });
 }

@@ -15,7 +15,7 @@ import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
 import {
-  allocateRanks, filterCandidates, manualRanks, maximumSpeedup, ranksForSpeedup, type Allocation, type RankedLayer,
+  allocateRanks, filterCandidates, manualRanks, maximumSpeedup, rankCap, ranksForSpeedup, type Allocation, type RankedLayer,
 } from './ranks.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import {
@@ -30,6 +30,10 @@ export interface CompressOptions extends SchemeOptions {
   rank?: RankSpec;
   /** Whole-model theoretical speedup to reach with the least predicted error (see ranks.ts). */
   speedup?: number;
+  /** With `speedup`: the target is measured time on the current backend, not MACs (see measured.ts). */
+  measured?: boolean;
+  /** Instead of `rank` or `speedup`: the fastest model whose held-out loss is at most this many points (see maxloss.ts). */
+  maxLoss?: number;
   /** Layer names; default: see `selectLayers`. */
   layers?: string[];
   /** Replace layers even where the rank saves no MACs. */
@@ -131,16 +135,40 @@ function ranksForTarget(
   return { ranked, skipped, allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'spectrum' } };
 }
 
+/**
+ * Stage 2 for the searches that choose ranks themselves (--max-loss, --speedup --measured): every
+ * layer at rank 1, the fastest the plan can be by MACs; layers no rank saves MACs on are left out.
+ */
+function fastestRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme): Pick<CompressPlan, 'ranked' | 'skipped' | 'allocation'> {
+  const saves = (info: LayerInfo) => rankCap({ info, scheme: schemeOf(info), error: [] }) >= 1;
+  const reason = (l: LayerInfo) => `no rank of ${schemeOf(l).label} saves MACs on this layer`;
+  const skipped = chosen.filter((l) => !saves(l)).map((l) => ({ name: l.name, reason: reason(l) }));
+  if (skipped.length === chosen.length) {
+    throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}; select other layers with --layers`);
+  }
+  const ranked = chosen.filter(saves).map((info) => ({ info, scheme: schemeOf(info), rank: 1, slower: false }));
+  return { ranked, skipped, allocation: null };
+}
+
 /** Stages 1 and 2, with every check that does not need the factors. */
 export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: any): CompressPlan {
   const schemes = selectSchemes(options);
   const layers = listLayers(model);
-  if ((options.rank === undefined) === (options.speedup === undefined)) {
-    throw new UserError('give either --rank (your ranks) or --speedup (ranks chosen for a target), not both and not neither');
+  if (options.maxLoss !== undefined && (options.rank !== undefined || options.speedup !== undefined)) {
+    throw new UserError(`--max-loss chooses the speedup itself: give it without ${options.rank !== undefined ? '--rank' : '--speedup'}`);
+  }
+  if (options.maxLoss === undefined && (options.rank === undefined) === (options.speedup === undefined)) {
+    throw new UserError('give either --rank (your ranks) or --speedup (ranks chosen for a target), not both and not neither; or --max-loss (the fastest model within a loss)');
+  }
+  if (options.measured && options.speedup === undefined) {
+    throw new UserError('--measured applies to --speedup: give --speedup <x>, the speedup to reach in measured time');
   }
   // With per-layer ranks and no --layers, the ranks name the layers.
   const names = options.layers ?? (options.rank instanceof Map ? [...options.rank.keys()] : undefined);
   const { chosen, defaulted } = selectLayers(layers, schemes, names, options.rank, options.allowSlower ?? false);
+  if (options.maxLoss !== undefined || options.measured) {
+    return { scheme: schemes.chosen, layers, defaulted, ...fastestRanks(chosen, schemes.of) };
+  }
   if (options.speedup !== undefined) {
     return { scheme: schemes.chosen, layers, defaulted, ...ranksForTarget(layers, chosen, schemes.of, options.speedup, topology) };
   }
@@ -150,6 +178,9 @@ export function planCompression(model: tf.LayersModel, options: CompressOptions,
   }
   return { scheme: schemes.chosen, layers, ranked, skipped, defaulted, allocation: null };
 }
+
+/** The plan's rank per replaced layer. */
+export const planRanks = (plan: CompressPlan) => new Map(plan.ranked.map((r) => [r.info.name, r.rank]));
 
 export type Progress = (message: string) => void;
 

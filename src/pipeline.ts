@@ -10,11 +10,17 @@ import { accuracyProblem, chanceWarning } from './data/labels.js';
 import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
 import {
-  buildCompressed, factorize, layerResults, modelCost, planCompression, withReplacementRecords,
+  buildCompressed, factorize, layerResults, modelCost, planCompression, planRanks, withReplacementRecords,
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
 } from './compress.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, checkBatchMemory, timeModels, type BatchTiming } from './bench.js';
+import { UserError } from './errors.js';
+import { DEFAULT_PROBES, searchMaxLoss, type MaxLossReport, type MaxLossSearch } from './maxloss.js';
+import {
+  DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, planByMeasuredTime, spectrumCandidates, type MeasuredChoice, type TimeTable,
+} from './measured.js';
 import { formatRanks } from './ranks.js';
-import { planByJointSearch } from './sensitivity.js';
+import { measureSensitivity, planByJointSearch, sensitivityCandidates } from './sensitivity.js';
 import {
   checkOutputDir, dominantEncoding, keptWeights, loadModel, saveModel, type Encoding, type SavedModel,
 } from './model/io.js';
@@ -37,6 +43,18 @@ export interface CompressRequest extends CompressOptions {
   quantize?: Encoding;
   /** Fine-tuning by distillation after data reconstruction (needs `data`). */
   finetune?: FinetuneOptions | null;
+  /** With `maxLoss`: how many speedup targets the search may try. */
+  probes?: number;
+  /** With `measured`: the batch the layers and the final bench are timed at. */
+  timingBatch?: number;
+}
+
+/** With --measured: the time table, the ranks chosen from it (0: left as it is), their prediction and the real bench of the result. */
+export interface MeasuredReport extends Pick<MeasuredChoice, 'predictedMs' | 'predictedSpeedup' | 'predictedError'> {
+  target: number;
+  table: TimeTable;
+  ranks: Record<string, number>;
+  bench: BatchTiming;
 }
 
 export interface DataReport {
@@ -66,6 +84,8 @@ export interface CompressReport {
   allocation: { target: number; predictedError: number; baselineError: number | null; basis: 'spectrum' | 'measured' } | null;
   data: DataReport | null;
   finetune: FinetuneReport | null;
+  measured: MeasuredReport | null;
+  maxLoss: MaxLossReport | null;
   saved: SavedModel;
   /** Bytes of weights + model.json, input and output. */
   fileBytes: { before: number; after: number };
@@ -105,6 +125,12 @@ export async function dataReconstruction(
 
 
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
+  if (request.maxLoss !== undefined && !request.data) {
+    throw new UserError('--max-loss measures the loss on held-out images: give --data <image-folder> (and --eval-data <dir>, or --holdout of --data)');
+  }
+  if (request.maxLoss !== undefined && request.finetune) {
+    throw new UserError('--finetune does not combine with --max-loss (fine-tuning picks its epoch on the held-out images the search scores on): run --max-loss, then compress --rank with the chosen ranks and --finetune');
+  }
   const images = request.data ? planImages(request.data) : null;
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
@@ -118,22 +144,43 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   if (request.data && images) await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);
+  const timingBatch = request.timingBatch ?? DEFAULT_TIMING_BATCH;
+  let table: TimeTable | null = null;
+  if (request.measured) {
+    checkBatchMemory(loaded.model, [timingBatch]);
+    table = await measureTimeTable(loaded.model, loaded.topology, plan, timingBatch, reporter);
+    checkMeasuredTarget(table, request.speedup!);
+  }
   const stores = request.data && images ? await loadImages(loaded.model, images, request.data) : null;
-  if (request.speedup !== undefined && stores) {
+  let searched: MaxLossSearch | null = null;
+  let measured: MeasuredChoice | null = null;
+  if (request.maxLoss !== undefined) {
+    searched = await searchMaxLoss(loaded.model, loaded.topology, plan, stores!, images!, request.data!, request.maxLoss, request.probes ?? DEFAULT_PROBES, !accuracyNote, log, reporter);
+    plan = searched.plan;
+    const c = searched.report.chosen;
+    log(`chose ${c.target}× (${formatRanks(planRanks(plan))}, ${c.theoreticalSpeedup.toFixed(2)}× by MACs): loses ${c.loss.toFixed(2)} points of ${searched.report.measure}, within ${request.maxLoss}`);
+  } else if (table) {
+    const candidates = stores
+      ? sensitivityCandidates(plan, await measureSensitivity(loaded.model, loaded.topology, plan, stores.fit, reporter))
+      : spectrumCandidates(plan, loaded.topology);
+    measured = planByMeasuredTime(plan, table, candidates, request.speedup!);
+    plan = measured.plan;
+    log(`ranks for ≥ ${request.speedup}× in measured time at batch ${timingBatch}: ${formatRanks(planRanks(plan))}, predicted ${measured.predictedSpeedup.toFixed(2)}×`);
+  } else if (request.speedup !== undefined && stores) {
     const search = await planByJointSearch(loaded.model, loaded.topology, plan, stores.fit, request.data!, request.speedup, reporter);
     plan = search.plan;
     log(`ranks for ≥ ${request.speedup}× chosen by joint fits of ${search.evaluated.length} allocations: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
   }
 
-  const filter = factorize(plan, loaded.topology, log);
+  const filter = searched?.filter ?? factorize(plan, loaded.topology, log);
   const layers = layerResults(plan, filter);
   let data: DataReport | null = null;
   let tuned: FinetuneReport | null = null;
   let built: { model: tf.LayersModel; topology: any };
   let written = filter;
   if (request.data && stores) {
-    log(`data reconstruction (${request.data.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images!.holdoutSource === 'eval-data' ? ` from ${request.data.evalData}` : ''}`);
-    const result = await dataReconstruction(loaded.model, loaded.topology, filter, stores, images!, request.data, reporter);
+    if (!searched) log(`data reconstruction (${request.data.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images!.holdoutSource === 'eval-data' ? ` from ${request.data.evalData}` : ''}`);
+    const result = searched?.result ?? await dataReconstruction(loaded.model, loaded.topology, filter, stores, images!, request.data, reporter);
     ({ report: data, built, fitted: written } = result);
     if (accuracyNote) data.accuracy = null;
     const chance = data.accuracy && chanceWarning(loaded.model, data.accuracy.original, data.accuracy.labeled);
@@ -144,6 +191,13 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     }
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);
+  }
+  let measuredReport: MeasuredReport | null = null;
+  if (table && measured) {
+    log(`timing the original against the result at batch ${timingBatch}`);
+    const [bench] = await timeModels(loaded.model, built.model, [timingBatch], DEFAULT_RUNS, DEFAULT_WARMUP, reporter);
+    const { predictedMs, predictedSpeedup, predictedError } = measured;
+    measuredReport = { target: request.speedup!, table, ranks: Object.fromEntries(measured.ranks), predictedMs, predictedSpeedup, predictedError, bench };
   }
   const encoding = request.quantize ?? dominantEncoding(loaded);
   const saved = await saveModel(built.model, request.out, {
@@ -168,6 +222,8 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     },
     data,
     finetune: tuned,
+    measured: measuredReport,
+    maxLoss: searched?.report ?? null,
     saved,
     fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },
     newWeights: encoding,

@@ -125,12 +125,17 @@ export async function measureSensitivity(
   return { layers: measured, images: n, seconds: (performance.now() - start) / 1000 };
 }
 
-/** `plan`'s ranks re-chosen for `target`× from measured sensitivities (of `plan`'s ranked layers). */
-export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, target: number): CompressPlan {
-  const candidates: Candidate[] = plan.ranked.map(({ info, scheme }) => {
+/** `plan`'s ranked layers as candidates whose error at each rank is their measured sensitivity. */
+export function sensitivityCandidates(plan: CompressPlan, sensitivity: Sensitivity): Candidate[] {
+  return plan.ranked.map(({ info, scheme }) => {
     const points = sensitivity.layers.find((l) => l.name === info.name)!.points;
     return { info, scheme, error: interpolate(points, scheme.fullRank(convGeometry(info))) };
   });
+}
+
+/** `plan`'s ranks re-chosen for `target`× from measured sensitivities (of `plan`'s ranked layers). */
+export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, target: number): CompressPlan {
+  const candidates = sensitivityCandidates(plan, sensitivity);
   const allocation = allocateRanks(plan.layers, candidates, target)!;
   const baseline = ranksForSpeedup(plan.layers, candidates, target);
   return {

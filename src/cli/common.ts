@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MAX_THREADS, backendThreads, useBackend, type BackendChoice } from '../backend.js';
-import { MIN_RUNS, MIN_TIMED_MS } from '../bench.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, MIN_TIMED_MS } from '../bench.js';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
 import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
@@ -69,8 +69,8 @@ export function pixelOptions(flags: ImageFlags): PixelOptions {
 /** Timing flags of the commands that time models (bench, sweep). */
 export function addTimingOptions(command: Command): Command {
   return command
-    .option('--runs <n>', `timed runs per model and batch size (at least ${MIN_RUNS}, more until each model ran ${MIN_TIMED_MS / 1000} s)`, '20')
-    .option('--warmup <n>', 'untimed runs first', '3');
+    .option('--runs <n>', `timed runs per model and batch size (at least ${MIN_RUNS}, more until each model ran ${MIN_TIMED_MS / 1000} s)`, String(DEFAULT_RUNS))
+    .option('--warmup <n>', 'untimed runs first', String(DEFAULT_WARMUP));
 }
 
 /** A whole number from `min` to `max` from a flag; `why` says what the upper limit protects. */

@@ -3,8 +3,12 @@ import chalk from 'chalk';
 import { parseRankSpec } from '../compress.js';
 import { UserError } from '../errors.js';
 import { skippedNote } from '../data/images.js';
-import { runCompress, type CompressReport } from '../pipeline.js';
+import { runCompress, type CompressReport, type MeasuredReport } from '../pipeline.js';
+import type { MaxLossReport } from '../maxloss.js';
 import { stderrReporter } from '../reconstruct/index.js';
+import { MAX_BENCH_BATCH } from '../bench.js';
+import { DEFAULT_PROBES } from '../maxloss.js';
+import { DEFAULT_TIMING_BATCH, measuredReach } from '../measured.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
 import type { ReconstructOptions } from '../reconstruct/index.js';
 import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
@@ -17,6 +21,10 @@ import {
 interface CompressFlags extends SchemeFlags {
   rank?: string;
   speedup?: string;
+  measured?: boolean;
+  timingBatch?: string;
+  maxLoss?: string;
+  probes?: string;
   out: string;
   force?: boolean;
   allowSlower?: boolean;
@@ -24,10 +32,27 @@ interface CompressFlags extends SchemeFlags {
   json?: boolean;
 }
 
+/** Most --max-loss probes: past a dozen the range left is finer than the held-out images can tell apart. */
+const MAX_PROBES = 12;
+
 interface FinetuneFlags {
   finetune?: boolean;
   epochs: string;
   finetuneLayers: 'factors' | 'all';
+}
+
+/** --max-loss: points of top-1 accuracy (or agreement) the user accepts to lose. */
+function maxLossValue(text: string): number {
+  const x = Number(text);
+  if (text.trim() === '' || !Number.isFinite(x) || x < 0) {
+    throw new UserError(`--max-loss ${text}: give the points of top-1 accuracy (or of agreement with the original) you accept to lose, a number ≥ 0 (e.g. 0.5)`);
+  }
+  return x;
+}
+
+/** A flag that only means something beside another: refused without it. */
+function onlyWith(command: Command, flag: string, key: string, needs: string, given: boolean): void {
+  if (!given && command.getOptionValueSource(key) === 'cli') throw new UserError(`${flag} applies to ${needs}: give ${needs} too`);
 }
 
 /** The fine-tuning options, or null without --finetune (then --epochs and --finetune-layers may not be given). */
@@ -53,6 +78,10 @@ export function registerCompress(program: Command): void {
     .argument('<model>', 'model.json, or a folder holding one')
     .option('--rank <rank>', 'rank for every chosen layer (e.g. 8), or per layer (conv2=8,conv3=12)')
     .option('--speedup <x>', 'choose the ranks: the whole model at least this many times fewer MACs, with the least predicted error')
+    .option('--measured', 'with --speedup: the target is measured time on this backend (layers timed at a few ranks), checked by a bench at the end')
+    .option('--timing-batch <n>', `with --measured: batch size the layers and the final bench are timed at (default ${DEFAULT_TIMING_BATCH})`)
+    .option('--max-loss <points>', 'with --data: the largest speedup whose held-out loss of top-1 accuracy (or agreement with the original) is at most this many points')
+    .option('--probes <n>', `with --max-loss: speedup targets to try, each a full compress and held-out check (default ${DEFAULT_PROBES})`)
     .requiredOption('--out <dir>', 'folder to write the compressed model into (must not exist unless --force)')
     .option('--force', 'replace an existing --out folder that lowrank wrote')
     .option('--allow-slower', 'replace layers even where the rank saves no MACs (warns for each)')
@@ -67,6 +96,8 @@ export function registerCompress(program: Command): void {
       if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the compressed model into');
       checkOutputName(flags.out);
       const data = reconstructOptions(flags, cmd, modelPath);
+      onlyWith(cmd, '--probes', 'probes', '--max-loss', flags.maxLoss !== undefined);
+      onlyWith(cmd, '--timing-batch', 'timingBatch', '--measured', flags.measured ?? false);
       const report = await runCompress(
         {
           input: modelPath,
@@ -75,6 +106,10 @@ export function registerCompress(program: Command): void {
           ...schemeOptions(flags),
           rank: flags.rank === undefined ? undefined : parseRankSpec(flags.rank),
           speedup: flags.speedup === undefined ? undefined : speedupValue(flags.speedup, '--speedup'),
+          measured: flags.measured ?? false,
+          timingBatch: flags.timingBatch === undefined ? undefined : intFlag(flags.timingBatch, '--timing-batch', 1, { limit: MAX_BENCH_BATCH, why: 'larger batches time nothing new' }),
+          maxLoss: flags.maxLoss === undefined ? undefined : maxLossValue(flags.maxLoss),
+          probes: flags.probes === undefined ? undefined : intFlag(flags.probes, '--probes', 1, { limit: MAX_PROBES, why: 'each halves the range left, and each is a whole fit' }),
           allowSlower: flags.allowSlower ?? false,
           data,
           finetune: finetuneOptions(flags, cmd, data),
@@ -132,7 +167,65 @@ export function compressJson(backend: string, r: CompressReport) {
       },
     } : {}),
     ...(r.finetune ? { finetune: r.finetune } : {}),
+    ...(r.measured ? { measured: measuredJson(r.measured) } : {}),
+    ...(r.maxLoss ? { maxLoss: r.maxLoss } : {}),
   };
+}
+
+function measuredJson(m: MeasuredReport) {
+  const { table, bench } = m;
+  return {
+    target: m.target,
+    batch: table.batch,
+    backend: table.backend,
+    runs: table.runs,
+    timingSeconds: table.seconds,
+    beforeMs: table.beforeMs,
+    restMs: table.restMs,
+    untouched: table.untouched,
+    layers: table.layers.map((l) => ({ ...l, rank: m.ranks[l.name] || null })),
+    maximum: measuredReach(table).maximum,
+    predicted: { afterMs: m.predictedMs, speedup: m.predictedSpeedup, error: m.predictedError },
+    bench: {
+      batch: bench.batch, runs: bench.runs, beforeMs: bench.before.medianMs, afterMs: bench.after.medianMs,
+      speedup: bench.speedup, speedupLow: bench.speedupLow, speedupHigh: bench.speedupHigh, verdict: bench.verdict,
+    },
+  };
+}
+
+const ms = (x: number) => `${x.toFixed(2)} ms`;
+
+function renderMeasured(m: MeasuredReport): string[] {
+  const { table, bench } = m;
+  const untouched = table.untouched.map((u) => `${u.name} ${ms(u.ms)}`).join(', ');
+  const rows = table.layers.map((l) => [
+    l.name, ms(l.originalMs), l.points.map((p) => `${p.rank}: ${ms(p.ms)}`).join(' · '), m.ranks[l.name] ? String(m.ranks[l.name]) : 'left as it is',
+  ]);
+  const timed = renderTable([{ header: 'layer' }, { header: 'original', align: 'right' }, { header: 'replacement at rank: time' }, { header: 'chosen', align: 'right' }], rows);
+  return [
+    `time at batch ${table.batch} on ${table.backend} (${table.runs} rounds, ${table.seconds.toFixed(1)} s): original model ${ms(table.beforeMs)}, outside the replaced layers ${ms(table.restMs)}${untouched ? ` (${untouched})` : ''}`,
+    timed,
+    `ranks for ≥ ${m.target}× in measured time: predicted ${ms(table.beforeMs)} → ${ms(m.predictedMs)}, ${chalk.bold(formatRatio(m.predictedSpeedup))} (at most ${formatRatio(measuredReach(table).maximum)} reachable; summed predicted error ${m.predictedError.toPrecision(3)})`,
+    `bench at batch ${bench.batch} (${bench.runs} runs): measured ${chalk.bold(formatRatio(bench.speedup))} [${bench.speedupLow.toFixed(2)}–${formatRatio(bench.speedupHigh)}] against ${formatRatio(m.predictedSpeedup)} predicted (${formatPercent(bench.speedup / m.predictedSpeedup, 0)} of the prediction)`,
+  ];
+}
+
+function renderMaxLoss(r: MaxLossReport): string[] {
+  const of = r.measure === 'top-1' ? 'top-1 accuracy' : 'agreement with the original';
+  const rows = r.probes.map((p, i) => [
+    String(i + 1), formatRatio(p.target), Object.entries(p.ranks).map(([n, k]) => `${n}=${k}`).join(','), formatRatio(p.theoreticalSpeedup),
+    `${p.loss.toFixed(2)} ${p.meets ? '✓' : '✗'}`, p.seconds ? `${p.seconds.toFixed(1)} s` : 'same ranks',
+  ]);
+  const table = renderTable(
+    [{ header: 'probe' }, { header: 'target', align: 'right' }, { header: 'ranks' }, { header: 'theoretical', align: 'right' }, { header: `${r.measure} loss (points)`, align: 'right' }, { header: 'fit + check', align: 'right' }],
+    rows,
+  );
+  const c = r.chosen;
+  return [
+    table,
+    `chose ${chalk.bold(formatRatio(c.target))} (${formatRatio(c.theoreticalSpeedup)} by MACs): loses ${chalk.bold(c.loss.toFixed(2))} points of ${of} on ${r.heldOut} held-out images, within ${r.limit}`,
+    chalk.dim(`probes: bisection between 1× and ${formatRatio(r.maximum)} (every layer at rank 1); ranks by sensitivity measured on ${r.sensitivity.images} fitting images; ${r.seconds.toFixed(1)} s in all`),
+  ];
 }
 
 export function renderCompress(r: CompressReport): string {
@@ -174,7 +267,8 @@ export function renderCompress(r: CompressReport): string {
   const allocation = r.allocation
     ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${r.allocation.basis === 'measured' ? 'joint fits: output divergence from the original on fitting images the fit did not see' : "the kernels' spectra: summed filter error"} ${r.allocation.predictedError.toPrecision(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toPrecision(3)})` : ''}`)]
     : [];
-  if (!data) return [table, ...allocation].join('\n');
+  const searches = [...(r.maxLoss ? renderMaxLoss(r.maxLoss) : []), ...(r.measured ? renderMeasured(r.measured) : [])];
+  if (!data) return [table, ...allocation, ...searches].join('\n');
   const held = `${data.images.holdout} held-out images${data.images.holdoutSource === 'eval-data' ? ' (--eval-data)' : ''}`;
   const lines = [
     table,
@@ -191,5 +285,5 @@ export function renderCompress(r: CompressReport): string {
     const outcome = f.kept === 'finetuned' ? `kept epoch ${f.bestEpoch} of ${f.epochs}` : `no epoch of ${f.epochs} beat the layer-wise reconstruction: kept it`;
     lines.push(`fine-tuning (${f.target}, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }
-  return lines.join('\n');
+  return [...lines, ...searches].join('\n');
 }

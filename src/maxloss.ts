@@ -1,0 +1,133 @@
+/**
+ * `compress --max-loss P`: the fastest model whose loss on the held-out images is at most P points
+ * (of top-1 accuracy when they are labelled, else of top-1 agreement with the original model).
+ *
+ * A bisection on the whole-model speedup target, geometric over the reachable range (from 1× to
+ * every layer at rank 1): each probe is a whole compress at its target — ranks from the layers'
+ * sensitivity measured once on the fitting images (as sweep does), filter factors, data
+ * reconstruction — scored on the held-out images, which neither the ranks nor the fit see. A
+ * probe within P raises the lower end of the range, one beyond P lowers the upper end; the fastest
+ * probe within P is kept, and its model is the one written.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import { performance } from 'node:perf_hooks';
+import { factorize, planRanks, type CompressPlan, type Progress } from './compress.js';
+import { UserError } from './errors.js';
+import { dataReconstruction, type DataReport } from './pipeline.js';
+import { formatRanks, maximumSpeedup } from './ranks.js';
+import type { ImagePlan, ImageStores, ReconstructOptions, Reporter } from './reconstruct/index.js';
+import type { Factorization } from './schemes/index.js';
+import { measureSensitivity, planForTarget } from './sensitivity.js';
+
+export const DEFAULT_PROBES = 5;
+
+export interface Probe {
+  target: number;
+  ranks: Record<string, number>;
+  theoreticalSpeedup: number;
+  /** Points lost on the held-out images: top-1 accuracy, or agreement with the original. */
+  loss: number;
+  meets: boolean;
+  /** Seconds of fitting and evaluating (0 for a probe whose ranks an earlier probe had). */
+  seconds: number;
+}
+
+export interface MaxLossReport {
+  limit: number;
+  /** What the loss is of: top-1 accuracy on labelled held-out images, or agreement with the original's top-1. */
+  measure: 'top-1' | 'agreement';
+  heldOut: number;
+  /** Every layer at rank 1: the top of the range searched. */
+  maximum: number;
+  probes: Probe[];
+  /** The fastest probe within the limit. */
+  chosen: Probe;
+  sensitivity: { images: number; seconds: number };
+  seconds: number;
+}
+
+/** Points lost by the data-reconstructed model: counted in images, so 5 of 1000 is exactly 0.5. */
+export function heldOutLoss(report: DataReport, holdout: number): { loss: number; measure: MaxLossReport['measure'] } {
+  const points = (fraction: number, n: number) => (100 * Math.round(fraction * n)) / n;
+  const a = report.accuracy;
+  if (a) return { loss: points(a.original - a.data, a.labeled), measure: 'top-1' };
+  return { loss: points(1 - report.agreement.data, holdout), measure: 'agreement' };
+}
+
+export interface MaxLossSearch {
+  report: MaxLossReport;
+  plan: CompressPlan;
+  filter: Factorization[];
+  result: Awaited<ReturnType<typeof dataReconstruction>>;
+}
+
+/**
+ * The bisection. `labelled` says whether held-out accuracy may be used (false when the labels do
+ * not fit the model's outputs). Throws a UserError when no probe is within `limit`.
+ */
+export async function searchMaxLoss(
+  original: tf.LayersModel, topology: any, base: CompressPlan, stores: ImageStores, images: ImagePlan, options: ReconstructOptions,
+  limit: number, probes: number, labelled: boolean, log: Progress, reporter: Reporter,
+): Promise<MaxLossSearch> {
+  const started = performance.now();
+  const maximum = maximumSpeedup(base.layers, base.ranked.map(({ info, scheme }) => ({ info, scheme, error: [] }))).speedup;
+  let [lo, hi] = [1, maximum];
+  // Two decimals, rounded down: never above the range's top.
+  const midpoint = () => Math.floor(100 * Math.sqrt(lo * hi)) / 100;
+  if (midpoint() <= 1) {
+    throw new UserError(`--max-loss ${limit}: these layers make the model at most ${maximum.toFixed(2)}× faster by MACs, too little to search; select more layers with --layers`);
+  }
+  const sensitivity = await measureSensitivity(original, topology, base, stores.fit, reporter);
+  const done: Probe[] = [];
+  /** Probes by their ranks: two targets can give the same ranks, which are fitted once. */
+  const byRanks = new Map<string, Probe>();
+  let best: Omit<MaxLossSearch, 'report'> & { probe: Probe } | null = null;
+  let measure: MaxLossReport['measure'] = 'agreement';
+  for (let i = 0; i < probes; i++) {
+    const target = midpoint();
+    if (target <= 1) break;
+    const planned = planForTarget(base, sensitivity, target);
+    const plan = { ...planned, allocation: null };
+    const ranks = formatRanks(planRanks(plan));
+    const same = byRanks.get(ranks);
+    let probe: Probe;
+    if (same) {
+      probe = { ...same, target, seconds: 0 };
+    } else {
+      log(`probe ${i + 1} of at most ${probes}: ${target}× (${ranks})`);
+      const start = performance.now();
+      const filter = factorize(plan, topology);
+      const result = await dataReconstruction(original, topology, filter, stores, images, options, reporter);
+      if (!labelled) result.report.accuracy = null;
+      const scored = heldOutLoss(result.report, stores.holdout.count);
+      measure = scored.measure;
+      probe = {
+        target, ranks: Object.fromEntries(planRanks(plan)), theoreticalSpeedup: planned.allocation!.theoreticalSpeedup,
+        loss: scored.loss, meets: scored.loss <= limit, seconds: (performance.now() - start) / 1000,
+      };
+      byRanks.set(ranks, probe);
+      if (probe.meets && (!best || probe.theoreticalSpeedup > best.probe.theoreticalSpeedup)) {
+        best?.result.built.model.dispose();
+        best = { probe, plan, filter, result };
+      } else {
+        result.built.model.dispose();
+      }
+    }
+    log(`probe ${i + 1}: ${target}× loses ${probe.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images: ${probe.meets ? 'within' : 'beyond'} ${limit}`);
+    done.push(probe);
+    if (probe.meets) lo = target;
+    else hi = target;
+  }
+  if (!best) {
+    const smallest = done.reduce((a, p) => (p.target < a.target ? p : a));
+    throw new UserError(`--max-loss ${limit}: even the smallest probe, ${smallest.target}× (${formatRanks(new Map(Object.entries(smallest.ranks)))}), loses ${smallest.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images; allow more loss, or more --probes to try speedups closer to 1×`);
+  }
+  const { probe, ...chosen } = best;
+  return {
+    ...chosen,
+    report: {
+      limit, measure, heldOut: stores.holdout.count, maximum, probes: done, chosen: probe,
+      sensitivity: { images: sensitivity.images, seconds: sensitivity.seconds }, seconds: (performance.now() - started) / 1000,
+    },
+  };
+}
