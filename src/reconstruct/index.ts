@@ -172,6 +172,9 @@ function setReplacementWeights(model: tf.LayersModel, f: Factorization): void {
   }
 }
 
+/** MACs per output value from which the joint fit keeps an original layer's output rather than running the layer again. */
+const SUPPLY_MIN_MACS = 1024;
+
 /**
  * Samples of each replaced layer in turn, from frontiers carried through the original network (Φ
  * and the target W*Φ) and, when joint, the compressed one (Φ̃): layer k's samples for a batch run
@@ -198,8 +201,10 @@ class SampleFrontiers {
     const g = target.geometry;
     // The original Conv2D's output is its activation of W*Φ + b, from the target just computed: the
     // next layer's samples then need not run the layer again (for the character CNN's conv3, a
-    // third of collecting). A layer with any other output shape is left to run.
-    const layer = k + 1 < this.start.length && target.className === 'Conv2D' ? this.layers.get(target.name) : undefined;
+    // third of collecting). Only for layers whose outputs cost many MACs each: keeping a cheap
+    // layer's output costs more than running it again (a MobileNet's 1×1 convs: +9 s, +73 MiB).
+    const costly = g.kh * g.kw * g.C >= SUPPLY_MIN_MACS;
+    const layer = k + 1 < this.start.length && target.className === 'Conv2D' && costly ? this.layers.get(target.name) : undefined;
     return {
       count: images.count,
       async *batches(skip) {
