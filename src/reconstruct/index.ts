@@ -27,7 +27,7 @@ import { DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
 import { linearResponse } from './ops.js';
 import type { Reporter } from './progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
-import { SHARD_IMAGES, ShardPool } from './shards.js';
+import { SHARD_IMAGES, shardPool } from './shards.js';
 
 export { silentReporter, stderrReporter, type Reporter } from './progress.js';
 
@@ -257,69 +257,63 @@ export async function fitToData(
   // minibatch has shards; started when a layer first needs them, so layers with a closed form never
   // pay for them.
   const threads = Math.min(backendThreads() ?? 1, Math.ceil(options.batch / SHARD_IMAGES));
-  let pool: ShardPool | null = null;
-  try {
-    for (const [index, f] of start.entries()) {
-      const layerStart = performance.now();
-      const name = f.target.name;
-      const kernel = tf.tensor4d(f.target.kernel, [f.target.geometry.kh, f.target.geometry.kw, f.target.geometry.C, f.target.geometry.N]);
-      const samples = frontiers.source(index, kernel);
-      let fitting: ReturnType<Reporter['phase']> | null = null;
-      let solving: ReturnType<Reporter['phase']> | null = null;
-      let checking: ReturnType<Reporter['phase']> | null = null;
-      const progress = {
-        iteration: (done: number, total: number, err: number) => {
-          fitting ??= reporter.phase(`${name}: fitting`, total, 'iterations');
-          fitting.update(done, `error ${(err * 100).toFixed(2)}%`);
-          if (done === total) fitting.finish();
-        },
-        solve: (done: number, total: number) => {
-          solving ??= reporter.phase(`${name}: solving`, total, 'images');
-          solving.update(done);
-          if (done === total) solving.finish();
-        },
-        check: (done: number, total: number) => {
-          checking ??= reporter.phase(`${name}: checking`, total, 'images');
-          checking.update(done);
-          if (done === total) checking.finish();
-        },
-      };
-      const form = f.scheme.factored(f.target, f.rank);
-      let cache: LayerCache;
-      let fit: Awaited<ReturnType<typeof fitLayer>>;
-      if (form.closedForm) {
-        // One streamed pass: nothing to cache.
-        cache = new LayerCache(samples, 0);
-        fit = await fitClosedForm(form, f.factors, cache, f.bias !== null, fitOptions, progress);
-      } else {
-        cache = new LayerCache(samples, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-        const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
-        await cache.fill((done) => collect.update(done));
-        collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
-        if (cache.n < images.count) {
-          reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
-        }
-        if (threads > 1) pool ??= new ShardPool(threads);
-        const workers = pool && { pool, layer: f };
-        fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, progress, workers);
+  for (const [index, f] of start.entries()) {
+    const layerStart = performance.now();
+    const name = f.target.name;
+    const kernel = tf.tensor4d(f.target.kernel, [f.target.geometry.kh, f.target.geometry.kw, f.target.geometry.C, f.target.geometry.N]);
+    const samples = frontiers.source(index, kernel);
+    let fitting: ReturnType<Reporter['phase']> | null = null;
+    let solving: ReturnType<Reporter['phase']> | null = null;
+    let checking: ReturnType<Reporter['phase']> | null = null;
+    const progress = {
+      iteration: (done: number, total: number, err: number) => {
+        fitting ??= reporter.phase(`${name}: fitting`, total, 'iterations');
+        fitting.update(done, `error ${(err * 100).toFixed(2)}%`);
+        if (done === total) fitting.finish();
+      },
+      solve: (done: number, total: number) => {
+        solving ??= reporter.phase(`${name}: solving`, total, 'images');
+        solving.update(done);
+        if (done === total) solving.finish();
+      },
+      check: (done: number, total: number) => {
+        checking ??= reporter.phase(`${name}: checking`, total, 'images');
+        checking.update(done);
+        if (done === total) checking.finish();
+      },
+    };
+    const form = f.scheme.factored(f.target, f.rank);
+    let cache: LayerCache;
+    let fit: Awaited<ReturnType<typeof fitLayer>>;
+    if (form.closedForm) {
+      // One streamed pass: nothing to cache.
+      cache = new LayerCache(samples, 0);
+      fit = await fitClosedForm(form, f.factors, cache, f.bias !== null, fitOptions, progress);
+    } else {
+      cache = new LayerCache(samples, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+      const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
+      await cache.fill((done) => collect.update(done));
+      collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
+      if (cache.n < images.count) {
+        reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
       }
-      cache.dispose();
-      form.dispose();
-      kernel.dispose();
-      const result: Factorization = { ...f, factors: fit.factors.map(weightValue), bias: addOffset(f.bias, fit.offset) };
-      tf.dispose(fit.factors);
-      setReplacementWeights(built.model, result);
-      fitted.push(result);
-      const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-      reporter.note(
-        fit.kept === 'data'
-          ? `${name}: output error on the fitting images ${pct(fit.fitError.filter)} → ${pct(fit.fitError.data)}`
-          : `${name}: data reconstruction did not beat the filter reconstruction on the fitting images (${pct(fit.fitError.filter)}); kept the filter reconstruction`,
-      );
-      layers.push({ name, kept: fit.kept, fitError: fit.fitError, steps: fit.iterations, seconds: (performance.now() - layerStart) / 1000 });
+      const workers = threads > 1 ? { pool: shardPool(threads), layer: f } : null;
+      fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, progress, workers);
     }
-  } finally {
-    pool?.terminate();
+    cache.dispose();
+    form.dispose();
+    kernel.dispose();
+    const result: Factorization = { ...f, factors: fit.factors.map(weightValue), bias: addOffset(f.bias, fit.offset) };
+    tf.dispose(fit.factors);
+    setReplacementWeights(built.model, result);
+    fitted.push(result);
+    const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+    reporter.note(
+      fit.kept === 'data'
+        ? `${name}: output error on the fitting images ${pct(fit.fitError.filter)} → ${pct(fit.fitError.data)}`
+        : `${name}: data reconstruction did not beat the filter reconstruction on the fitting images (${pct(fit.fitError.filter)}); kept the filter reconstruction`,
+    );
+    layers.push({ name, kept: fit.kept, fitError: fit.fitError, steps: fit.iterations, seconds: (performance.now() - layerStart) / 1000 });
   }
   frontiers.dispose();
   return { fitted, model: built.model, topology: built.topology, layers, seconds: (performance.now() - fitStart) / 1000 };

@@ -194,12 +194,31 @@ export class ShardPool {
     };
   }
 
+  get broken(): boolean {
+    return this.failure !== null;
+  }
+
   terminate(): void {
     for (const w of this.workers) {
       w.removeAllListeners('exit');
       void w.terminate();
     }
   }
+}
+
+let processPool: ShardPool | null = null;
+
+/**
+ * The process's pool of `size` workers: started on first use and kept for later fits (a sweep or a
+ * rank search fits many times; idle workers do not keep the process alive), replaced when the size
+ * changes or a worker failed.
+ */
+export function shardPool(size: number): ShardPool {
+  if (processPool && (processPool.size !== size || processPool.broken)) {
+    processPool.terminate();
+    processPool = null;
+  }
+  return (processPool ??= new ShardPool(size));
 }
 
 /** The layer a fit is for, as the workers rebuild its factored form. */
