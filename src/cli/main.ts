@@ -10,6 +10,7 @@ import { registerCompress } from './compress.js';
 import { registerEvaluate } from './evaluate.js';
 import { registerInspect } from './inspect.js';
 import { registerSweep } from './sweep.js';
+import { stopShardPool } from '../reconstruct/shards.js';
 
 
 export function buildProgram(): Command {
@@ -51,5 +52,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`${chalk.red('lowrank: internal error:')} ${firstLine(err)}${verbose ? '' : ' (run with --verbose for details)'}`);
     if (verbose) console.error(err instanceof Error ? err.stack : err);
     return 2;
+  } finally {
+    stopShardPool();
   }
 }

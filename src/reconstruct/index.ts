@@ -297,7 +297,7 @@ export async function fitToData(
       if (cache.n < images.count) {
         reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
       }
-      const workers = threads > 1 ? { pool: shardPool(threads), layer: f } : null;
+      const workers = threads > 1 && options.iterations !== 0 ? { pool: shardPool(threads), layer: f } : null;
       fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, progress, workers);
     }
     cache.dispose();

@@ -221,6 +221,12 @@ export function shardPool(size: number): ShardPool {
   return (processPool ??= new ShardPool(size));
 }
 
+/** Ends the process's pool (the CLI does when a command is done, so the process never waits on a worker). */
+export function stopShardPool(): void {
+  processPool?.terminate();
+  processPool = null;
+}
+
 /** The layer a fit is for, as the workers rebuild its factored form. */
 export interface LayerSource {
   scheme: { recipe: SchemeOptions };
