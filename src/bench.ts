@@ -131,8 +131,9 @@ async function timeRounds(
   }
   const times = fns.map((): number[] => []);
   const order = fns.map((_, k) => k);
+  const reversed = [...order].reverse();
   for (let i = 0; !enough(times); i++) {
-    for (const k of i % 2 === 0 ? order : [...order].reverse()) times[k].push(await timeOnce(fns[k]));
+    for (const k of i % 2 === 0 ? order : reversed) times[k].push(await timeOnce(fns[k]));
     onRound();
   }
   return times;

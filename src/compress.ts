@@ -130,10 +130,13 @@ function ranksForTarget(
     throw new UserError(`--speedup ${target}: these layers can make the model at most ${max.speedup.toFixed(2)}× faster by MACs (${max.heldBack}); ask for less, or select more layers with --layers`);
   }
   const ranked = chosen.filter((l) => allocation.ranks.has(l.name)).map((info) => ({ info, scheme: schemeOf(info), rank: allocation.ranks.get(info.name)!, slower: false }));
-  const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: `no rank of ${schemeOf(l).label} saves MACs on this layer` }));
+  const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: noSavingRank(schemeOf(l)) }));
   const baseline = ranksForSpeedup(layers, candidates, target);
   return { ranked, skipped, allocation: { ...allocation, target, baselineError: baseline?.predictedError ?? null, basis: 'spectrum' } };
 }
+
+/** Why a layer is left out when no rank saves MACs. */
+const noSavingRank = (scheme: Scheme) => `no rank of ${scheme.label} saves MACs on this layer`;
 
 /**
  * Stage 2 for the searches that choose ranks themselves (--max-loss, --speedup --measured): every
@@ -141,7 +144,7 @@ function ranksForTarget(
  */
 function fastestRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme): Pick<CompressPlan, 'ranked' | 'skipped' | 'allocation'> {
   const saves = (info: LayerInfo) => rankCap({ info, scheme: schemeOf(info), error: [] }) >= 1;
-  const reason = (l: LayerInfo) => `no rank of ${schemeOf(l).label} saves MACs on this layer`;
+  const reason = (l: LayerInfo) => noSavingRank(schemeOf(l));
   const skipped = chosen.filter((l) => !saves(l)).map((l) => ({ name: l.name, reason: reason(l) }));
   if (skipped.length === chosen.length) {
     throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}; select other layers with --layers`);

@@ -88,7 +88,8 @@ export async function searchMaxLoss(
     if (target <= 1) break;
     const planned = planForTarget(base, sensitivity, target);
     const plan = { ...planned, allocation: null };
-    const ranks = formatRanks(planRanks(plan));
+    const planRanked = planRanks(plan);
+    const ranks = formatRanks(planRanked);
     const same = byRanks.get(ranks);
     let probe: Probe;
     if (same) {
@@ -102,7 +103,7 @@ export async function searchMaxLoss(
       const scored = heldOutLoss(result.report, stores.holdout.count);
       measure = scored.measure;
       probe = {
-        target, ranks: Object.fromEntries(planRanks(plan)), theoreticalSpeedup: planned.allocation!.theoreticalSpeedup,
+        target, ranks: Object.fromEntries(planRanked), theoreticalSpeedup: planned.allocation!.theoreticalSpeedup,
         loss: scored.loss, meets: scored.loss <= limit, seconds: (performance.now() - start) / 1000,
       };
       byRanks.set(ranks, probe);
@@ -120,7 +121,7 @@ export async function searchMaxLoss(
   }
   if (!best) {
     const smallest = done.reduce((a, p) => (p.target < a.target ? p : a));
-    throw new UserError(`--max-loss ${limit}: even the smallest probe, ${smallest.target}× (${formatRanks(new Map(Object.entries(smallest.ranks)))}), loses ${smallest.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images; allow more loss, or more --probes to try speedups closer to 1×`);
+    throw new UserError(`--max-loss ${limit}: even the smallest probe, ${smallest.target}× (${formatRanks(Object.entries(smallest.ranks))}), loses ${smallest.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images; allow more loss, or more --probes to try speedups closer to 1×`);
   }
   const { probe, ...chosen } = best;
   return {

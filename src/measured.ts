@@ -70,12 +70,17 @@ export async function measureTimeTable(original: tf.LayersModel, topology: any, 
   const ladders = plan.ranked.map(({ info, scheme }) => rankLadder(rankCap({ info, scheme, error: [] }), TIMED_RANKS));
   const rankAt = (l: number, step: number) => ladders[l][Math.min(step, ladders[l].length - 1)];
   const targets = plan.ranked.map(({ info }) => targetLayer(info, topology));
+  // Each rung factorized once: a layer whose ladder is shorter stays at its top rung.
+  const rungs = plan.ranked.map(({ scheme }, l) => ladders[l].map((rank) => {
+    const f = scheme.factorize(targets[l], rank);
+    return { f, names: scheme.layers(f).map((n) => n.config.name) };
+  }));
+  const rungAt = (l: number, step: number) => rungs[l][Math.min(step, rungs[l].length - 1)];
   const models: tf.LayersModel[] = [];
   const blocks: string[][][] = [];
   for (let step = 0; step < Math.max(...ladders.map((l) => l.length)); step++) {
-    const factorizations = plan.ranked.map(({ scheme }, l) => scheme.factorize(targets[l], rankAt(l, step)));
-    models.push((await buildCompressed(original, topology, factorizations)).model);
-    blocks.push(factorizations.map((f) => f.scheme.layers(f).map((n) => n.config.name)));
+    models.push((await buildCompressed(original, topology, plan.ranked.map((_, l) => rungAt(l, step).f))).model);
+    blocks.push(plan.ranked.map((_, l) => rungAt(l, step).names));
   }
   let clocked;
   try {

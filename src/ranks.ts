@@ -218,6 +218,7 @@ export function ranksForSpeedup(layers: LayerInfo[], candidates: Candidate[], ta
   return { ranks, theoreticalSpeedup: theoreticalSpeedup(layers, candidates, ranks), predictedError };
 }
 
-export function formatRanks(ranks: Map<string, number>): string {
+/** "conv2=21,conv3=52", from a Map or an object's entries. */
+export function formatRanks(ranks: Iterable<[string, number]>): string {
   return [...ranks].map(([n, r]) => `${n}=${r}`).join(',');
 }

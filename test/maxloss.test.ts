@@ -71,15 +71,20 @@ describe('held-out loss in points', () => {
 });
 
 describe('compress --max-loss', () => {
-  test('labelled held-out images: the fastest probe within the limit is written, and evaluate finds the same loss on the written model', async () => {
+  /** A two-probe search that succeeds, checked as every search must be, with its loss measured as `measure`. */
+  const search = async (limit: number, evalData: string, measure: string) => {
     const out = path.join(tempDir(), 'out');
-    const limit = 2.5;
-    const run = await maxLoss(out, String(limit), '2', LABELLED);
+    const run = await maxLoss(out, String(limit), '2', evalData);
     assert.equal(run.code, 0, run.stderr);
     const report = JSON.parse(run.stdout);
-    assert.equal(report.maxLoss.measure, 'top-1');
+    assert.equal(report.maxLoss.measure, measure);
+    return { out, run, report, chosen: checkSearch(report, limit, 2) };
+  };
+
+  test('labelled held-out images: the fastest probe within the limit is written, and evaluate finds the same loss on the written model', async () => {
+    const limit = 2.5;
+    const { out, run, report, chosen } = await search(limit, LABELLED, 'top-1');
     assert.equal(report.maxLoss.heldOut, 40);
-    const chosen = checkSearch(report, limit, 2);
     assert.match(run.stderr, new RegExp(`chose ${chosen.target}× \\(conv2=\\d+,conv3=\\d+, [\\d.]+× by MACs\\): loses ${chosen.loss.toFixed(2)} points of top-1, within ${limit}`));
 
     const correct = async (model: string) => {
@@ -96,13 +101,8 @@ describe('compress --max-loss', () => {
   });
 
   test('unlabelled held-out images: the loss is of agreement with the original, as bench counts it on the written model', async () => {
-    const out = path.join(tempDir(), 'out');
     const limit = 10;
-    const run = await maxLoss(out, String(limit), '2', UNLABELLED);
-    assert.equal(run.code, 0, run.stderr);
-    const report = JSON.parse(run.stdout);
-    assert.equal(report.maxLoss.measure, 'agreement');
-    const chosen = checkSearch(report, limit, 2);
+    const { out, chosen } = await search(limit, UNLABELLED, 'agreement');
     const bench = await cli(['bench', CHARCNN, out, '--data', UNLABELLED, '--batch', '1', '--runs', '1', '--warmup', '0', '--json']);
     assert.equal(bench.code, 0, bench.stderr);
     const agreement = JSON.parse(bench.stdout).agreement;

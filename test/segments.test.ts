@@ -136,7 +136,7 @@ describe('segment-by-segment execution (frontiers)', () => {
         // conv2's true output (conv3 reads it directly) doubled: a value the layer would never give.
         const truth = tap(batch.x).inputs[0];
         const supplied = truth.mul(2);
-        frontier.supplyOutput(b, conv2, supplied);
+        frontier.supplyOutput(b, conv2, () => supplied.clone());
         const input = await frontier.layerInput(1, b);
         assertSame(input, budget > 0 ? supplied : truth, `conv3's input, batch ${b}, budget ${budget}`);
         tf.dispose([input, truth, supplied, batch.x]);

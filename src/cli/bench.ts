@@ -12,7 +12,7 @@ import { stderrReporter } from '../reconstruct/progress.js';
 import { listLayers } from '../model/layers.js';
 import { readReplacementRecords } from '../compress.js';
 import { modelMacs } from '../cost.js';
-import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
+import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, addTimingOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
 import { imageSetup } from './images.js';
 
@@ -135,11 +135,10 @@ function formatSpeedup(r: Ratio, interval: boolean): string {
 type BenchReport = ReturnType<typeof benchReport>;
 
 export function renderBench(r: BenchReport): string {
-  const ms = (x: number) => `${x.toFixed(2)} ms`;
   const speed = r.batches.map((t) => [
     String(t.batch),
-    `${ms(t.before.medianMs)} (${ms(t.before.p10Ms)}–${ms(t.before.p90Ms)})`,
-    `${ms(t.after.medianMs)} (${ms(t.after.p10Ms)}–${ms(t.after.p90Ms)})`,
+    `${formatMs(t.before.medianMs)} (${formatMs(t.before.p10Ms)}–${formatMs(t.before.p90Ms)})`,
+    `${formatMs(t.after.medianMs)} (${formatMs(t.after.p10Ms)}–${formatMs(t.after.p90Ms)})`,
     `${t.before.imagesPerSec.toFixed(0)} → ${t.after.imagesPerSec.toFixed(0)}`,
     String(t.runs),
     formatSpeedup(t, true),
@@ -167,8 +166,8 @@ export function renderBench(r: BenchReport): string {
   const o = r.overheadAtBatch1;
   if (o && Math.max(o.before.fixedMs / o.before.modelMs, o.after.fixedMs / o.after.modelMs) >= OVERHEAD_NOTE_SHARE) {
     parts.push(
-      `at batch 1, fixed per-layer overhead is ~${ms(o.after.fixedMs)} of ${ms(o.after.modelMs)} in the compressed model ` +
-        `(${o.after.layers} layers, ~${ms(o.after.fixedMs / o.after.layers)} each; before: ~${ms(o.before.fixedMs)} of ${ms(o.before.modelMs)}); fewer, larger layers help`,
+      `at batch 1, fixed per-layer overhead is ~${formatMs(o.after.fixedMs)} of ${formatMs(o.after.modelMs)} in the compressed model ` +
+        `(${o.after.layers} layers, ~${formatMs(o.after.fixedMs / o.after.layers)} each; before: ~${formatMs(o.before.fixedMs)} of ${formatMs(o.before.modelMs)}); fewer, larger layers help`,
     );
   }
   parts.push('');
@@ -192,13 +191,13 @@ export function renderBench(r: BenchReport): string {
         ],
         [
           ...p.blocks.map((l) => [
-            l.name, ms(l.beforeMs), formatPercent(l.beforeTimeShare), formatPercent(l.beforeMacShare),
-            ms(l.afterMs), formatPercent(l.afterTimeShare), formatPercent(l.afterMacShare),
+            l.name, formatMs(l.beforeMs), formatPercent(l.beforeTimeShare), formatPercent(l.beforeMacShare),
+            formatMs(l.afterMs), formatPercent(l.afterTimeShare), formatPercent(l.afterMacShare),
             l.unchanged ? '— (same layer)' : formatSpeedup(l, false), l.afterLayers.join(', '),
           ]),
-          ['other', ms(p.other.beforeMs), formatPercent(p.other.beforeMs / p.beforeMs), '', ms(p.other.afterMs), formatPercent(p.other.afterMs / p.afterMs), '', formatSpeedup(p.other, false), ''],
+          ['other', formatMs(p.other.beforeMs), formatPercent(p.other.beforeMs / p.beforeMs), '', formatMs(p.other.afterMs), formatPercent(p.other.afterMs / p.afterMs), '', formatSpeedup(p.other, false), ''],
         ],
-        [['sum', ms(p.beforeMs), formatPercent(p.beforeMs / p.modelBeforeMs), '', ms(p.afterMs), formatPercent(p.afterMs / p.modelAfterMs), '', '', '']],
+        [['sum', formatMs(p.beforeMs), formatPercent(p.beforeMs / p.modelBeforeMs), '', formatMs(p.afterMs), formatPercent(p.afterMs / p.modelAfterMs), '', '', '']],
       ),
       chalk.dim(
         `per layer: time inside ${p.runs} interleaved runs of each whole model at batch ${p.batch} (mean over the runs between the quartiles), with its share of those runs' time and of the MACs; ` +
@@ -207,7 +206,7 @@ export function renderBench(r: BenchReport): string {
     );
     if (off(p.beforeMs, p.modelBeforeMs) || off(p.afterMs, p.modelAfterMs)) {
       parts.push(chalk.yellow(
-        `the per-layer times add up to ${ms(p.beforeMs)} → ${ms(p.afterMs)}, more than ${formatPercent(SUM_TOLERANCE, 0)} off the speed table's ${ms(p.modelBeforeMs)} → ${ms(p.modelAfterMs)}: the machine's speed changed between the two; time on a quieter machine`,
+        `the per-layer times add up to ${formatMs(p.beforeMs)} → ${formatMs(p.afterMs)}, more than ${formatPercent(SUM_TOLERANCE, 0)} off the speed table's ${formatMs(p.modelBeforeMs)} → ${formatMs(p.modelAfterMs)}: the machine's speed changed between the two; time on a quieter machine`,
       ));
     }
   }

@@ -11,7 +11,8 @@ import { DEFAULT_PROBES } from '../maxloss.js';
 import { DEFAULT_TIMING_BATCH, measuredReach } from '../measured.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
 import type { ReconstructOptions } from '../reconstruct/index.js';
-import { formatBytes, formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
+import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
+import { formatRanks } from '../ranks.js';
 import { FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
 import { checkOutputName, intFlag, note, startBackend } from './common.js';
 import {
@@ -193,19 +194,18 @@ function measuredJson(m: MeasuredReport) {
   };
 }
 
-const ms = (x: number) => `${x.toFixed(2)} ms`;
 
 function renderMeasured(m: MeasuredReport): string[] {
   const { table, bench } = m;
-  const untouched = table.untouched.map((u) => `${u.name} ${ms(u.ms)}`).join(', ');
+  const untouched = table.untouched.map((u) => `${u.name} ${formatMs(u.ms)}`).join(', ');
   const rows = table.layers.map((l) => [
-    l.name, ms(l.originalMs), l.points.map((p) => `${p.rank}: ${ms(p.ms)}`).join(' · '), m.ranks[l.name] ? String(m.ranks[l.name]) : 'left as it is',
+    l.name, formatMs(l.originalMs), l.points.map((p) => `${p.rank}: ${formatMs(p.ms)}`).join(' · '), m.ranks[l.name] ? String(m.ranks[l.name]) : 'left as it is',
   ]);
   const timed = renderTable([{ header: 'layer' }, { header: 'original', align: 'right' }, { header: 'replacement at rank: time' }, { header: 'chosen', align: 'right' }], rows);
   return [
-    `time at batch ${table.batch} on ${table.backend} (${table.runs} rounds, ${table.seconds.toFixed(1)} s): original model ${ms(table.beforeMs)}, outside the replaced layers ${ms(table.restMs)}${untouched ? ` (${untouched})` : ''}`,
+    `time at batch ${table.batch} on ${table.backend} (${table.runs} rounds, ${table.seconds.toFixed(1)} s): original model ${formatMs(table.beforeMs)}, outside the replaced layers ${formatMs(table.restMs)}${untouched ? ` (${untouched})` : ''}`,
     timed,
-    `ranks for ≥ ${m.target}× in measured time: predicted ${ms(table.beforeMs)} → ${ms(m.predictedMs)}, ${chalk.bold(formatRatio(m.predictedSpeedup))} (at most ${formatRatio(measuredReach(table).maximum)} reachable; summed predicted error ${m.predictedError.toPrecision(3)})`,
+    `ranks for ≥ ${m.target}× in measured time: predicted ${formatMs(table.beforeMs)} → ${formatMs(m.predictedMs)}, ${chalk.bold(formatRatio(m.predictedSpeedup))} (at most ${formatRatio(measuredReach(table).maximum)} reachable; summed predicted error ${m.predictedError.toPrecision(3)})`,
     `bench at batch ${bench.batch} (${bench.runs} runs): measured ${chalk.bold(formatRatio(bench.speedup))} [${bench.speedupLow.toFixed(2)}–${formatRatio(bench.speedupHigh)}] against ${formatRatio(m.predictedSpeedup)} predicted (${formatPercent(bench.speedup / m.predictedSpeedup, 0)} of the prediction)`,
   ];
 }
@@ -213,7 +213,7 @@ function renderMeasured(m: MeasuredReport): string[] {
 function renderMaxLoss(r: MaxLossReport): string[] {
   const of = r.measure === 'top-1' ? 'top-1 accuracy' : 'agreement with the original';
   const rows = r.probes.map((p, i) => [
-    String(i + 1), formatRatio(p.target), Object.entries(p.ranks).map(([n, k]) => `${n}=${k}`).join(','), formatRatio(p.theoreticalSpeedup),
+    String(i + 1), formatRatio(p.target), formatRanks(Object.entries(p.ranks)), formatRatio(p.theoreticalSpeedup),
     `${p.loss.toFixed(2)} ${p.meets ? '✓' : '✗'}`, p.seconds ? `${p.seconds.toFixed(1)} s` : 'same ranks',
   ]);
   const table = renderTable(

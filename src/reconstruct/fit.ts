@@ -191,7 +191,7 @@ export async function fitLayer(
     // Parameters and Adam's moments as plain arrays: the update is a few element-wise passes, and
     // the shards read the parameters from the runner's (shared) arrays.
     const params = runner.values;
-    start.forEach((t, p) => params[p].set(t.dataSync()));
+    initial.forEach((w, p) => params[p].set(w.values));
     const rates = [...start.map((t) => options.lr * rms(t)), options.lr * yScale];
     const m = params.map((v) => new Float32Array(v.length));
     const v = params.map((x) => new Float32Array(x.length));

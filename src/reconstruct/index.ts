@@ -212,13 +212,11 @@ class SampleFrontiers {
           const phi = await original.layerInput(k, b);
           const y = linearResponse(phi, kernel, g);
           if (layer) {
-            const output = tf.tidy(() => {
+            original.supplyOutput(b, layer, () => tf.tidy(() => {
               const z = y.reshape([phi.shape[0], g.outH, g.outW, g.N]);
               const act = (layer as unknown as { activation: { apply(t: tf.Tensor): tf.Tensor } }).activation;
               return act.apply(target.bias ? z.add(tf.tensor1d(target.bias)) : z);
-            });
-            original.supplyOutput(b, layer, output);
-            output.dispose();
+            }));
           }
           let x = phi;
           if (compressed) {

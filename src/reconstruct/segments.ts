@@ -240,14 +240,16 @@ export class Frontier {
    * Records `layer`'s output for image batch `batch`, which the caller computed from what it had
    * (data reconstruction: the original layer's response to the input it just received), so that
    * the next request does not run the layer again. Skipped when the batch keeps no frontier, the
-   * layer already ran, or the value does not fit the budget; the caller keeps `value`.
+   * layer already ran (then `output` is never called), or the value does not fit the budget.
    */
-  supplyOutput(batch: number, layer: tf.layers.Layer, value: tf.Tensor): void {
+  supplyOutput(batch: number, layer: tf.layers.Layer, output: () => tf.Tensor): void {
     const cut = this.cuts[batch];
     const c = this.graph.callOf(layer);
     const call = this.graph.calls[c];
     if (!cut || cut.done.has(c) || call.outputs.length !== 1) return;
-    const kept: Kept = this.onBackend ? value.clone() : { data: value.dataSync() as Float32Array, shape: value.shape.slice() };
+    const value = output();
+    const kept: Kept = this.onBackend ? value : { data: value.dataSync() as Float32Array, shape: value.shape.slice() };
+    if (kept !== value) value.dispose();
     if (this.bytes + bytesOf(kept) > this.budget) {
       if (kept instanceof tf.Tensor) kept.dispose();
       return;

@@ -19,6 +19,10 @@ export function formatRatio(x: number): string {
   return `${x.toFixed(2)}×`;
 }
 
+export function formatMs(x: number): string {
+  return `${x.toFixed(2)} ms`;
+}
+
 export function formatBytes(n: number): string {
   if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(2)} MiB`;
   if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
