@@ -155,12 +155,11 @@ export function speedupReach(layers: LayerInfo[], topology: any, withSpectra = t
   } catch {
     return null; // no layer to replace: the layer table says why
   }
-  const candidates = withSpectra
-    ? filterCandidates(chosen, schemes.of, topology)
-    : chosen.map((info) => ({ info, scheme: schemes.of(info), error: new Float64Array(schemes.of(info).fullRank(convGeometry(info)) + 1) }));
-  const max = maximumSpeedup(layers, candidates);
+  const replacements = chosen.map((info) => ({ info, scheme: schemes.of(info) }));
+  const candidates = withSpectra ? filterCandidates(chosen, schemes.of, topology) : null;
+  const max = maximumSpeedup(layers, replacements);
   const targets = REACH_TARGETS.filter((t) => t <= max.speedup).map((target) => {
-    const a = withSpectra ? allocateRanks(layers, candidates, target)! : ranksForSpeedup(layers, candidates, target)!;
+    const a = candidates ? allocateRanks(layers, candidates, target)! : ranksForSpeedup(layers, replacements, target)!;
     return { target, ranks: Object.fromEntries(a.ranks), theoreticalSpeedup: a.theoreticalSpeedup };
   });
   return { layers: chosen.map((l) => l.name), maxSpeedup: max.speedup, heldBack: max.heldBack, targets };

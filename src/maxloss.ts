@@ -13,9 +13,10 @@ import type * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { factorize, planRanks, type CompressPlan, type Progress } from './compress.js';
 import { UserError } from './errors.js';
-import { dataReconstruction, type DataReport } from './pipeline.js';
+import { reportDataFit, type DataResult } from './pipeline.js';
 import { formatRanks, maximumSpeedup } from './ranks.js';
-import type { ImagePlan, ImageStores, ReconstructOptions, Reporter } from './reconstruct/index.js';
+import { heldOutTop1, scoreTop1, type HeldOutScore } from './reconstruct/heldout.js';
+import { fitToData, type DataFit, type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter } from './reconstruct/index.js';
 import type { Factorization } from './schemes/index.js';
 import { measureSensitivity, planForTarget } from './sensitivity.js';
 
@@ -47,7 +48,7 @@ export interface MaxLossReport {
 }
 
 /** Points lost by the data-reconstructed model: counted in images, so 5 of 1000 is exactly 0.5. */
-export function heldOutLoss(report: DataReport, holdout: number): { loss: number; measure: MaxLossReport['measure'] } {
+export function heldOutLoss(report: HeldOutScore, holdout: number): { loss: number; measure: MaxLossReport['measure'] } {
   const points = (fraction: number, n: number) => (100 * Math.round(fraction * n)) / n;
   const a = report.accuracy;
   if (a) return { loss: points(a.original - a.data, a.labeled), measure: 'top-1' };
@@ -58,7 +59,7 @@ export interface MaxLossSearch {
   report: MaxLossReport;
   plan: CompressPlan;
   filter: Factorization[];
-  result: Awaited<ReturnType<typeof dataReconstruction>>;
+  result: DataResult;
 }
 
 /**
@@ -70,7 +71,7 @@ export async function searchMaxLoss(
   limit: number, probes: number, labelled: boolean, log: Progress, reporter: Reporter,
 ): Promise<MaxLossSearch> {
   const started = performance.now();
-  const maximum = maximumSpeedup(base.layers, base.ranked.map(({ info, scheme }) => ({ info, scheme, error: [] }))).speedup;
+  const maximum = maximumSpeedup(base.layers, base.ranked).speedup;
   let [lo, hi] = [1, maximum];
   // Two decimals, rounded down: never above the range's top.
   const midpoint = () => Math.floor(100 * Math.sqrt(lo * hi)) / 100;
@@ -78,10 +79,15 @@ export async function searchMaxLoss(
     throw new UserError(`--max-loss ${limit}: these layers make the model at most ${maximum.toFixed(2)}× faster by MACs, too little to search; select more layers with --layers`);
   }
   const sensitivity = await measureSensitivity(original, topology, base, stores.fit, reporter);
+  // A probe needs only its top-1 against the original's and the labels; the chosen one alone gets
+  // the full held-out evaluation (filter-only model and per-layer errors) for the report.
+  const holdout = stores.holdout;
+  const originalTop1 = await heldOutTop1(original, holdout);
+  const labels = labelled ? Array.from({ length: holdout.batchCount }, (_, b) => holdout.labels(b)).flat() : null;
   const done: Probe[] = [];
   /** Probes by their ranks: two targets can give the same ranks, which are fitted once. */
   const byRanks = new Map<string, Probe>();
-  let best: Omit<MaxLossSearch, 'report'> & { probe: Probe } | null = null;
+  let best: { probe: Probe; plan: CompressPlan; filter: Factorization[]; fit: DataFit } | null = null;
   let measure: MaxLossReport['measure'] = 'agreement';
   for (let i = 0; i < probes; i++) {
     const target = midpoint();
@@ -98,9 +104,8 @@ export async function searchMaxLoss(
       log(`probe ${i + 1} of at most ${probes}: ${target}× (${ranks})`);
       const start = performance.now();
       const filter = factorize(plan, topology);
-      const result = await dataReconstruction(original, topology, filter, stores, images, options, reporter);
-      if (!labelled) result.report.accuracy = null;
-      const scored = heldOutLoss(result.report, stores.holdout.count);
+      const fit = await fitToData(original, topology, filter, stores.fit, options, reporter);
+      const scored = heldOutLoss(scoreTop1(originalTop1, await heldOutTop1(fit.model, holdout), labels), holdout.count);
       measure = scored.measure;
       probe = {
         target, ranks: Object.fromEntries(planRanked), theoreticalSpeedup: planned.allocation!.theoreticalSpeedup,
@@ -108,10 +113,10 @@ export async function searchMaxLoss(
       };
       byRanks.set(ranks, probe);
       if (probe.meets && (!best || probe.theoreticalSpeedup > best.probe.theoreticalSpeedup)) {
-        best?.result.built.model.dispose();
-        best = { probe, plan, filter, result };
+        best?.fit.model.dispose();
+        best = { probe, plan, filter, fit };
       } else {
-        result.built.model.dispose();
+        fit.model.dispose();
       }
     }
     log(`probe ${i + 1}: ${target}× loses ${probe.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images: ${probe.meets ? 'within' : 'beyond'} ${limit}`);
@@ -123,9 +128,12 @@ export async function searchMaxLoss(
     const smallest = done.reduce((a, p) => (p.target < a.target ? p : a));
     throw new UserError(`--max-loss ${limit}: even the smallest probe, ${smallest.target}× (${formatRanks(Object.entries(smallest.ranks))}), loses ${smallest.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images; allow more loss, or more --probes to try speedups closer to 1×`);
   }
-  const { probe, ...chosen } = best;
+  const { probe, plan, filter, fit } = best;
+  const result = await reportDataFit(original, topology, filter, fit, stores, images, options, reporter);
   return {
-    ...chosen,
+    plan,
+    filter,
+    result,
     report: {
       limit, measure, heldOut: stores.holdout.count, maximum, probes: done, chosen: probe,
       sensitivity: { images: sensitivity.images, seconds: sensitivity.seconds }, seconds: (performance.now() - started) / 1000,

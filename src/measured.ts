@@ -67,7 +67,7 @@ const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.le
  */
 export async function measureTimeTable(original: tf.LayersModel, topology: any, plan: CompressPlan, batch: number, reporter: Reporter): Promise<TimeTable> {
   const start = performance.now();
-  const ladders = plan.ranked.map(({ info, scheme }) => rankLadder(rankCap({ info, scheme, error: [] }), TIMED_RANKS));
+  const ladders = plan.ranked.map(({ info, scheme }) => rankLadder(rankCap({ info, scheme }), TIMED_RANKS));
   const rankAt = (l: number, step: number) => ladders[l][Math.min(step, ladders[l].length - 1)];
   const targets = plan.ranked.map(({ info }) => targetLayer(info, topology));
   // Each rung factorized once: a layer whose ladder is shorter stays at its top rung.

@@ -27,7 +27,7 @@ import {
 import { evaluateHeldOut, type HeldOutReport } from './reconstruct/heldout.js';
 import {
   fitToData, loadImages, planImages, silentReporter,
-  type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
+  type DataFit, type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
 } from './reconstruct/index.js';
 import type { Factorization, Scheme } from './schemes/index.js';
 import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
@@ -100,8 +100,22 @@ const shown = (p: string) => path.relative(process.cwd(), p) || p;
  */
 export async function dataReconstruction(
   original: tf.LayersModel, topology: any, filter: Factorization[], stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
-): Promise<{ report: DataReport; built: { model: tf.LayersModel; topology: any }; fitted: Factorization[] }> {
+): Promise<DataResult> {
   const fit = await fitToData(original, topology, filter, stores.fit, options, reporter);
+  return reportDataFit(original, topology, filter, fit, stores, images, options, reporter);
+}
+
+/** A data-fitted model, its factorizations and the report of its fit and held-out evaluation. */
+export interface DataResult {
+  report: DataReport;
+  built: { model: tf.LayersModel; topology: any };
+  fitted: Factorization[];
+}
+
+/** The held-out evaluation of a finished fit beside the filter factorizations it started from, as a report. */
+export async function reportDataFit(
+  original: tf.LayersModel, topology: any, filter: Factorization[], fit: DataFit, stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
+): Promise<DataResult> {
   const filterModel = await buildCompressed(original, topology, filter);
   const heldOut = await evaluateHeldOut(original, { model: filterModel.model, factorizations: filter }, { model: fit.model, factorizations: fit.fitted }, stores.holdout, reporter);
   filterModel.model.dispose();

@@ -88,12 +88,24 @@ export interface Candidate {
   error: ArrayLike<number>;
 }
 
-export interface Allocation {
+/** A layer and the scheme that would replace it: all that MAC counts and rank limits need. */
+export type Replacement = Pick<Candidate, 'info' | 'scheme'>;
+
+/** Ranks per layer name and the whole-model speedup they give by MACs. */
+export interface RankChoice {
   ranks: Map<string, number>;
   /** Whole-model MACs before / after at these ranks. */
   theoreticalSpeedup: number;
+}
+
+export interface Allocation extends RankChoice {
   /** Σ over the layers of the predicted error at the chosen ranks. */
   predictedError: number;
+}
+
+/** Σ of each candidate's predicted error at its rank in `ranks` (candidates not named count 0). */
+export function summedError(candidates: Candidate[], ranks: Map<string, number>): number {
+  return candidates.reduce((s, c) => (ranks.has(c.info.name) ? s + c.error[ranks.get(c.info.name)!] : s), 0);
 }
 
 /** The layers as candidates, each for its scheme, with its filter-error curve. */
@@ -105,7 +117,7 @@ export function filterCandidates(chosen: LayerInfo[], schemeOf: (layer: LayerInf
 }
 
 /** Whole-model MACs when each candidate named in `ranks` is replaced at its rank. */
-function macsAt(layers: LayerInfo[], candidates: Candidate[], ranks: Map<string, number>): { before: number; after: number } {
+function macsAt(layers: LayerInfo[], candidates: Replacement[], ranks: Map<string, number>): { before: number; after: number } {
   const before = modelMacs(layers).total;
   let after = before;
   for (const c of candidates) {
@@ -116,13 +128,13 @@ function macsAt(layers: LayerInfo[], candidates: Candidate[], ranks: Map<string,
 }
 
 /** Whole-model speedup at `ranks` (layers not named stay as they are). */
-export function theoreticalSpeedup(layers: LayerInfo[], candidates: Candidate[], ranks: Map<string, number>): number {
+export function theoreticalSpeedup(layers: LayerInfo[], candidates: Replacement[], ranks: Map<string, number>): number {
   const { before, after } = macsAt(layers, candidates, ranks);
   return before / after;
 }
 
 /** The highest rank of a candidate that still saves MACs (never above its full rank); 0 if none does. */
-export function rankCap(c: Candidate): number {
+export function rankCap(c: Replacement): number {
   const g = convGeometry(c.info);
   return Math.min(breakEvenRank(c.scheme, g), c.scheme.fullRank(g));
 }
@@ -131,7 +143,7 @@ export function rankCap(c: Candidate): number {
  * The fastest the candidates can make the model (every one at rank 1), and what holds it back:
  * the MACs no candidate can take away, by kind of layer.
  */
-export function maximumSpeedup(layers: LayerInfo[], candidates: Candidate[]): { speedup: number; heldBack: string } {
+export function maximumSpeedup(layers: LayerInfo[], candidates: Replacement[]): { speedup: number; heldBack: string } {
   const usable = candidates.filter((c) => rankCap(c) >= 1);
   const ranks = new Map(usable.map((c) => [c.info.name, 1]));
   const { before, after } = macsAt(layers, candidates, ranks);
@@ -193,8 +205,7 @@ export function allocateRanks(layers: LayerInfo[], candidates: Candidate[], targ
     ranks.set(name, ranks.get(name)! + 1);
     after += perRank[best];
   }
-  const predictedError = usable.reduce((s, c) => s + c.error[ranks.get(c.info.name)!], 0);
-  return { ranks, theoreticalSpeedup: before / macsAt(layers, candidates, ranks).after, predictedError };
+  return { ranks, theoreticalSpeedup: before / macsAt(layers, candidates, ranks).after, predictedError: summedError(usable, ranks) };
 }
 
 /**
@@ -202,7 +213,7 @@ export function allocateRanks(layers: LayerInfo[], candidates: Candidate[], targ
  * break-even rank) and reach at least `target`×: the simple baseline allocation; null if even
  * rank 1 everywhere falls short.
  */
-export function ranksForSpeedup(layers: LayerInfo[], candidates: Candidate[], target: number): Allocation | null {
+export function ranksForSpeedup(layers: LayerInfo[], candidates: Replacement[], target: number): RankChoice | null {
   const at = (fraction: number) =>
     new Map(candidates.map((c) => [c.info.name, Math.max(1, Math.min(rankCap(c), Math.floor(fraction * c.scheme.fullRank(convGeometry(c.info)))))]));
   if (theoreticalSpeedup(layers, candidates, at(0)) < target) return null;
@@ -214,8 +225,7 @@ export function ranksForSpeedup(layers: LayerInfo[], candidates: Candidate[], ta
     else hi = mid;
   }
   const ranks = at(lo);
-  const predictedError = candidates.reduce((s, c) => s + (c.error[ranks.get(c.info.name)!] ?? 0), 0);
-  return { ranks, theoreticalSpeedup: theoreticalSpeedup(layers, candidates, ranks), predictedError };
+  return { ranks, theoreticalSpeedup: theoreticalSpeedup(layers, candidates, ranks) };
 }
 
 /** "conv2=21,conv3=52", from a Map or an object's entries. */

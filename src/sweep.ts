@@ -201,7 +201,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
   const layers = listLayers(loaded.model);
   const { chosen, defaulted } = selectLayers(layers, schemes, request.layers, undefined);
   if (defaulted) log(defaulted);
-  const max = maximumSpeedup(layers, chosen.map((info) => ({ info, scheme: schemes.of(info), error: [] })));
+  const max = maximumSpeedup(layers, chosen.map((info) => ({ info, scheme: schemes.of(info) })));
   const targets = [...new Set(request.speedups)].sort((a, b) => a - b);
   const unreachable = targets.filter((t) => t > max.speedup).map((target) => ({ target, maximum: max.speedup, heldBack: max.heldBack }));
   for (const u of unreachable) log(`warning: cannot reach ${u.target}×: these layers make the model at most ${u.maximum.toFixed(2)}× faster by MACs (${u.heldBack}); skipped`);

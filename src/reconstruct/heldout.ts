@@ -32,6 +32,46 @@ export interface HeldOutReport {
 
 const top1 = (output: tf.Tensor, n: number): Int32Array => tf.tidy(() => output.reshape([n, -1]).argMax(1).dataSync() as Int32Array);
 
+/** Each image's top-1 output of `model`, in the store's order. */
+export async function heldOutTop1(model: tf.LayersModel, images: ImageStore): Promise<Int32Array> {
+  await images.load();
+  const out = new Int32Array(images.count);
+  let at = 0;
+  for (let b = 0; b < images.batchCount; b++) {
+    const { x } = await images.batch(b);
+    const top = tf.tidy(() => top1([model.predict(x)].flat()[0] as tf.Tensor, x.shape[0]));
+    x.dispose();
+    out.set(top, at);
+    at += top.length;
+  }
+  return out;
+}
+
+/** A compressed model's held-out top-1 accuracy (with labels) and agreement with the original's top-1. */
+export interface HeldOutScore {
+  accuracy: { original: number; data: number; labeled: number } | null;
+  agreement: { data: number };
+}
+
+/** The score of `predicted` against the original model's top-1 and the labels (null: none usable). */
+export function scoreTop1(original: Int32Array, predicted: Int32Array, labels: (number | null)[] | null): HeldOutScore {
+  let agree = 0;
+  let labeled = 0;
+  const correct = { original: 0, data: 0 };
+  predicted.forEach((p, i) => {
+    if (p === original[i]) agree++;
+    const label = labels?.[i] ?? null;
+    if (label === null) return;
+    labeled++;
+    if (original[i] === label) correct.original++;
+    if (p === label) correct.data++;
+  });
+  return {
+    accuracy: labeled > 0 ? { original: correct.original / labeled, data: correct.data / labeled, labeled } : null,
+    agreement: { data: agree / Math.max(predicted.length, 1) },
+  };
+}
+
 /** A variant's replacements as factored forms, ready to evaluate on their inputs. */
 interface Prepared {
   forms: ReturnType<Factorization['scheme']['factored']>[];
