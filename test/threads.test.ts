@@ -30,7 +30,8 @@ describe('--threads', () => {
       const out = path.join(outDir, `out${threads}`);
       const run = runCli([
         '--backend', 'wasm', '--threads', String(threads), 'compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52',
-        '--data', FASHION_TRAIN, '--samples', '100', '--iterations', '20', '--eval-data', heldOut, '--seed', '5', '--out', out,
+        // Enough images for a minibatch of conv2 to make two shards (one per worker), and a few steps.
+        '--data', FASHION_TRAIN, '--samples', '48', '--iterations', '8', '--eval-data', heldOut, '--seed', '5', '--out', out,
       ]);
       assert.equal(run.code, 0, run.stderr);
       // The backend really ran on that many threads.
