@@ -58,8 +58,11 @@ async function expectFullRankExact(model: tf.LayersModel, names: string[], varia
 
 describe('compress at full rank reproduces the model', () => {
   for (const variant of VARIANTS) {
-    test(`${variant.title}: charcnn conv2+conv3`, async () => {
-      await expectFullRankExact((await loadModel(CHARCNN)).model, ['conv2', 'conv3'], variant);
+    // Scheme 2 on conv1+conv2: conv3 at its full rank 1024 would be a 1024×2048 SVD on the same
+    // (dense, exact-Gram) path as conv2's 432, several seconds for nothing new.
+    const charcnnLayers = variant.scheme === '2' ? ['conv1', 'conv2'] : ['conv2', 'conv3'];
+    test(`${variant.title}: charcnn ${charcnnLayers.join('+')}`, async () => {
+      await expectFullRankExact((await loadModel(CHARCNN)).model, charcnnLayers, variant);
     });
     test(`${variant.title}: residual model (merge input, model output, stride 2, dilation 2, no bias)`, async () => {
       // tfjs' DepthwiseConv2D ignores dilation: --separable refuses dilated convs (tested below).

@@ -103,7 +103,7 @@ describe('compress --max-loss', () => {
   test('unlabelled held-out images: the loss is of agreement with the original, as bench counts it on the written model', async () => {
     const limit = 10;
     const { out, chosen } = await search(limit, UNLABELLED, 'agreement');
-    const bench = await cli(['bench', CHARCNN, out, '--data', UNLABELLED, '--batch', '1', '--runs', '1', '--warmup', '0', '--json']);
+    const bench = await cli(['bench', CHARCNN, out, '--data', UNLABELLED, '--batch', '2', '--runs', '1', '--warmup', '0', '--json']);
     assert.equal(bench.code, 0, bench.stderr);
     const agreement = JSON.parse(bench.stdout).agreement;
     assert.ok(Math.abs(100 * (1 - agreement) - chosen.loss) < 1e-9, `bench agreement ${agreement}; reported loss ${chosen.loss}`);

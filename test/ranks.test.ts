@@ -27,7 +27,8 @@ describe('error curves: the filter error each rank costs, from the spectrum', ()
         assert.equal(curve.length, full + 1);
         assert.ok(Math.abs(curve[0] - 1) < 1e-9, 'rank 0 loses everything');
         assert.ok(curve[full] < 1e-3, `full rank keeps everything (${curve[full]})`);
-        for (const rank of [1, 2, Math.ceil(full / 3), full - 1]) {
+        // Near full rank only on conv2: conv3's would be a dense 1024×2048 SVD for the same end of the curve.
+        for (const rank of [1, 2, Math.ceil(full / 3), ...(name === 'conv2' ? [full - 1] : [])]) {
           const actual = filterError(scheme.factorize(target, rank));
           assert.ok(Math.abs(actual - curve[rank]) < 2e-3 * Math.max(curve[rank], 0.05), `${name} rank ${rank}: factorization ${actual} vs curve ${curve[rank]}`);
         }

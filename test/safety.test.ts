@@ -326,8 +326,28 @@ describe('the output is at least as good a file as the input (items 5–7)', () 
 });
 
 describe('model files that are not regular, too large or unreadable (items 10–11)', () => {
-  // In a fresh process with a time limit: a model file that lowrank wrongly reads would block (a FIFO) or never end.
-  const inspect = (p: string) => spawnSync(process.execPath, [path.join(ROOT, 'bin', 'lowrank.js'), '--backend', 'wasm', 'inspect', p], { encoding: 'utf8', timeout: 60_000 });
+  /**
+   * `lowrank inspect` on each of `paths`, all in one fresh process (as `user` if given) with a time
+   * limit: a model file that lowrank wrongly reads would block (a FIFO) or never end. One wasm
+   * thread: the threaded backend's workers cannot start from an -e script. Each run's exit code and stderr.
+   */
+  const inspectEach = (paths: string[], user: { uid?: number; gid?: number } = {}): { code: number; stderr: string }[] => {
+    const script = `
+      import { main } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'cli', 'main.js'))};
+      for (const p of ${JSON.stringify(paths)}) {
+        const code = await main([process.execPath, 'lowrank', '--backend', 'wasm', '--threads', '1', 'inspect', p]);
+        process.stderr.write('\\n@@exit ' + code + '\\n');
+      }
+      process.exit(0);
+    `;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000, ...user });
+    assert.equal(run.status, 0, String(run.error ?? run.stderr));
+    const parts = run.stderr.split(/^@@exit (-?\d+)$/m);
+    const out = paths.map((_, i) => ({ stderr: parts[2 * i].trim(), code: Number(parts[2 * i + 1]) }));
+    assert.equal(out.filter((r) => Number.isInteger(r.code)).length, paths.length, run.stderr);
+    return out;
+  };
+  const lastLine = (text: string) => text.split('\n').pop()!;
 
   test('a FIFO, a device, a symlink loop and a huge model.json are refused without reading them', async () => {
     const dir = tempDir();
@@ -337,12 +357,12 @@ describe('model files that are not regular, too large or unreadable (items 10–
       ['loop.json', () => fs.symlinkSync(path.join(dir, 'loop.json'), path.join(dir, 'loop.json')), /loop of symbolic links/],
       ['huge.json', () => fs.truncateSync((fs.writeFileSync(path.join(dir, 'huge.json'), '{'), path.join(dir, 'huge.json')), 65 * 1024 * 1024), /larger than 64 MiB/],
     ];
-    for (const [name, make, pattern] of cases) {
-      make();
-      const run = inspect(path.join(dir, name));
-      assert.equal(run.status, 1, `${name}: ${run.error ?? run.stderr}`);
-      assert.match(run.stderr.trim().split('\n').pop()!, pattern, name);
-    }
+    for (const [, make] of cases) make();
+    const runs = inspectEach(cases.map(([name]) => path.join(dir, name)));
+    cases.forEach(([name, , pattern], i) => {
+      assert.equal(runs[i].code, 1, `${name}: ${runs[i].stderr}`);
+      assert.match(lastLine(runs[i].stderr), pattern, name);
+    });
   });
 
   test('a shard that is not a regular file is refused', async () => {
@@ -350,8 +370,8 @@ describe('model files that are not regular, too large or unreadable (items 10–
     const shard = path.join(path.dirname(input), 'group1-shard1of1.bin');
     fs.rmSync(shard);
     spawnSync('mkfifo', [shard]);
-    const run = inspect(input);
-    assert.equal(run.status, 1, String(run.error ?? run.stderr));
+    const [run] = inspectEach([input]);
+    assert.equal(run.code, 1, run.stderr);
     assert.match(run.stderr, /weight shard 'group1-shard1of1\.bin': is a FIFO, not a regular file/);
   });
 
@@ -379,14 +399,19 @@ describe('model files that are not regular, too large or unreadable (items 10–
       t.skip('the checkout is not readable by an unprivileged user, and root reads every file');
       return;
     }
-    for (const target of ['group1-shard1of1.bin', 'model.json']) {
+    const targets = ['group1-shard1of1.bin', 'model.json'];
+    const inputs: string[] = [];
+    for (const target of targets) {
       const input = await smallModel();
       const modelDir = path.dirname(input);
       for (const d of [modelDir, path.dirname(modelDir), path.dirname(path.dirname(modelDir))]) fs.chmodSync(d, 0o755);
       fs.chmodSync(path.join(path.dirname(input), target), 0o000);
-      const run = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'lowrank.js'), '--backend', 'wasm', 'inspect', input], { encoding: 'utf8', ...asUser });
-      assert.equal(run.status, 1, run.stderr);
-      assert.match(run.stderr.trim().split('\n').pop()!, new RegExp(`${target.replace('.', '\\.')}'?: permission denied`));
+      inputs.push(input);
     }
+    const runs = inspectEach(inputs, asUser);
+    targets.forEach((target, i) => {
+      assert.equal(runs[i].code, 1, runs[i].stderr);
+      assert.match(lastLine(runs[i].stderr), new RegExp(`${target.replace('.', '\\.')}'?: permission denied`));
+    });
   });
 });

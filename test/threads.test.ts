@@ -3,7 +3,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, folderSnapshot, runCli, tempDir } from './helpers.js';
 
 describe('--threads', () => {
   const dirs: string[] = [];
@@ -30,7 +30,8 @@ describe('--threads', () => {
       const out = path.join(outDir, `out${threads}`);
       const run = runCli([
         '--backend', 'wasm', '--threads', String(threads), 'compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=21,conv3=52',
-        '--data', FASHION_TRAIN, '--samples', '100', '--iterations', '20', '--eval-data', heldOut, '--seed', '5', '--out', out,
+        // Enough images for a minibatch of conv2 to make two shards (one per worker), and a few steps.
+        '--data', FASHION_TRAIN, '--samples', '48', '--iterations', '8', '--eval-data', heldOut, '--seed', '5', '--out', out,
       ]);
       assert.equal(run.code, 0, run.stderr);
       // The backend really ran on that many threads.
@@ -42,10 +43,10 @@ describe('--threads', () => {
   });
 
   for (const bad of ['0', '65', '1.5', 'two']) {
-    test(`--threads ${bad}: one-line error, nothing written`, () => {
+    test(`--threads ${bad}: one-line error, nothing written`, async () => {
       const out = path.join(tempDir(), 'out');
       dirs.push(path.dirname(out));
-      const run = runCli(['--threads', bad, 'compress', CHARCNN, '--layers', 'conv3', '--rank', '8', '--out', out]);
+      const run = await cli(['--threads', bad, 'compress', CHARCNN, '--layers', 'conv3', '--rank', '8', '--out', out]);
       assert.equal(run.code, 1);
       assert.match(errorLine(run), new RegExp(`^lowrank: --threads ${bad.replace('.', '\\.')}: (give a whole number ≥ 1|at most 64 \\()`));
       assert.equal(run.stderr.trim().split('\n').length, 1);
