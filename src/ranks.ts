@@ -156,7 +156,8 @@ export function maximumSpeedup(layers: LayerInfo[], candidates: Replacement[]): 
     const kind = l === firstConv ? 'first conv' : l.className === 'Conv2D' && (l.config.kernelSize as number[]).every((k) => k === 1) ? '1×1 Conv2D' : l.className;
     kinds.set(kind, (kinds.get(kind) ?? 0) + m);
   }
-  const rest = [...kinds].sort((a, b) => b[1] - a[1]).map(([k, m]) => `${k} ${((100 * m) / before).toFixed(1)} %`);
+  // Kinds below 0.05 % would read "0.0 %": not what holds the model back.
+  const rest = [...kinds].filter(([, m]) => (100 * m) / before >= 0.05).sort((a, b) => b[1] - a[1]).map(([k, m]) => `${k} ${((100 * m) / before).toFixed(1)} %`);
   const replaced = usable.reduce((s, c) => s + c.scheme.macs(convGeometry(c.info), 1), 0);
   const heldBack = `layers left as they are keep ${((100 * (after - replaced)) / before).toFixed(1)} % of the MACs${rest.length ? ` (${rest.join(', ')})` : ''}, and the chosen layers at rank 1 still cost ${((100 * replaced) / before).toFixed(1)} %`;
   return { speedup: before / after, heldBack };
