@@ -15,7 +15,7 @@ import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
 import {
-  allocateRanks, filterCandidates, manualRanks, maximumSpeedup, rankCap, ranksForSpeedup, summedError, type Allocation, type RankedLayer,
+  allocateRanks, equalFractionError, filterCandidates, manualRanks, maximumSpeedup, rankCap, type Allocation, type RankedLayer,
 } from './ranks.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import {
@@ -131,8 +131,7 @@ function ranksForTarget(
   }
   const ranked = chosen.filter((l) => allocation.ranks.has(l.name)).map((info) => ({ info, scheme: schemeOf(info), rank: allocation.ranks.get(info.name)!, slower: false }));
   const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: noSavingRank(schemeOf(l)) }));
-  const baseline = ranksForSpeedup(layers, candidates, target);
-  return { ranked, skipped, allocation: { ...allocation, target, baselineError: baseline ? summedError(candidates, baseline.ranks) : null, basis: 'spectrum' } };
+  return { ranked, skipped, allocation: { ...allocation, target, baselineError: equalFractionError(layers, candidates, target), basis: 'spectrum' } };
 }
 
 /** Why a layer is left out when no rank saves MACs. */
@@ -144,8 +143,7 @@ const noSavingRank = (scheme: Scheme) => `no rank of ${scheme.label} saves MACs 
  */
 function fastestRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme): Pick<CompressPlan, 'ranked' | 'skipped' | 'allocation'> {
   const saves = (info: LayerInfo) => rankCap({ info, scheme: schemeOf(info) }) >= 1;
-  const reason = (l: LayerInfo) => noSavingRank(schemeOf(l));
-  const skipped = chosen.filter((l) => !saves(l)).map((l) => ({ name: l.name, reason: reason(l) }));
+  const skipped = chosen.filter((l) => !saves(l)).map((l) => ({ name: l.name, reason: noSavingRank(schemeOf(l)) }));
   if (skipped.length === chosen.length) {
     throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}; select other layers with --layers`);
   }

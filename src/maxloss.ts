@@ -13,7 +13,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { factorize, planRanks, type CompressPlan, type Progress } from './compress.js';
 import { UserError } from './errors.js';
-import { reportDataFit, type DataResult } from './pipeline.js';
+import { reportDataFit, type DataResult } from './datafit.js';
 import { formatRanks, maximumSpeedup } from './ranks.js';
 import { heldOutTop1, scoreTop1, type HeldOutScore } from './reconstruct/heldout.js';
 import { fitToData, type DataFit, type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter } from './reconstruct/index.js';

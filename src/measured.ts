@@ -19,13 +19,14 @@ import { layerMacs } from './cost.js';
 import { UserError } from './errors.js';
 import { filterCandidates, rankCap, type Candidate } from './ranks.js';
 import type { Reporter } from './reconstruct/progress.js';
+import { formatMs } from './report/format.js';
 import { interpolate, rankLadder } from './sensitivity.js';
 import { targetLayer } from './schemes/index.js';
 
 /** Candidate ranks timed per layer (geometric from 1 to its highest saving rank). */
-export const TIMED_RANKS = 5;
+const TIMED_RANKS = 5;
 /** Least time all the timed runs take together: enough rounds for stable means, a few seconds. */
-export const TIMING_MS = 2000;
+const TIMING_MS = 2000;
 /** Batch the layers and the final bench are timed at by default (the largest of bench's defaults). */
 export const DEFAULT_TIMING_BATCH = 32;
 const WARMUP = 2;
@@ -68,19 +69,16 @@ const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.le
 export async function measureTimeTable(original: tf.LayersModel, topology: any, plan: CompressPlan, batch: number, reporter: Reporter): Promise<TimeTable> {
   const start = performance.now();
   const ladders = plan.ranked.map(({ info, scheme }) => rankLadder(rankCap({ info, scheme }), TIMED_RANKS));
-  const rankAt = (l: number, step: number) => ladders[l][Math.min(step, ladders[l].length - 1)];
   const targets = plan.ranked.map(({ info }) => targetLayer(info, topology));
   // Each rung factorized once: a layer whose ladder is shorter stays at its top rung.
   const rungs = plan.ranked.map(({ scheme }, l) => ladders[l].map((rank) => {
     const f = scheme.factorize(targets[l], rank);
-    return { f, names: scheme.layers(f).map((n) => n.config.name) };
+    return { rank, f, names: scheme.layers(f).map((n) => n.config.name) };
   }));
   const rungAt = (l: number, step: number) => rungs[l][Math.min(step, rungs[l].length - 1)];
   const models: tf.LayersModel[] = [];
-  const blocks: string[][][] = [];
   for (let step = 0; step < Math.max(...ladders.map((l) => l.length)); step++) {
     models.push((await buildCompressed(original, topology, plan.ranked.map((_, l) => rungAt(l, step).f))).model);
-    blocks.push(plan.ranked.map((_, l) => rungAt(l, step).names));
   }
   let clocked;
   try {
@@ -89,10 +87,13 @@ export async function measureTimeTable(original: tf.LayersModel, topology: any, 
     models.forEach((m) => m.dispose());
   }
   const [before, ...steps] = clocked;
-  const blockMs = (step: number, l: number) => blocks[step][l].reduce((s, name) => s + steps[step].layerMs.get(name)!, 0);
+  const blockMs = (step: number, l: number) => rungAt(l, step).names.reduce((s, name) => s + steps[step].layerMs.get(name)!, 0);
   const layers = plan.ranked.map(({ info }, l) => {
     const byRank = new Map<number, number[]>();
-    steps.forEach((_, step) => byRank.set(rankAt(l, step), [...(byRank.get(rankAt(l, step)) ?? []), blockMs(step, l)]));
+    steps.forEach((_, step) => {
+      const { rank } = rungAt(l, step);
+      byRank.set(rank, [...(byRank.get(rank) ?? []), blockMs(step, l)]);
+    });
     const points = [...byRank].map(([rank, ms]) => ({ rank, ms: mean(ms) })).sort((a, b) => a.rank - b.rank);
     for (let k = points.length - 2; k >= 0; k--) points[k].ms = Math.min(points[k].ms, points[k + 1].ms);
     return { name: info.name, originalMs: before.layerMs.get(info.name)!, points };
@@ -114,7 +115,7 @@ export async function measureTimeTable(original: tf.LayersModel, topology: any, 
 }
 
 /** A layer's replacement time at every rank 1…cap: linear between the timed ranks, flat beyond them. */
-export function timeCurve(times: LayerTimes, cap: number): Float64Array {
+function timeCurve(times: LayerTimes, cap: number): Float64Array {
   return interpolate(times.points.map((p) => ({ rank: p.rank, error: p.ms })), cap);
 }
 
@@ -127,7 +128,7 @@ export function measuredReach(table: TimeTable): { maximum: number; heldBack: st
   const parts = [...named.map((u) => `${u.name} ${pct(u.ms)}`), `outside the layers ${pct(Math.max(0, other))}`];
   return {
     maximum: table.beforeMs / (table.restMs + fastest),
-    heldBack: `the rest of the model takes ${pct(table.restMs)} of the original's ${table.beforeMs.toFixed(2)} ms (${parts.join(', ')}), and the replaced layers at their fastest timed ranks still ${pct(fastest)}`,
+    heldBack: `the rest of the model takes ${pct(table.restMs)} of the original's ${formatMs(table.beforeMs)} (${parts.join(', ')}), and the replaced layers at their fastest timed ranks still ${pct(fastest)}`,
   };
 }
 

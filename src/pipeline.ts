@@ -15,6 +15,7 @@ import {
 } from './compress.js';
 import { DEFAULT_RUNS, DEFAULT_WARMUP, checkBatchMemory, timeModels, type BatchTiming } from './bench.js';
 import { UserError } from './errors.js';
+import { dataReconstruction, type DataReport } from './datafit.js';
 import { DEFAULT_PROBES, searchMaxLoss, type MaxLossReport, type MaxLossSearch } from './maxloss.js';
 import {
   DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, planByMeasuredTime, spectrumCandidates, type MeasuredChoice, type TimeTable,
@@ -24,10 +25,9 @@ import { measureSensitivity, planByJointSearch, sensitivityCandidates } from './
 import {
   checkOutputDir, dominantEncoding, keptWeights, loadModel, saveModel, type Encoding, type SavedModel,
 } from './model/io.js';
-import { evaluateHeldOut, type HeldOutReport } from './reconstruct/heldout.js';
 import {
-  fitToData, loadImages, planImages, silentReporter,
-  type DataFit, type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
+  loadImages, planImages, silentReporter,
+  type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter,
 } from './reconstruct/index.js';
 import type { Factorization, Scheme } from './schemes/index.js';
 import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
@@ -57,19 +57,6 @@ export interface MeasuredReport extends Pick<MeasuredChoice, 'predictedMs' | 'pr
   bench: BatchTiming;
 }
 
-export interface DataReport {
-  joint: boolean;
-  images: { fit: number; holdout: number; skipped: number; holdoutSource: 'holdout' | 'eval-data' };
-  iterations: number | 'auto';
-  batch: number;
-  seed: number;
-  layers: (LayerFit & { dataError: { filter: number; data: number } })[];
-  accuracy: HeldOutReport['accuracy'];
-  agreement: HeldOutReport['agreement'];
-  seconds: { fit: number; evaluate: number };
-  skippedFiles: string[];
-}
-
 export interface CompressReport {
   /** model.json paths, relative to the working folder. */
   input: string;
@@ -93,50 +80,6 @@ export interface CompressReport {
 }
 
 const shown = (p: string) => path.relative(process.cwd(), p) || p;
-
-/**
- * Stage 4: fits the filter factorizations to the fitting images, then evaluates the original, the
- * filter-only and the data-fitted models side by side on the held-out images.
- */
-export async function dataReconstruction(
-  original: tf.LayersModel, topology: any, filter: Factorization[], stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
-): Promise<DataResult> {
-  const fit = await fitToData(original, topology, filter, stores.fit, options, reporter);
-  return reportDataFit(original, topology, filter, fit, stores, images, options, reporter);
-}
-
-/** A data-fitted model, its factorizations and the report of its fit and held-out evaluation. */
-export interface DataResult {
-  report: DataReport;
-  built: { model: tf.LayersModel; topology: any };
-  fitted: Factorization[];
-}
-
-/** The held-out evaluation of a finished fit beside the filter factorizations it started from, as a report. */
-export async function reportDataFit(
-  original: tf.LayersModel, topology: any, filter: Factorization[], fit: DataFit, stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
-): Promise<DataResult> {
-  const filterModel = await buildCompressed(original, topology, filter);
-  const heldOut = await evaluateHeldOut(original, { model: filterModel.model, factorizations: filter }, { model: fit.model, factorizations: fit.fitted }, stores.holdout, reporter);
-  filterModel.model.dispose();
-  return {
-    built: { model: fit.model, topology: fit.topology },
-    fitted: fit.fitted,
-    report: {
-      joint: options.joint,
-      images: { fit: stores.fit.count, holdout: stores.holdout.count, skipped: stores.stats.skipped.length, holdoutSource: images.holdoutSource },
-      iterations: options.iterations,
-      batch: options.batch,
-      seed: options.seed,
-      layers: fit.layers.map((l, i) => ({ ...l, dataError: heldOut.layerErrors[i] })),
-      accuracy: heldOut.accuracy,
-      agreement: heldOut.agreement,
-      seconds: { fit: fit.seconds, evaluate: heldOut.seconds },
-      skippedFiles: stores.stats.skipped,
-    },
-  };
-}
-
 
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
   if (request.maxLoss !== undefined && !request.data) {

@@ -229,6 +229,12 @@ export function ranksForSpeedup(layers: LayerInfo[], candidates: Replacement[], 
   return { ranks, theoreticalSpeedup: theoreticalSpeedup(layers, candidates, ranks) };
 }
 
+/** The summed predicted error of the equal-fraction ranks for `target`× (the baseline an allocation is reported beside); null when they cannot reach it. */
+export function equalFractionError(layers: LayerInfo[], candidates: Candidate[], target: number): number | null {
+  const equal = ranksForSpeedup(layers, candidates, target);
+  return equal ? summedError(candidates, equal.ranks) : null;
+}
+
 /** "conv2=21,conv3=52", from a Map or an object's entries. */
 export function formatRanks(ranks: Iterable<[string, number]>): string {
   return [...ranks].map(([n, r]) => `${n}=${r}`).join(',');

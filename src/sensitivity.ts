@@ -23,7 +23,7 @@ import { linearResponse } from './reconstruct/ops.js';
 import type { Reporter } from './reconstruct/progress.js';
 import { makeTap } from './reconstruct/taps.js';
 import type { LayerInfo } from './model/layers.js';
-import { allocateRanks, formatRanks, rankCap, ranksForSpeedup, summedError, theoreticalSpeedup, type Candidate, type Replacement } from './ranks.js';
+import { allocateRanks, equalFractionError, formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Candidate, type Replacement } from './ranks.js';
 import { targetLayer } from './schemes/index.js';
 
 /** Images the sensitivity of each (layer, rank) is measured on. */
@@ -137,11 +137,10 @@ export function sensitivityCandidates(plan: CompressPlan, sensitivity: Sensitivi
 export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, target: number): CompressPlan {
   const candidates = sensitivityCandidates(plan, sensitivity);
   const allocation = allocateRanks(plan.layers, candidates, target)!;
-  const baseline = ranksForSpeedup(plan.layers, candidates, target);
   return {
     ...plan,
     ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
-    allocation: { ...allocation, target, baselineError: baseline ? summedError(candidates, baseline.ranks) : null, basis: 'measured' },
+    allocation: { ...allocation, target, baselineError: equalFractionError(plan.layers, candidates, target), basis: 'measured' },
   };
 }
 

@@ -12,11 +12,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { timeModels } from './bench.js';
-import { factorize, layerResults, modelCost, planCompression, selectLayers, withReplacementRecords, type CompressOptions, type Progress } from './compress.js';
+import { factorize, layerResults, modelCost, planCompression, planRanks, selectLayers, withReplacementRecords, type CompressOptions, type Progress } from './compress.js';
 import { UserError, firstLine } from './errors.js';
 import { loadModel, saveModel, checkOutputDir, type LoadedModel } from './model/io.js';
 import { listLayers } from './model/layers.js';
-import { dataReconstruction } from './pipeline.js';
+import { dataReconstruction } from './datafit.js';
 import { maximumSpeedup } from './ranks.js';
 import { loadImages, planImages, silentReporter, type ReconstructOptions, type Reporter } from './reconstruct/index.js';
 import type { Phase } from './reconstruct/progress.js';
@@ -251,7 +251,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
       const accuracy = result.report.accuracy;
       points.push({
         target,
-        ranks: Object.fromEntries(plan.ranked.map((r) => [r.info.name, r.rank])),
+        ranks: Object.fromEntries(planRanks(plan)),
         theoreticalSpeedup: cost.theoreticalSpeedup,
         measured: timings.map((t) => ({ batch: t.batch, speedup: t.speedup, beforeMs: t.before.medianMs, afterMs: t.after.medianMs })),
         accuracy: accuracy && { original: accuracy.original, filter: accuracy.filter, data: accuracy.data },

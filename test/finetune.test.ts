@@ -14,7 +14,7 @@ import { useBackend } from '../src/backend.js';
 import { compressModel, factorize, planCompression } from '../src/compress.js';
 import { DEFAULT_PIXELS } from '../src/data/images.js';
 import { loadModel } from '../src/model/io.js';
-import { dataReconstruction } from '../src/pipeline.js';
+import { dataReconstruction } from '../src/datafit.js';
 import { loadImages, planImages, silentReporter, type ImageStores, type ReconstructOptions } from '../src/reconstruct/index.js';
 import { finetune } from '../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from './helpers.js';

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { useBackend } from '../src/backend.js';
 import { heldOutLoss } from '../src/maxloss.js';
-import type { DataReport } from '../src/pipeline.js';
+import type { DataReport } from '../src/datafit.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, imageSubset, tempDir, type CliRun } from './helpers.js';
 
 before(async () => {

@@ -10,7 +10,7 @@ import { compressModel, type CompressOptions } from '../src/compress.js';
 import { DEFAULT_PIXELS, imageBatches } from '../src/data/images.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { dataReconstruction, type DataReport } from '../src/pipeline.js';
+import { dataReconstruction, type DataReport } from '../src/datafit.js';
 import { loadImages, planImages, silentReporter, type ReconstructOptions } from '../src/reconstruct/index.js';
 import type { SchemeOptions } from '../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, pointwiseModel, tempDir } from './helpers.js';

@@ -66,7 +66,7 @@ const dataStepMacs = (fl: FactoredForm, batch: number) => 4 * batch * fl.macsPer
  * often when it would cost more than an eighth of the data steps (conv3 of the character CNN: a
  * 1024×K×1024 product against 32 images of one output position each, refreshed every 22 steps).
  */
-export function priorInterval(fl: FactoredForm, batch: number): number {
+function priorInterval(fl: FactoredForm, batch: number): number {
   return Math.max(8, Math.ceil((8 * fl.priorMacs) / dataStepMacs(fl, batch)));
 }
 
@@ -163,8 +163,6 @@ export async function fitLayer(
   const g = fl.g;
   const N = g.N;
   const start = initial.map((w) => tf.tensor(w.values, w.shape));
-  const factors = start.map((t) => t.clone());
-  let offset: tf.Tensor1D | null = hasBias ? tf.zeros([N]) : null;
 
   // μ from the cached inputs.
   let energy = 0;
@@ -183,11 +181,13 @@ export async function fitLayer(
   // 1. Adam.
   const batchSize = Math.min(options.batch, cache.n);
   const iterations = options.iterations === 'auto' ? autoSteps(fl, batchSize) : options.iterations;
+  let factors: tf.Tensor[];
+  let offset: tf.Tensor1D | null;
   if (iterations > 0) {
     const next = minibatches(cache.n, batchSize, options.seed);
     const yScale = Math.sqrt(cache.targetMeanSquare()) || 1;
-    const shapes = [...start.map((t) => t.shape), ...(offset ? [[N]] : [])];
-    const runner = workers ? workers.pool.runner(fl, workers.layer, cache.samples, shapes, offset !== null) : localRunner(fl, cache.samples, shapes, offset !== null);
+    const shapes = [...start.map((t) => t.shape), ...(hasBias ? [[N]] : [])];
+    const runner = workers ? workers.pool.runner(fl, workers.layer, cache.samples, shapes, hasBias) : localRunner(fl, cache.samples, shapes, hasBias);
     // Parameters and Adam's moments as plain arrays: the update is a few element-wise passes, and
     // the shards read the parameters from the runner's (shared) arrays.
     const params = runner.values;
@@ -212,7 +212,7 @@ export async function fitLayer(
         const { sse, yy, rows, grads } = await sums;
         const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
         for (let p = 0; p < params.length; p++) {
-          const reg = priorGrads && p < factors.length ? priorGrads[p] : null;
+          const reg = priorGrads && p < start.length ? priorGrads[p] : null;
           adamUpdate(params[p], grads[p], 1 / rows, reg, prior / 2, m[p], v[p], t, rates[p] * schedule);
         }
         const ratio = sse / yy;
@@ -223,9 +223,11 @@ export async function fitLayer(
     } finally {
       runner.dispose();
     }
-    tf.dispose([...factors, ...(offset ? [offset] : [])]);
-    for (let p = 0; p < factors.length; p++) factors[p] = tf.tensor(params[p], start[p].shape);
-    if (offset) offset = tf.tensor1d(params[factors.length]);
+    factors = start.map((t, p) => tf.tensor(params[p], t.shape));
+    offset = hasBias ? tf.tensor1d(params[start.length]) : null;
+  } else {
+    factors = start.map((t) => t.clone());
+    offset = hasBias ? tf.zeros([N]) : null;
   }
 
   // 2. Exact solve of the last factor (and offset) over every fitting image, with the start's and

@@ -123,9 +123,8 @@ export async function evaluateHeldOut(
     return { name, prepared: prepare(v), frontier: through(v.model, v.factorizations.map((f) => f.scheme.layers(f)[0].config.name)) };
   });
   const sums = { filter: targets.map(() => 0), data: targets.map(() => 0), yy: targets.map(() => 0) };
-  const correct = { original: 0, filter: 0, data: 0 };
-  const agree = { filter: 0, data: 0 };
-  let labeled = 0;
+  const top = { original: new Int32Array(images.count), filter: new Int32Array(images.count), data: new Int32Array(images.count) };
+  const allLabels: (number | null)[] = [];
   const progress = reporter.phase('evaluating held-out images', images.count, 'images');
   let evaluated = 0;
   for (let b = 0; b < images.batchCount; b++) {
@@ -150,13 +149,10 @@ export async function evaluateHeldOut(
       output.dispose();
       return top;
     };
-    const predictions = { original: await top1Of(originalRun), filter: await top1Of(runs[0].frontier), data: await top1Of(runs[1].frontier) };
-    labels.forEach((label, i) => {
-      for (const k of ['filter', 'data'] as const) if (predictions[k][i] === predictions.original[i]) agree[k]++;
-      if (label === null) return;
-      labeled++;
-      for (const k of ['original', 'filter', 'data'] as const) if (predictions[k][i] === label) correct[k]++;
-    });
+    top.original.set(await top1Of(originalRun), evaluated);
+    top.filter.set(await top1Of(runs[0].frontier), evaluated);
+    top.data.set(await top1Of(runs[1].frontier), evaluated);
+    allLabels.push(...labels);
     evaluated += n;
     progress.update(evaluated);
     await new Promise((resolve) => setImmediate(resolve));
@@ -168,10 +164,12 @@ export async function evaluateHeldOut(
     const yy = Math.max(sums.yy[l], 1e-30);
     return { filter: Math.sqrt(sums.filter[l] / yy), data: Math.sqrt(sums.data[l] / yy) };
   });
+  const filterScore = scoreTop1(top.original, top.filter, allLabels);
+  const dataScore = scoreTop1(top.original, top.data, allLabels);
   return {
     layerErrors,
-    accuracy: labeled > 0 ? { original: correct.original / labeled, filter: correct.filter / labeled, data: correct.data / labeled, labeled } : null,
-    agreement: { filter: agree.filter / Math.max(evaluated, 1), data: agree.data / Math.max(evaluated, 1) },
+    accuracy: dataScore.accuracy && { ...dataScore.accuracy, filter: filterScore.accuracy!.data },
+    agreement: { filter: filterScore.agreement.data, data: dataScore.agreement.data },
     seconds: (performance.now() - start) / 1000,
   };
 }

@@ -252,8 +252,8 @@ export async function fitToData(
   const layers: LayerFit[] = [];
   const fitStart = performance.now();
   // Adam's shards run on one worker per thread of the wasm backend (shards.ts), no more than a
-  // minibatch has shards; started when a layer first needs them, so layers with a closed form never
-  // pay for them.
+  // minibatch has shards at their smallest; started when a layer first needs them, so layers with a
+  // closed form never pay for them.
   const threads = Math.min(backendThreads() ?? 1, Math.ceil(options.batch / SHARD_IMAGES));
   for (const [index, f] of start.entries()) {
     const layerStart = performance.now();

@@ -1,6 +1,6 @@
 /**
- * The Adam steps of a layer's data fit (fit.ts) spread over cores. A minibatch is cut into fixed
- * shards of SHARD_IMAGES images whatever the thread count; each shard's squared error and gradients
+ * The Adam steps of a layer's data fit (fit.ts) spread over cores. A minibatch is cut into shards
+ * whose size depends on the layer alone (`shardImages`), whatever the thread count; each shard's squared error and gradients
  * are computed on its own, and the caller sums them in shard order. With one thread the shards run
  * in the calling thread; with more, on worker threads that each hold a single-threaded wasm backend,
  * read the cached samples and the current factors from shared memory, and send back plain arrays.
@@ -25,7 +25,7 @@ export const SHARD_IMAGES = 16;
  * gradients, a new set of XNNPACK operators: ~1–2 ms): the character CNN's conv2 (11 M MACs per
  * image and step) and conv3 (1.9 M) get shards of 16; a layer of 0.5 M per image, shards of 50.
  */
-export const MIN_SHARD_MACS = 25e6;
+const MIN_SHARD_MACS = 25e6;
 
 /** Images per shard of a layer: it depends on the layer only, never on the thread count. */
 export function shardImages(form: FactoredForm): number {
@@ -175,19 +175,20 @@ export class ShardPool {
     const values = sharedArrays(shapes);
     const message: LayerMessage = { type: 'layer', recipe: source.scheme.recipe, target: source.target, rank: source.rank, samples, shapes, values, hasOffset };
     this.workers.forEach((w) => w.postMessage(message));
+    const perShard = shardImages(form);
     return {
       values,
       step: async (indices) => {
-        const shards = shardsOf(indices, shardImages(form));
-        // Shard i goes to worker i mod size; results come back per worker in shard order.
-        this.workers.forEach((w) => w.ref());
+        const shards = shardsOf(indices, perShard);
+        // Shard i goes to worker i mod size; results come back per worker in shard order. Workers
+        // without a shard (a cheap layer's minibatch can be one shard) are not called at all.
+        const busy = this.workers.slice(0, Math.min(this.size, shards.length));
+        busy.forEach((w) => w.ref());
         try {
-          const perWorker = await Promise.all(
-            this.workers.map((w, k) => this.call(w, shards.filter((_, i) => i % this.size === k))),
-          );
+          const perWorker = await Promise.all(busy.map((w, k) => this.call(w, shards.filter((_, i) => i % this.size === k))));
           return addInOrder(shards.map((_, i) => perWorker[i % this.size][Math.floor(i / this.size)]));
         } finally {
-          this.workers.forEach((w) => w.unref());
+          busy.forEach((w) => w.unref());
         }
       },
       dispose: () => this.workers.forEach((w) => w.postMessage({ type: 'release' })),
@@ -237,9 +238,10 @@ export interface LayerSource {
 /** The shards run one after another in the calling thread, on its backend. */
 export function localRunner(form: FactoredForm, samples: CachedSamples, shapes: number[][], hasOffset: boolean): StepRunner {
   const values = shapes.map((s) => new Float32Array(s.reduce((a, b) => a * b, 1)));
+  const perShard = shardImages(form);
   return {
     values,
-    step: async (indices) => addInOrder(shardSums(form, samples, shardsOf(indices, shardImages(form)), shapes, values, hasOffset)),
+    step: async (indices) => addInOrder(shardSums(form, samples, shardsOf(indices, perShard), shapes, values, hasOffset)),
     dispose: () => {},
   };
 }
