@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { layerMacs } from './cost.js';
 import { UserError } from './errors.js';
+import { yieldToSignals } from './interrupt.js';
 import { imageBatches, modelImageSize, type BatchStats, type ImageEntry, type PixelOptions } from './data/images.js';
 import { checkFiniteActivations, nonFiniteSummary } from './model/finite.js';
 import { listLayers, type LayerInfo, type Shape } from './model/layers.js';
@@ -128,6 +129,7 @@ async function timeRounds(
   for (let i = 0; i < warmup; i++) {
     for (const f of fns) await timeOnce(f);
     onRound();
+    await yieldToSignals(); // between rounds, outside the timed calls
   }
   const times = fns.map((): number[] => []);
   const order = fns.map((_, k) => k);
@@ -135,6 +137,7 @@ async function timeRounds(
   for (let i = 0; !enough(times); i++) {
     for (const k of i % 2 === 0 ? order : reversed) times[k].push(await timeOnce(fns[k]));
     onRound();
+    await yieldToSignals();
   }
   return times;
 }

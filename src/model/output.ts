@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError, firstLine } from '../errors.js';
-import { onInterrupt } from '../interrupt.js';
+import { removeOnInterrupt } from '../interrupt.js';
 import { readModelJson } from './files.js';
 
 /** The key of lowrank's record in model.json's userDefinedMetadata. */
@@ -192,7 +192,7 @@ export function createPartial(out: string, shown: string): PartialFolder {
     throw new UserError(`--out ${shown}: cannot create the folder (${firstLine(err)})`);
   }
   const discard = () => fs.rmSync(dir, { recursive: true, force: true });
-  const release = onInterrupt(discard);
+  const release = removeOnInterrupt(dir);
   return {
     dir,
     commit(check) {
