@@ -9,35 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.js';
 import { buildModel } from './model/io.js';
 import { listLayers } from './model/layers.js';
-import type { NewLayer } from './schemes/index.js';
-
-const MODEL_CLASSES = new Set(['Sequential', 'Model', 'Functional']);
-
-type Entry = { class_name: string; config: any; name?: string; inbound_nodes?: any[] };
-
-/** The model entry of a topology (Keras H5 conversions wrap it in model_config). */
-function rootOf(topology: any): Entry {
-  return topology.model_config ?? topology;
-}
-
-function sequentialLayers(entry: Entry): Entry[] {
-  return Array.isArray(entry.config) ? entry.config : entry.config.layers;
-}
-
-/** Every layer entry of the topology in order, nested models' layers included. */
-export function topologyLayers(topology: any): Entry[] {
-  const out: Entry[] = [];
-  const walk = (entry: Entry) => {
-    for (const layer of entry.class_name === 'Sequential' ? sequentialLayers(entry) : entry.config.layers) {
-      out.push(layer);
-      if (MODEL_CLASSES.has(layer.class_name)) walk(layer);
-    }
-  };
-  walk(rootOf(topology));
-  return out;
-}
-
-const entryName = (layer: Entry): string => layer.config?.name ?? layer.name;
+import { MODEL_CLASSES, entryName, rootOf, sequentialLayers, topologyLayers, type LayerEntry as Entry } from './model/topology.js';
+import type { NewLayer } from './schemes/scheme.js';
 
 /** A deep copy of `topology` with each layer named in `replacements` replaced by its new layers. */
 export function rewriteTopology(topology: any, replacements: Map<string, NewLayer[]>): any {

@@ -11,7 +11,7 @@ import { conv2dMacs, convGeometry, type ConvGeometry } from '../cost.js';
 import { relativeError } from '../factorize/reshape.js';
 import type { Basis } from '../factorize/scheme1.js';
 import type { LayerInfo } from '../model/layers.js';
-import { topologyLayers } from '../rewrite.js';
+import { topologyLayers } from '../model/topology.js';
 
 export interface WeightValue {
   shape: number[];
