@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
-import { numberFlag } from '../src/cli/common.js';
+import { numberFlag } from '../src/cli/flags.js';
 import { saveModel } from '../src/model/io.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, imageSubset, runCli, tempDir, type CliRun } from './helpers.js';
 
