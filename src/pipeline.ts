@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { probeImages } from './data/images.js';
+import { heldOutWarnings, probeImages } from './data/images.js';
 import { accuracyProblem, chanceWarning } from './data/labels.js';
 import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
@@ -94,6 +94,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   if (request.data && images) await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);
+  for (const w of images ? heldOutWarnings(images.fit, images.holdout, images.holdoutSource === 'eval-data') : []) log(`warning: ${w}`);
   const timingBatch = request.timingBatch ?? DEFAULT_TIMING_BATCH;
   let table: TimeTable | null = null;
   if (request.measured) {

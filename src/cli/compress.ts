@@ -97,6 +97,8 @@ export function registerCompress(program: Command): void {
         (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),
         stderrReporter(),
       );
+      const shortfall = report.measured && measuredShortfall(report.measured);
+      if (shortfall) note(chalk.yellow(`lowrank: warning: ${shortfall}`));
       const skipped = report.data ? skippedNote({ skipped: report.data.skippedFiles, decoded: 0 }) : null;
       if (skipped) note(chalk.yellow(`lowrank: warning: ${skipped}`));
       if (flags.json) {
@@ -107,6 +109,21 @@ export function registerCompress(program: Command): void {
         note(`lowrank: wrote ${report.output} (${report.saved.shards} weight shard${report.saved.shards > 1 ? 's' : ''})`);
       }
     });
+}
+
+/**
+ * With --measured: a warning when the closing bench measured less than the target, saying by how
+ * much at the median and whether even the top of its 95% interval falls short; null when it reached it.
+ */
+export function measuredShortfall(m: MeasuredReport): string | null {
+  const b = m.bench;
+  if (b.speedup >= m.target) return null;
+  const measured = `the closing bench at batch ${b.batch} measured ${formatRatio(b.speedup)} [${b.speedupLow.toFixed(2)}–${formatRatio(b.speedupHigh)}]`;
+  const short = `${(m.target - b.speedup).toFixed(2)}× (${formatPercent(1 - b.speedup / m.target, 1)}) short of the ${m.target}× target at the median`;
+  const interval = b.speedupHigh < m.target
+    ? `and ${(m.target - b.speedupHigh).toFixed(2)}× short even at the top of its 95% interval`
+    : 'though its 95% interval reaches the target';
+  return `${measured}: ${short}, ${interval}; the layer timings promised more than the whole model delivers: ask for a higher --speedup, or time at the batch you deploy with (--timing-batch)`;
 }
 
 export function compressJson(backend: string, r: CompressReport) {
