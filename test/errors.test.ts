@@ -255,7 +255,6 @@ describe('conflicting or ignored flags: refused or warned by one table', () => {
     const cases: [string[], RegExp][] = [
       [['sweep', CHARCNN, '--speedups', '2,,4', '--data', data, '--out', out()], /--speedups 2,,4: an empty item in the list/],
       [['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', data, '--joint', '--no-joint'], /--joint and --no-joint contradict each other/],
-      [['compress', CHARCNN, '--rank', '4', '--out', out(), '--rank', '8'], /--rank is given twice; give it once/],
       [['compress', CHARCNN, '--rank', '8', '--scheme', '2', '--basis', 'shared', '--out', out()], /--basis applies to --scheme 1 only/],
       [['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', data, '--offset', '1', '--standardize'], /--standardize replaces --scale and --offset/],
       [['bench', CHARCNN, CHARCNN, '--batch', '4,4'], /--batch 4,4: 4 is given twice/],
@@ -269,6 +268,9 @@ describe('conflicting or ignored flags: refused or warned by one table', () => {
     const run = await cli(['compress', CHARCNN, '--scheme', '1', '--basis', 'shared', '--layers', 'conv4', '--rank', '2', '--out', out()]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /warning: --basis shared is ignored: scheme 1 replaces convs larger than 1×1, and --layers names only 1×1 convs and Dense layers \(conv4\)/);
+    const twice = await cli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '4', '--out', out(), '--rank', '2']);
+    assert.equal(twice.code, 0, twice.stderr);
+    assert.match(twice.stderr, /warning: --rank is given more than once: the last, 2, is used/);
     const cpu = await cli(['--backend', 'cpu', '--threads', '4', 'inspect', CHARCNN, '--no-spectra']);
     assert.equal(cpu.code, 0, cpu.stderr);
     assert.match(cpu.stderr, /warning: --threads applies to the wasm backend; the cpu backend computes on one thread: ignored/);

@@ -6,6 +6,7 @@ import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport, type MeasuredReport } from '../pipeline.js';
 import type { MaxLossReport } from '../maxloss.js';
 import { stderrReporter } from '../reconstruct/index.js';
+import type { BatchTiming } from '../bench.js';
 import { DEFAULT_PROBES } from '../maxloss.js';
 import { DEFAULT_TIMING_BATCH, measuredReach } from '../measured.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
@@ -115,7 +116,7 @@ export function registerCompress(program: Command): void {
  * With --measured: a warning when the closing bench measured less than the target, saying by how
  * much at the median and whether even the top of its 95% interval falls short; null when it reached it.
  */
-export function measuredShortfall(m: MeasuredReport): string | null {
+export function measuredShortfall(m: { target: number; bench: Pick<BatchTiming, 'batch' | 'speedup' | 'speedupLow' | 'speedupHigh'> }): string | null {
   const b = m.bench;
   if (b.speedup >= m.target) return null;
   const measured = `the closing bench at batch ${b.batch} measured ${formatRatio(b.speedup)} [${b.speedupLow.toFixed(2)}–${formatRatio(b.speedupHigh)}]`;

@@ -128,20 +128,21 @@ function typedFlags(command: Command): { key: string; flag: string }[] {
  */
 export function checkFlagRules(command: Command, modelPath?: string): string[] {
   const typed = typedFlags(command);
+  const options = command.optsWithGlobals() as Record<string, unknown>;
+  const warnings: string[] = [];
   for (const [i, t] of typed.entries()) {
     const earlier = typed.slice(0, i).find((e) => e.key === t.key);
-    if (!earlier) continue;
+    if (!earlier || typed.slice(i + 1).some((e) => e.key === t.key)) continue;
+    // A flag and its negation contradict; a flag repeated overrides (scripts add to fixed arguments), said aloud.
     if (earlier.flag !== t.flag) throw new UserError(`${earlier.flag} and ${t.flag} contradict each other: give one of the two`);
-    throw new UserError(`${t.flag} is given twice; give it once (the last would silently win)`);
+    warnings.push(`${t.flag} is given more than once: the last, ${String(options[t.key])}, is used`);
   }
-  const options = command.optsWithGlobals() as Record<string, unknown>;
   let classes: Map<string, 'spatial conv' | 'pointwise'> | undefined;
   const view: FlagView = {
     given: (key) => command.getOptionValueSourceWithGlobals(key) === 'cli',
     value: (key) => options[key],
     layerClasses: () => (classes ??= modelPath ? namedLayerClasses(modelPath, String(options.layers ?? '')) : new Map()),
   };
-  const warnings: string[] = [];
   for (const rule of FLAG_RULES.filter((r) => r.commands.includes(command.name()) && r.when(view))) {
     const message = typeof rule.message === 'string' ? rule.message : rule.message(view);
     if (rule.action === 'refuse') throw new UserError(message);
