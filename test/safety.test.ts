@@ -427,7 +427,7 @@ describe('every file lowrank reads is checked up front; --out is checked before 
       }
       process.exit(0);
     `;
-    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd, encoding: 'utf8', timeout: 60_000 });
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd, encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
     assert.equal(run.status, 0, `timed out or failed: ${String(run.error ?? run.stderr)}`);
     const parts = run.stderr.split(/^@@exit (-?\d+)$/m);
     return commands.map((_, i) => ({ stderr: parts[2 * i].trim(), code: Number(parts[2 * i + 1]) }));
