@@ -83,6 +83,7 @@ function rankMisfit(layer: LayerInfo, scheme: Scheme, rank: number, allowSlower:
  */
 export function selectLayers(
   layers: LayerInfo[], schemes: SchemeSelection, names: string[] | undefined, rank: RankSpec | undefined, allowSlower = false,
+  flag = '--layers',
 ): { chosen: LayerInfo[]; defaulted: string | null } {
   const eligible = () => layers.filter((l) => layerMacs(l) && refusal(l, schemes.of(l)) === null).map((l) => l.name).join(', ') || 'none';
   if (!names) {
@@ -108,9 +109,9 @@ export function selectLayers(
   const chosen: LayerInfo[] = [];
   for (const name of names) {
     const layer = layers.find((l) => l.name === name);
-    if (!layer) throw new UserError(`--layers: no layer named '${name}'; eligible: ${eligible()}`);
+    if (!layer) throw new UserError(`${flag}: no layer named '${name}'; eligible: ${eligible()}`);
     const why = refusal(layer, schemes.of(layer));
-    if (why) throw new UserError(`--layers: cannot replace ${name}: ${why} (eligible: ${eligible()})`);
+    if (why) throw new UserError(`${flag}: cannot replace ${name}: ${why} (eligible: ${eligible()})`);
     if (chosen.includes(layer)) throw new UserError(`--layers names ${name} twice; name each layer once`);
     chosen.push(layer);
   }
@@ -155,18 +156,13 @@ function fastestRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Schem
 export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: any): CompressPlan {
   const schemes = selectSchemes(options);
   const layers = listLayers(model);
-  if (options.maxLoss !== undefined && (options.rank !== undefined || options.speedup !== undefined)) {
-    throw new UserError(`--max-loss chooses the speedup itself: give it without ${options.rank !== undefined ? '--rank' : '--speedup'}`);
-  }
-  if (options.maxLoss === undefined && (options.rank === undefined) === (options.speedup === undefined)) {
-    throw new UserError('give either --rank (your ranks) or --speedup (ranks chosen for a target), not both and not neither; or --max-loss (the fastest model within a loss)');
-  }
-  if (options.measured && options.speedup === undefined) {
-    throw new UserError('--measured applies to --speedup: give --speedup <x>, the speedup to reach in measured time');
-  }
+  // The command line's combinations of --rank, --speedup, --measured and --max-loss are checked with
+  // the other flag rules (src/cli/rules.ts); a caller of this function must choose one way.
+  const ways = [options.rank, options.speedup, options.maxLoss].filter((x) => x !== undefined).length;
+  if (ways !== 1 || (options.measured && options.speedup === undefined)) throw new Error('planCompression: give one of rank, speedup (optionally measured) or maxLoss');
   // With per-layer ranks and no --layers, the ranks name the layers.
   const names = options.layers ?? (options.rank instanceof Map ? [...options.rank.keys()] : undefined);
-  const { chosen, defaulted } = selectLayers(layers, schemes, names, options.rank, options.allowSlower ?? false);
+  const { chosen, defaulted } = selectLayers(layers, schemes, names, options.rank, options.allowSlower ?? false, options.layers ? '--layers' : '--rank');
   if (options.maxLoss !== undefined || options.measured) {
     return { scheme: schemes.chosen, layers, defaulted, ...fastestRanks(chosen, schemes.of) };
   }

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { probeImages } from './data/images.js';
+import { heldOutWarnings, probeImages } from './data/images.js';
 import { accuracyProblem, chanceWarning } from './data/labels.js';
 import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
@@ -14,7 +14,6 @@ import {
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
 } from './compress.js';
 import { DEFAULT_RUNS, DEFAULT_WARMUP, checkBatchMemory, timeModels, type BatchTiming } from './bench.js';
-import { UserError } from './errors.js';
 import { dataReconstruction, type DataReport } from './datafit.js';
 import { DEFAULT_PROBES, searchMaxLoss, type MaxLossReport, type MaxLossSearch } from './maxloss.js';
 import {
@@ -82,12 +81,6 @@ export interface CompressReport {
 const shown = (p: string) => path.relative(process.cwd(), p) || p;
 
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
-  if (request.maxLoss !== undefined && !request.data) {
-    throw new UserError('--max-loss measures the loss on held-out images: give --data <image-folder> (and --eval-data <dir>, or --holdout of --data)');
-  }
-  if (request.maxLoss !== undefined && request.finetune) {
-    throw new UserError('--finetune does not combine with --max-loss (fine-tuning picks its epoch on the held-out images the search scores on): run --max-loss, then compress --rank with the chosen ranks and --finetune');
-  }
   const images = request.data ? planImages(request.data) : null;
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
@@ -101,6 +94,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   if (request.data && images) await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);
+  for (const w of images ? heldOutWarnings(images.fit, images.holdout, images.holdoutSource === 'eval-data') : []) log(`warning: ${w}`);
   const timingBatch = request.timingBatch ?? DEFAULT_TIMING_BATCH;
   let table: TimeTable | null = null;
   if (request.measured) {

@@ -11,13 +11,16 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { z } from 'zod';
 import { timeModels } from './bench.js';
 import { factorize, layerResults, modelCost, planCompression, planRanks, selectLayers, withReplacementRecords, type CompressOptions, type Progress } from './compress.js';
 import { UserError, firstLine } from './errors.js';
-import { loadModel, saveModel, checkOutputDir, type LoadedModel } from './model/io.js';
+import { loadModel, saveModel, checkOutputDir, dominantEncoding, keptWeights, type LoadedModel } from './model/io.js';
+import { readCappedFile } from './model/files.js';
 import { listLayers } from './model/layers.js';
 import { dataReconstruction } from './datafit.js';
 import { maximumSpeedup } from './ranks.js';
+import { heldOutWarnings } from './data/images.js';
 import { loadImages, planImages, silentReporter, type ReconstructOptions, type Reporter } from './reconstruct/index.js';
 import type { Phase } from './reconstruct/progress.js';
 import { renderChart, SERIES, speedChartSpec, type SpeedChart } from './report/chart.js';
@@ -106,6 +109,71 @@ export interface SweepReport extends SweepFile {
   computed: number[];
 }
 
+const count = z.number().int().nonnegative();
+const share = z.number().min(0).max(1);
+const seconds = z.number().finite().nonnegative();
+const positive = z.number().finite().positive();
+
+/**
+ * What sweep.json must hold to be resumed: the shape of `SweepFile`, with values in range. The
+ * settings are compared with the command's own (resumeFrom), so only their being an object is
+ * checked here. zod gives the path of what is wrong (points[0].measured) for the message.
+ */
+const SWEEP_SCHEMA = z.object({
+  lowrankSweep: z.literal(1),
+  input: z.string(),
+  settings: z.record(z.string(), z.unknown()),
+  images: z.object({ fit: count, holdout: count, labeled: count }),
+  sensitivity: z.object({
+    layers: z.array(z.object({
+      name: z.string(),
+      points: z.array(z.object({ rank: z.number().int().positive(), error: z.number().finite().nonnegative() })).nonempty(),
+    })),
+    images: count,
+    seconds,
+  }),
+  points: z.array(z.object({
+    target: z.number().finite().gt(1),
+    ranks: z.record(z.string(), z.number().int().positive()).refine((r) => Object.keys(r).length > 0, 'names no layer'),
+    theoreticalSpeedup: positive,
+    measured: z.array(z.object({ batch: z.number().int().positive(), speedup: positive, beforeMs: positive, afterMs: positive }))
+      .refine((m) => SWEEP_BATCHES.every((b) => m.some((t) => t.batch === b)), `needs a timing at batch ${SWEEP_BATCHES.join(' and ')}`),
+    accuracy: z.object({ original: share, filter: share, data: share }).nullable(),
+    agreement: z.object({ filter: share, data: share }),
+    seconds: z.object({ fit: seconds, evaluate: seconds, timing: seconds, point: seconds }),
+    model: z.string().nullable(),
+    finishedAt: z.string(),
+  })).superRefine((points, ctx) => {
+    const twice = points.find((p, i) => points.findIndex((q) => q.target === p.target) !== i);
+    if (twice) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `target ${twice.target} appears twice` });
+  }),
+});
+
+/** Largest sweep.json read: a point takes about a kilobyte. */
+const MAX_SWEEP_BYTES = 64 * 1024 * 1024;
+
+/** sweep.json, validated: anything but a sweep lowrank wrote is refused with what is wrong and how to start over. */
+function readSweepFile(file: string): SweepFile {
+  const shown = path.relative(process.cwd(), file) || file;
+  const startOver = 'delete it to start the sweep over, or give another --out';
+  const text = readCappedFile(file, shown, MAX_SWEEP_BYTES, startOver, 'a sweep.json').toString('utf8');
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new UserError(`${shown} is not readable JSON (${firstLine(err)}); ${startOver}`);
+  }
+  if ((json as Partial<SweepFile> | null)?.lowrankSweep !== 1) throw new UserError(`${shown} was not written by lowrank sweep; give another --out`);
+  const parsed = SWEEP_SCHEMA.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('').replace(/^\./, '');
+    throw new UserError(`${shown} is damaged (${where ? `${where}: ` : ''}${issue.message}); ${startOver}`);
+  }
+  // The settings are checked key by key against the command's own before they are used (resumeFrom).
+  return { ...parsed.data, settings: parsed.data.settings as unknown as SweepSettings };
+}
+
 /** Writes `text` to `file` through a temporary file and a rename: readers never see half a file. */
 export function writeAtomically(file: string, text: string | Buffer): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.partial-${process.pid}`);
@@ -134,15 +202,7 @@ function resumeFrom(out: string, settings: SweepSettings): SweepFile | null {
     if (fs.readdirSync(out).length === 0) return null;
     throw new UserError(`--out ${out} exists and holds no ${SWEEP_FILE}; give a new --out (a sweep only writes into its own folder)`);
   }
-  let previous: SweepFile;
-  try {
-    previous = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new UserError(`${file} is not readable JSON (${firstLine(err)}); give a new --out`);
-  }
-  if (previous?.lowrankSweep !== 1 || !previous.settings || !Array.isArray(previous.points)) {
-    throw new UserError(`${file} was not written by lowrank sweep; give a new --out`);
-  }
+  const previous = readSweepFile(file);
   const differ = (Object.keys(settings) as (keyof SweepSettings)[]).filter((k) => JSON.stringify(previous.settings[k]) !== JSON.stringify(settings[k]));
   if (differ.length) {
     const shown = (k: keyof SweepSettings) => (k === 'model' ? 'a different model' : `${k} ${JSON.stringify(previous.settings[k])}, now ${JSON.stringify(settings[k])}`);
@@ -195,6 +255,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
     warmup: request.warmup,
   };
   const previous = resumeFrom(request.out, settings);
+  for (const w of heldOutWarnings(images.fit, images.holdout, images.holdoutSource === 'eval-data')) log(`warning: ${w}`);
 
   // Which targets the selected layers can reach at all: the rest are reported and skipped.
   const schemes = selectSchemes(request);
@@ -213,6 +274,9 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
   const points = previous ? [...previous.points] : [];
   const pending = reachable.filter((t) => !points.some((p) => p.target === t));
   if (previous) log(`resuming: ${reachable.length - pending.length} of ${reachable.length} points already in ${SWEEP_FILE}, ${pending.length} to compute`);
+  // Every point's model folder must be free for --keep (or a model lowrank wrote) before the first fit, not after it.
+  const inputFiles = [loaded.jsonPath, ...loaded.shards.map((s) => s.path)];
+  const keptChecks = new Map(request.keep ? pending.map((t) => [t, checkOutputDir(path.join(request.out, pointFolder(t)), true, inputFiles)]) : []);
   let file: SweepFile = previous ?? {
     lowrankSweep: 1, input: path.relative(process.cwd(), loaded.jsonPath), settings, images: { fit: 0, holdout: 0, labeled: 0 }, sensitivity: { layers: [], images: 0, seconds: 0 }, points,
   };
@@ -243,8 +307,12 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
       let model: string | null = null;
       if (request.keep) {
         model = pointFolder(target);
+        // The new weights in the input's precision, the others byte for byte, as compress writes them.
+        const changed = result.fitted.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
         await saveModel(result.built.model, path.join(request.out, model), {
-          force: true, topology: result.built.topology, userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, result.fitted),
+          force: true, check: keptChecks.get(target), topology: result.built.topology,
+          userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, result.fitted),
+          weights: keptWeights(result.built.model, loaded, changed, dominantEncoding(loaded)),
         });
       }
       result.built.model.dispose();

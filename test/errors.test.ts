@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../src/backend.js';
-import { numberFlag } from '../src/cli/common.js';
+import { numberFlag } from '../src/cli/flags.js';
 import { saveModel } from '../src/model/io.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, imageSubset, runCli, tempDir, type CliRun } from './helpers.js';
 
@@ -151,7 +151,7 @@ describe('flag values', () => {
 
 describe('--data folders and models images cannot feed', () => {
   test('--labels naming a folder', async () => {
-    await expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--labels', temp()], /--labels .*: not a file; give a text file of class names/);
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--data', imageFolder(1), '--labels', temp()], /--labels .*: is a folder, not a regular file; give a text file of class names/);
   });
   test('a dangling symlink, a symlink loop and a link back up the tree are skipped and counted', async () => {
     const data = imageFolder(2);
@@ -223,5 +223,82 @@ describe('accuracy that cannot mean anything', () => {
     assert.match(run.stderr, /warning: the original model's top-1 accuracy on the 30 labelled images is only [\d.]+%, near chance \(10\.0% for 10 classes\): the preprocessing \(--scale, --offset, --standardize\) or the class order \(--labels\) is probably wrong/);
     const fine = await cli(['bench', CHARCNN, CHARCNN, '--data', imageFolder(3, 10, FASHION_TEST), ...quickBench]);
     assert.doesNotMatch(fine.stderr, /near chance/);
+  });
+});
+
+describe('every numeric flag goes through one parser with bounds', () => {
+  const out = () => path.join(temp(), 'o');
+  test('sweep caps --runs and --warmup like bench', async () => {
+    for (const flag of ['--runs', '--warmup']) {
+      const stderr = await expectUserError(['sweep', CHARCNN, '--speedups', '2', '--data', imageFolder(1), '--out', out(), flag, '1e9'], new RegExp(`${flag} 1e9: at most 10000 \\(`));
+      assert.doesNotMatch(stderr, /measuring|sweep: /);
+    }
+  });
+  test('--epochs has a cap', async () => {
+    await expectUserError(['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', imageFolder(1), '--finetune', '--epochs', '1e9'], /--epochs 1e9: at most 1000 \(/);
+  });
+  test('an empty value is refused, not read as 0', async () => {
+    const data = imageFolder(1);
+    await expectUserError(['compress', CHARCNN, '--layers', 'conv3', '--rank', '8', '--out', out(), '--data', data, '--iterations', ''], /--iterations '': give a whole number ≥ 0/);
+    await expectUserError(['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', data, '--seed', ''], /--seed '': give a whole number ≥ 0/);
+    await expectUserError(['bench', CHARCNN, CHARCNN, '--warmup', ''], /--warmup '': give a whole number ≥ 0/);
+  });
+  test('--seed has a 32-bit cap', async () => {
+    await expectUserError(['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', imageFolder(1), '--seed', '1e300'], /--seed 1e300: at most 4294967295 \(seeds are 32-bit/);
+  });
+});
+
+describe('conflicting or ignored flags: refused or warned by one table', () => {
+  const out = () => path.join(temp(), 'o');
+  test('refused before any work', async () => {
+    const data = imageFolder(1);
+    const cases: [string[], RegExp][] = [
+      [['sweep', CHARCNN, '--speedups', '2,,4', '--data', data, '--out', out()], /--speedups 2,,4: an empty item in the list/],
+      [['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', data, '--joint', '--no-joint'], /--joint and --no-joint contradict each other/],
+      [['compress', CHARCNN, '--rank', '8', '--scheme', '2', '--basis', 'shared', '--out', out()], /--basis applies to --scheme 1 only/],
+      [['compress', CHARCNN, ...cheapFit, '--out', out(), '--data', data, '--offset', '1', '--standardize'], /--standardize replaces --scale and --offset/],
+      [['bench', CHARCNN, CHARCNN, '--batch', '4,4'], /--batch 4,4: 4 is given twice/],
+    ];
+    for (const [args, pattern] of cases) {
+      const stderr = await expectUserError(args, pattern);
+      assert.doesNotMatch(stderr, /factorizing|timing|predicting/, args.join(' '));
+    }
+  });
+  test('warned: --basis on layers scheme 1 does not replace, --threads on the cpu backend', async () => {
+    const run = await cli(['compress', CHARCNN, '--scheme', '1', '--basis', 'shared', '--layers', 'conv4', '--rank', '2', '--out', out()]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /warning: --basis shared is ignored: scheme 1 replaces convs larger than 1×1, and --layers names only 1×1 convs and Dense layers \(conv4\)/);
+    const twice = await cli(['compress', CHARCNN, '--layers', 'conv2', '--rank', '4', '--out', out(), '--rank', '2']);
+    assert.equal(twice.code, 0, twice.stderr);
+    assert.match(twice.stderr, /warning: --rank is given more than once: the last, 2, is used/);
+    const cpu = await cli(['--backend', 'cpu', '--threads', '4', 'inspect', CHARCNN, '--no-spectra']);
+    assert.equal(cpu.code, 0, cpu.stderr);
+    assert.match(cpu.stderr, /warning: --threads applies to the wasm backend; the cpu backend computes on one thread: ignored/);
+  });
+  test('--rank naming a missing layer names --rank', async () => {
+    await expectUserError(['compress', CHARCNN, '--rank', 'conv9=4', '--out', out()], /^lowrank: --rank: no layer named 'conv9'; eligible: /);
+  });
+});
+
+describe('reports that would mislead', () => {
+  test('--labels naming a class twice is refused', async () => {
+    const labels = path.join(temp(), 'dup.txt');
+    const classes = fs.readdirSync(FASHION_TEST).sort();
+    fs.writeFileSync(labels, `${[...classes, classes[1]].join('\n')}\n`);
+    await expectUserError(['evaluate', CHARCNN, '--data', imageFolder(1, 10, FASHION_TEST), '--labels', labels], /--labels .*dup\.txt: names the class '1_trouser' twice; give each class once/);
+  });
+  test('a tiny hold-out is warned about', async () => {
+    const run = await cli(['compress', CHARCNN, '--layers', 'conv3', '--rank', '8', '--iterations', '0', '--out', path.join(temp(), 'o'), '--data', imageFolder(3), '--holdout', '1e-9']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /warning: only 1 held-out image: each moves the held-out accuracy by 100\.0 points, .*raise --holdout or give --eval-data \(at least 20\)/);
+  });
+  test('--eval-data holding the --data images (copies, by content) is warned about', async () => {
+    const data = imageFolder(3);
+    const run = await cli(['compress', CHARCNN, '--layers', 'conv3', '--rank', '8', '--iterations', '0', '--out', path.join(temp(), 'o'), '--data', data, '--eval-data', imageFolder(2)]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /warning: 4 of the 4 --eval-data images are also fitting images in --data \(e\.g\. .*\.png\): the held-out figures are not held out/);
+    const apart = await cli(['compress', CHARCNN, '--layers', 'conv3', '--rank', '8', '--iterations', '0', '--out', path.join(temp(), 'o2'), '--data', data, '--eval-data', imageFolder(2, 2, FASHION_TEST)]);
+    assert.equal(apart.code, 0, apart.stderr);
+    assert.doesNotMatch(apart.stderr, /also fitting images/);
   });
 });

@@ -83,8 +83,22 @@ export function errorLine(run: CliRun): string {
   return lines[lines.length - 1];
 }
 
+/** Every temporary folder a test made: removed when the test file's process ends, passed or failed. */
+const madeFolders: string[] = [];
+process.on('exit', () => {
+  for (const dir of madeFolders) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // A test that took a folder's permissions away restores them; otherwise leave it.
+    }
+  }
+});
+
 export function tempDir(prefix = 'lowrank-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  madeFolders.push(dir);
+  return dir;
 }
 
 /** A new folder with the first `perClass` images of each of the first `classes` class folders of `source` (sorted by name). */

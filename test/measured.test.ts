@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { useBackend } from '../src/backend.js';
+import { measuredShortfall } from '../src/cli/compress.js';
 import { loadModel } from '../src/model/io.js';
 import { allocateTime, type TimeOption } from '../src/measured.js';
 import { mulberry32 } from '../src/random.js';
@@ -105,6 +106,20 @@ describe('compress --speedup --measured', () => {
 
     assert.equal(m.bench.batch, 32);
     assert.ok(m.bench.speedup > 1 && m.bench.speedupLow <= m.bench.speedup && m.bench.speedup <= m.bench.speedupHigh, JSON.stringify(m.bench));
+
+    // The closing bench is the check of the promise: short of the target, a warning says by how much.
+    const warning = /warning: the closing bench at batch 32 measured ([\d.]+)× \[[\d.]+–[\d.]+×\]: ([\d.]+)× \([\d.]+ ?%\) short of the 3× target at the median, (and ([\d.]+)× short even at the top of its 95% interval|though its 95% interval reaches the target)/;
+    const said = warning.exec(run.stderr);
+    assert.equal(said !== null, m.bench.speedup < target, `bench ${JSON.stringify(m.bench)}; stderr ${run.stderr}`);
+    if (said) {
+      assert.equal(Number(said[2]), Number((target - m.bench.speedup).toFixed(2)));
+      assert.equal(said[4] !== undefined, m.bench.speedupHigh < target);
+    }
+    // The same bench against a target above the top of its interval, as the CLI words it.
+    const above = Math.ceil(m.bench.speedupHigh * 10 + 1) / 10;
+    const line = measuredShortfall({ target: above, bench: m.bench });
+    assert.match(line ?? '', new RegExp(`short of the ${above}× target at the median, and ${(above - m.bench.speedupHigh).toFixed(2)}× short even at the top of its 95% interval`));
+    assert.equal(measuredShortfall({ target: m.bench.speedup, bench: m.bench }), null);
   });
 
   test('a target the measured times cannot reach: one line with the maximum and what holds it back, nothing written', async () => {

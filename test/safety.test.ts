@@ -79,7 +79,7 @@ describe('--force never deletes what lowrank did not write (items 1–2)', () =>
     const input = await smallModel();
     const dir = path.dirname(input);
     const before = treeSnapshot(dir);
-    expectRefused(runCli(compressArgs('model.json', '.', '--force'), dir), /holds the input model/);
+    expectRefused(runCli(compressArgs('model.json', '.', '--force'), dir), /--out \. is the working folder/);
     assert.deepEqual(treeSnapshot(dir), before);
   });
 
@@ -413,5 +413,70 @@ describe('model files that are not regular, too large or unreadable (items 10–
       assert.equal(runs[i].code, 1, runs[i].stderr);
       assert.match(lastLine(runs[i].stderr), new RegExp(`${target.replace('.', '\\.')}'?: permission denied`));
     });
+  });
+});
+
+describe('every file lowrank reads is checked up front; --out is checked before the work', () => {
+  /** Each command line in turn in one fresh process with a time limit (a wrongly opened FIFO blocks); each run's exit code and stderr. */
+  const runEach = (commands: string[][], cwd = ROOT): { code: number; stderr: string }[] => {
+    const script = `
+      import { main } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'cli', 'main.js'))};
+      for (const args of ${JSON.stringify(commands)}) {
+        const code = await main([process.execPath, 'lowrank', '--backend', 'wasm', '--threads', '1', ...args]);
+        process.stderr.write('\\n@@exit ' + code + '\\n');
+      }
+      process.exit(0);
+    `;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd, encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+    assert.equal(run.status, 0, `timed out or failed: ${String(run.error ?? run.stderr)}`);
+    const parts = run.stderr.split(/^@@exit (-?\d+)$/m);
+    return commands.map((_, i) => ({ stderr: parts[2 * i].trim(), code: Number(parts[2 * i + 1]) }));
+  };
+
+  test('a FIFO metadata.json beside the model, or a FIFO sweep.json in --out: "not a regular file", exit 1, nothing written', async () => {
+    const input = await smallModel();
+    const work = path.dirname(path.dirname(input));
+    spawnSync('mkfifo', [path.join(path.dirname(input), 'metadata.json')]);
+    const sweepOut = path.join(work, 'sweep');
+    fs.mkdirSync(sweepOut);
+    spawnSync('mkfifo', [path.join(sweepOut, 'sweep.json')]);
+    const images = path.join(FASHION_TRAIN, '..', 'test');
+    const runs = runEach([
+      ['evaluate', input, '--data', images],
+      ['compress', input, '--layers', 'conv2', '--rank', '2', '--out', path.join(work, 'out')],
+      ['sweep', CHARCNN, '--speedups', '2', '--data', FASHION_TRAIN, '--samples', '8', '--iterations', '0', '--out', sweepOut],
+    ]);
+    for (const run of runs.slice(0, 2)) {
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr.split('\n').pop()!, /model[/\\]metadata\.json: is a FIFO, not a regular file; /);
+    }
+    assert.equal(runs[2].code, 1, runs[2].stderr);
+    assert.match(runs[2].stderr.split('\n').pop()!, /sweep\.json: is a FIFO, not a regular file; delete it to start the sweep over, or give another --out/);
+    assert.deepEqual(fs.readdirSync(work).sort(), ['model', 'sweep']);
+  });
+
+  test('a metadata.json that is a folder is refused before any work', async () => {
+    const input = await smallModel();
+    const work = path.dirname(path.dirname(input));
+    fs.mkdirSync(path.join(path.dirname(input), 'metadata.json'));
+    const run = await cli(compressArgs(input, path.join(work, 'out')).slice(2));
+    expectRefused(run, /metadata\.json: is a folder, not a regular file; /);
+    assert.doesNotMatch(run.stderr, /factorizing/);
+    assert.deepEqual(fs.readdirSync(work), ['model']);
+  });
+
+  test('--out . (the working folder) and --out .. (a folder holding it) are refused, even when empty', async () => {
+    const empty = tempDir();
+    for (const out of ['.', '..', empty]) {
+      expectRefused(await cli(['compress', CHARCNN, '--rank', '4', '--out', out, '--force'], empty), out === '..' ? /--out \.\. is a folder holding the working folder/ : /is the working folder; give a new folder inside it/);
+      assert.ok(fs.existsSync(empty));
+      assert.deepEqual(fs.readdirSync(empty), []);
+    }
+  });
+
+  test('an --out that cannot be created (/proc/x) is refused before any work', async () => {
+    const run = await cli(['compress', CHARCNN, '--rank', '4', '--out', '/proc/x']);
+    expectRefused(run, /--out \/proc\/x: \/proc is not writable/);
+    assert.doesNotMatch(run.stderr, /factorizing/);
   });
 });

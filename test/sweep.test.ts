@@ -88,13 +88,62 @@ describe('lowrank sweep', () => {
     assert.ok(!firstJson.points.some((p) => p.target === 100));
   });
 
-  test('--keep saves every point\'s model', async () => {
+  test('--keep saves every point\'s model, in the input\'s precision (float16) like compress', async () => {
     for (const p of firstJson.points) {
       assert.equal(p.model, path.join('models', `${p.target}x`));
-      const { model } = await loadModel(path.join(out, p.model!));
+      const { model, weights } = await loadModel(path.join(out, p.model!));
       assert.ok(model.layers.some((l) => l.name === 'conv2_v'));
       model.dispose();
+      assert.ok(weights.some((w) => w.spec.name.startsWith('conv2_v')));
+      for (const w of weights) assert.equal(w.spec.quantization?.dtype, 'float16', w.spec.name);
     }
+  });
+
+  /** A copy of the first run's sweep.json, changed by `edit`, in a new --out folder. */
+  const sweepCopy = (edit: (json: any) => unknown): string => {
+    const dir = path.join(tempDir(), 'sweep');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'sweep.json'), JSON.stringify(edit(structuredClone(firstJson))));
+    return dir;
+  };
+
+  test('a damaged sweep.json is refused: what is wrong and how to start over, exit 1, nothing changed', async () => {
+    const cases: [(json: any) => unknown, RegExp][] = [
+      [(j) => ((j.points[0].measured = []), j), /points\[0\]\.measured: needs a timing at batch 1 and 32/],
+      [(j) => ((j.points = [{ target: 2, ranks: {} }]), j), /points\[0\]\.ranks: names no layer/],
+      [(j) => ((j.points = [null, 5]), j), /points\[0\]: Expected object, received null/],
+      [(j) => ((j.points[0].target = String(j.points[0].target)), j), /points\[0\]\.target: Expected number, received string/],
+      [(j) => ((j.points = [j.points[0], j.points[0]]), j), /points: target 4 appears twice/],
+    ];
+    for (const [edit, pattern] of cases) {
+      const dir = sweepCopy(edit);
+      const snapshot = folderSnapshot(dir);
+      const run = await sweep(dir, '4,8', ['--keep']);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(errorLine(run), /^lowrank: .*sweep\.json is damaged \(/);
+      assert.match(errorLine(run), pattern);
+      assert.match(errorLine(run), /; delete it to start the sweep over, or give another --out$/);
+      assert.deepEqual(folderSnapshot(dir), snapshot);
+    }
+  });
+
+  test('--keep over a foreign file or a symlink in a point\'s folder is refused before any fit', async () => {
+    const foreign = sweepCopy((j) => ((j.points = []), j));
+    fs.mkdirSync(path.join(foreign, 'models', '4x'), { recursive: true });
+    fs.writeFileSync(path.join(foreign, 'models', '4x', 'notes.txt'), 'mine');
+    const linked = sweepCopy((j) => ((j.points = []), j));
+    const elsewhere = tempDir();
+    fs.writeFileSync(path.join(elsewhere, 'keep.txt'), 'mine');
+    fs.mkdirSync(path.join(linked, 'models'));
+    fs.symlinkSync(elsewhere, path.join(linked, 'models', '4x'));
+    for (const [dir, pattern] of [[foreign, /models[/\\]4x: .*--force replaces only an empty folder or a model lowrank wrote/], [linked, /models[/\\]4x is a symbolic link/]] as const) {
+      const run = await sweep(dir, '4', ['--keep']);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(errorLine(run), pattern);
+      assert.doesNotMatch(run.stderr, /sweep: |decoding/);
+    }
+    assert.equal(fs.readFileSync(path.join(foreign, 'models', '4x', 'notes.txt'), 'utf8'), 'mine');
+    assert.deepEqual(fs.readdirSync(elsewhere), ['keep.txt']);
   });
 
   test('a rerun resumes: finished points are not computed again', async () => {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import {
-  MAX_BENCH_BATCH, MIN_RUNS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
+  MIN_RUNS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
   type Agreement, type BatchTiming, type LayerTiming, type Ratio,
 } from '../bench.js';
 import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';
@@ -13,11 +13,10 @@ import { listLayers } from '../model/layers.js';
 import { readReplacementRecords } from '../compress.js';
 import { modelMacs } from '../cost.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, addTimingOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, addTimingOptions, note, startBackend, type ImageFlags } from './common.js';
+import { parseFlag, parseFlagList } from './flags.js';
+import { checkFlagRules } from './rules.js';
 import { imageSetup } from './images.js';
-
-/** Most timed (or warm-up) runs per batch size. */
-const MAX_RUNS = 10000;
 
 interface BenchFlags extends ImageFlags {
   data?: string;
@@ -39,10 +38,12 @@ export function registerBench(program: Command): void {
     .option('--per-layer', 'time each conv layer and its replacement inside the model runs, at the largest batch')
     .option('--json', 'print the report as JSON on stdout');
   addImageOptions(addTimingOptions(command)).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
+    const warnings = checkFlagRules(cmd);
     const backend = await startBackend(cmd);
-    const batches = flags.batch.split(',').map((s) => intFlag(s.trim(), '--batch', 1, { limit: MAX_BENCH_BATCH, why: 'larger batches time nothing new' }));
-    const runs = intFlag(flags.runs, '--runs', 1, { limit: MAX_RUNS, why: 'the median settles long before' });
-    const warmup = intFlag(flags.warmup, '--warmup', 0, { limit: MAX_RUNS, why: 'a backend warms up in a few runs' });
+    for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
+    const batches = parseFlagList('--bench-batch', flags.batch, '--batch');
+    const runs = parseFlag('--runs', flags.runs);
+    const warmup = parseFlag('--warmup', flags.warmup);
     const setup = flags.data ? imageSetup(cmd, flags, beforePath) : null;
     const images = flags.data && setup ? listImages(flags.data, setup.labels) : null;
     const a = await loadModel(beforePath);

@@ -2,10 +2,11 @@
 import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MAX_THREADS, backendThreads, useBackend, type BackendChoice } from '../backend.js';
+import { backendThreads, useBackend, type BackendChoice } from '../backend.js';
 import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, MIN_TIMED_MS } from '../bench.js';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
+import { numberFlag, parseFlag } from './flags.js';
 import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
 
 /** Options every command takes (see main.ts). */
@@ -22,7 +23,7 @@ export function note(message: string): void {
 
 export async function startBackend(command: Command): Promise<string> {
   const { backend, threads } = command.optsWithGlobals() as GlobalOptions;
-  const name = await useBackend(backend, intFlag(threads, '--threads', 1, { limit: MAX_THREADS, why: 'more threads than that only wait for each other' }));
+  const name = await useBackend(backend, parseFlag('--threads', threads));
   const n = backendThreads();
   note(`lowrank: tfjs backend ${name}${n === null ? '' : `, ${n} thread${n === 1 ? '' : 's'}`}`);
   return name;
@@ -47,14 +48,6 @@ export function addImageOptions(command: Command): Command {
     .option('--labels <file>', 'class names in output order, one per line (default: the labels of a metadata.json beside the model, else sorted subfolder names)');
 }
 
-/** A number, or a fraction a/b of two numbers (as the help writes 1/255). */
-export function numberFlag(value: string, flag: string): number {
-  const numbers = value.split('/').map((p) => (p.trim() === '' ? NaN : Number(p)));
-  const n = numbers.length === 1 ? numbers[0] : numbers.length === 2 ? numbers[0] / numbers[1] : NaN;
-  if (!Number.isFinite(n)) throw new UserError(`${flag} ${value}: give a number or a fraction (e.g. 1/255)`);
-  return n;
-}
-
 export function pixelOptions(flags: ImageFlags): PixelOptions {
   const scale = numberFlag(flags.scale, '--scale');
   const offset = numberFlag(flags.offset, '--offset');
@@ -73,20 +66,20 @@ export function addTimingOptions(command: Command): Command {
     .option('--warmup <n>', 'untimed runs first', String(DEFAULT_WARMUP));
 }
 
-/** A whole number from `min` to `max` from a flag; `why` says what the upper limit protects. */
-export function intFlag(value: string, flag: string, min = 1, max?: { limit: number; why: string }): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} ${value}: give a whole number ≥ ${min}`);
-  if (max && n > max.limit) throw new UserError(`${flag} ${value}: at most ${max.limit} (${max.why})`);
-  return n;
-}
-
 /**
  * Fails before any work if the file system refuses `dir`'s name as too long, or that of the
  * temporary folder the model is written into beside it (the longest name lowrank creates there).
  */
 export function checkOutputName(dir: string, flag = '--out'): void {
+  if (dir.trim() === '') throw new UserError(`${flag} is empty; give the folder to write into`);
   const out = path.resolve(dir);
+  // The working folder, or a folder holding it, would be swapped away under the shell.
+  const realOut = fs.existsSync(out) ? fs.realpathSync(out) : out;
+  const here = fs.realpathSync(process.cwd());
+  const rel = path.relative(realOut, here);
+  if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel))) {
+    throw new UserError(`${flag} ${dir} is ${rel === '' ? 'the working folder' : 'a folder holding the working folder'}; give a new folder inside it (e.g. ${flag} out)`);
+  }
   const temporary = path.join(path.dirname(out), `.${path.basename(out)}.partial-XXXXXX-old`);
   for (const p of [out, temporary]) {
     try {

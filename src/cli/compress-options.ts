@@ -3,10 +3,10 @@
  * targets, and data reconstruction (--data and the options that only apply with it).
  */
 import { Command, Option } from 'commander';
-import { UserError } from '../errors.js';
 import { DEFAULT_RECONSTRUCT, type ReconstructOptions } from '../reconstruct/index.js';
 import { SCHEME_NAMES, schemeHelp, type SchemeOptions } from '../schemes/index.js';
-import { addImageOptions, intFlag, type ImageFlags } from './common.js';
+import { addImageOptions, type ImageFlags } from './common.js';
+import { parseFlag, parseFlagOrAuto } from './flags.js';
 import { imageSetup } from './images.js';
 
 export interface SchemeFlags {
@@ -25,20 +25,12 @@ export function addSchemeOptions(command: Command): Command {
 }
 
 export function schemeOptions(flags: SchemeFlags): SchemeOptions & { layers?: string[] } {
-  if (flags.separable && flags.scheme !== '1') throw new UserError('--separable applies to --scheme 1 only');
   return {
     scheme: flags.scheme,
     basis: flags.basis,
     separable: flags.separable ?? false,
     layers: flags.layers?.split(',').map((s) => s.trim()).filter(Boolean),
   };
-}
-
-/** A whole-model speedup target given as `flag`. */
-export function speedupValue(text: string, flag: string): number {
-  const x = Number(text);
-  if (!Number.isFinite(x) || x <= 1) throw new UserError(`${flag} ${text}: give a number above 1 (e.g. 4 for a model needing a quarter of the MACs)`);
-  return x;
 }
 
 /** Data reconstruction flags (--data and the options that only apply with it). */
@@ -52,12 +44,6 @@ export interface DataFlags extends ImageFlags {
   evalData?: string;
   holdout: string;
 }
-
-/** Limits of --iterations and --batch: beyond them a run takes hours or exhausts memory for nothing. */
-const MAX_ITERATIONS = 100000;
-const MAX_BATCH = 4096;
-
-const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData', 'holdout', 'scale', 'offset', 'standardize', 'resize', 'labels'];
 
 /** --data (optional unless `required`), the data reconstruction options and the image options. */
 export function addDataOptions(command: Command, dataHelp: string, required = false): Command {
@@ -74,30 +60,18 @@ export function addDataOptions(command: Command, dataHelp: string, required = fa
   return addImageOptions(command);
 }
 
-/** The data reconstruction options, or null without --data (then no data-only flag may be given). */
+/** The data reconstruction options, or null without --data (rules.ts refuses data-only flags then). */
 export function reconstructOptions(flags: DataFlags, command: Command, modelPath: string): ReconstructOptions | null {
-  if (!flags.data) {
-    const given = DATA_ONLY.filter((k) => command.getOptionValueSource(k) === 'cli');
-    if (given.length) {
-      const flag = command.options.find((o) => o.attributeName() === given[0])!;
-      throw new UserError(`${flag.long} applies to data reconstruction: give --data <image-folder> too`);
-    }
-    return null;
-  }
-  const holdout = Number(flags.holdout);
-  if (!(holdout > 0 && holdout < 1)) throw new UserError(`--holdout ${flags.holdout}: give a fraction between 0 and 1 (e.g. 0.2)`);
-  if (flags.evalData && command.getOptionValueSource('holdout') === 'cli') {
-    throw new UserError('--holdout sets images of --data aside for checking; with --eval-data all of --data is used for fitting: give one of the two');
-  }
+  if (!flags.data) return null;
   return {
     data: flags.data,
     evalData: flags.evalData,
-    holdout,
-    samples: intFlag(flags.samples, '--samples', 2),
+    holdout: parseFlag('--holdout', flags.holdout),
+    samples: parseFlag('--samples', flags.samples),
     joint: flags.joint ?? DEFAULT_RECONSTRUCT.joint,
-    iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0, { limit: MAX_ITERATIONS, why: 'the fit settles within a few thousand steps' }),
-    batch: intFlag(flags.batch, '--batch', 1, { limit: MAX_BATCH, why: 'larger minibatches fit no better and may not fit in memory' }),
-    seed: intFlag(flags.seed, '--seed', 0),
+    iterations: parseFlagOrAuto('--iterations', flags.iterations),
+    batch: parseFlag('--batch', flags.batch),
+    seed: parseFlag('--seed', flags.seed),
     ...imageSetup(command, flags, modelPath),
   };
 }

@@ -6,7 +6,7 @@ import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport, type MeasuredReport } from '../pipeline.js';
 import type { MaxLossReport } from '../maxloss.js';
 import { stderrReporter } from '../reconstruct/index.js';
-import { MAX_BENCH_BATCH } from '../bench.js';
+import type { BatchTiming } from '../bench.js';
 import { DEFAULT_PROBES } from '../maxloss.js';
 import { DEFAULT_TIMING_BATCH, measuredReach } from '../measured.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
@@ -14,10 +14,12 @@ import type { ReconstructOptions } from '../reconstruct/index.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { formatRanks } from '../ranks.js';
 import { FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
-import { checkOutputName, intFlag, note, startBackend } from './common.js';
+import { checkOutputName, note, startBackend } from './common.js';
 import {
-  addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, speedupValue, type DataFlags, type SchemeFlags,
+  addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, type DataFlags, type SchemeFlags,
 } from './compress-options.js';
+import { parseFlag, parseFlagOrAuto } from './flags.js';
+import { checkFlagRules } from './rules.js';
 
 interface CompressFlags extends SchemeFlags {
   rank?: string;
@@ -33,39 +35,17 @@ interface CompressFlags extends SchemeFlags {
   json?: boolean;
 }
 
-/** Most --max-loss probes: past a dozen the range left is finer than the held-out images can tell apart. */
-const MAX_PROBES = 12;
-
 interface FinetuneFlags {
   finetune?: boolean;
   epochs: string;
   finetuneLayers: 'factors' | 'all';
 }
 
-/** --max-loss: points of top-1 accuracy (or agreement) the user accepts to lose. */
-function maxLossValue(text: string): number {
-  const x = Number(text);
-  if (text.trim() === '' || !Number.isFinite(x) || x < 0) {
-    throw new UserError(`--max-loss ${text}: give the points of top-1 accuracy (or of agreement with the original) you accept to lose, a number ≥ 0 (e.g. 0.5)`);
-  }
-  return x;
-}
-
-/** A flag that only means something beside another: refused without it. */
-function onlyWith(command: Command, flag: string, key: string, needs: string, given: boolean): void {
-  if (!given && command.getOptionValueSource(key) === 'cli') throw new UserError(`${flag} applies to ${needs}: give ${needs} too`);
-}
-
-/** The fine-tuning options, or null without --finetune (then --epochs and --finetune-layers may not be given). */
-function finetuneOptions(flags: FinetuneFlags, command: Command, data: ReconstructOptions | null): FinetuneOptions | null {
-  if (!flags.finetune || !data) {
-    const given = ['finetune', 'epochs', 'finetuneLayers'].find((k) => command.getOptionValueSource(k) === 'cli');
-    if (given === 'finetune') throw new UserError('--finetune applies to data reconstruction: give --data <image-folder> too');
-    if (given) throw new UserError(`${given === 'epochs' ? '--epochs' : '--finetune-layers'} applies to fine-tuning: give --finetune too`);
-    return null;
-  }
+/** The fine-tuning options, or null without --finetune (rules.ts refuses --epochs and --finetune-layers then). */
+function finetuneOptions(flags: FinetuneFlags, data: ReconstructOptions | null): FinetuneOptions | null {
+  if (!flags.finetune || !data) return null;
   return {
-    epochs: flags.epochs === 'auto' ? 'auto' : intFlag(flags.epochs, '--epochs', 1),
+    epochs: parseFlagOrAuto('--epochs', flags.epochs),
     layers: flags.finetuneLayers,
     batch: data.batch,
     seed: data.seed,
@@ -93,12 +73,11 @@ export function registerCompress(program: Command): void {
     .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'));
   addDataOptions(addSchemeOptions(command), 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .action(async (modelPath: string, flags: CompressFlags & DataFlags & FinetuneFlags, cmd: Command) => {
+      const warnings = checkFlagRules(cmd, modelPath);
       const backend = await startBackend(cmd);
-      if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the compressed model into');
+      for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
       checkOutputName(flags.out);
       const data = reconstructOptions(flags, cmd, modelPath);
-      onlyWith(cmd, '--probes', 'probes', '--max-loss', flags.maxLoss !== undefined);
-      onlyWith(cmd, '--timing-batch', 'timingBatch', '--measured', flags.measured ?? false);
       const report = await runCompress(
         {
           input: modelPath,
@@ -106,19 +85,21 @@ export function registerCompress(program: Command): void {
           force: flags.force ?? false,
           ...schemeOptions(flags),
           rank: flags.rank === undefined ? undefined : parseRankSpec(flags.rank),
-          speedup: flags.speedup === undefined ? undefined : speedupValue(flags.speedup, '--speedup'),
+          speedup: flags.speedup === undefined ? undefined : parseFlag('--speedup', flags.speedup),
           measured: flags.measured ?? false,
-          timingBatch: flags.timingBatch === undefined ? undefined : intFlag(flags.timingBatch, '--timing-batch', 1, { limit: MAX_BENCH_BATCH, why: 'larger batches time nothing new' }),
-          maxLoss: flags.maxLoss === undefined ? undefined : maxLossValue(flags.maxLoss),
-          probes: flags.probes === undefined ? undefined : intFlag(flags.probes, '--probes', 1, { limit: MAX_PROBES, why: 'each halves the range left, and each is a whole fit' }),
+          timingBatch: flags.timingBatch === undefined ? undefined : parseFlag('--timing-batch', flags.timingBatch),
+          maxLoss: flags.maxLoss === undefined ? undefined : parseFlag('--max-loss', flags.maxLoss),
+          probes: flags.probes === undefined ? undefined : parseFlag('--probes', flags.probes),
           allowSlower: flags.allowSlower ?? false,
           data,
-          finetune: finetuneOptions(flags, cmd, data),
+          finetune: finetuneOptions(flags, data),
           quantize: flags.quantize === undefined ? undefined : encodingOfFlag(flags.quantize),
         },
         (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),
         stderrReporter(),
       );
+      const shortfall = report.measured && measuredShortfall(report.measured);
+      if (shortfall) note(chalk.yellow(`lowrank: warning: ${shortfall}`));
       const skipped = report.data ? skippedNote({ skipped: report.data.skippedFiles, decoded: 0 }) : null;
       if (skipped) note(chalk.yellow(`lowrank: warning: ${skipped}`));
       if (flags.json) {
@@ -129,6 +110,21 @@ export function registerCompress(program: Command): void {
         note(`lowrank: wrote ${report.output} (${report.saved.shards} weight shard${report.saved.shards > 1 ? 's' : ''})`);
       }
     });
+}
+
+/**
+ * With --measured: a warning when the closing bench measured less than the target, saying by how
+ * much at the median and whether even the top of its 95% interval falls short; null when it reached it.
+ */
+export function measuredShortfall(m: { target: number; bench: Pick<BatchTiming, 'batch' | 'speedup' | 'speedupLow' | 'speedupHigh'> }): string | null {
+  const b = m.bench;
+  if (b.speedup >= m.target) return null;
+  const measured = `the closing bench at batch ${b.batch} measured ${formatRatio(b.speedup)} [${b.speedupLow.toFixed(2)}–${formatRatio(b.speedupHigh)}]`;
+  const short = `${(m.target - b.speedup).toFixed(2)}× (${formatPercent(1 - b.speedup / m.target, 1)}) short of the ${m.target}× target at the median`;
+  const interval = b.speedupHigh < m.target
+    ? `and ${(m.target - b.speedupHigh).toFixed(2)}× short even at the top of its 95% interval`
+    : 'though its 95% interval reaches the target';
+  return `${measured}: ${short}, ${interval}; the layer timings promised more than the whole model delivers: ask for a higher --speedup, or time at the batch you deploy with (--timing-batch)`;
 }
 
 export function compressJson(backend: string, r: CompressReport) {

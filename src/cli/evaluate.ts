@@ -6,7 +6,9 @@ import { listImages, skippedNote, type BatchStats, type PixelOptions } from '../
 import { evaluateModel, nearChance, outputName, outputSize, type Evaluation } from '../evaluate.js';
 import { loadModel } from '../model/io.js';
 import { formatPercent, renderTable } from '../report/format.js';
-import { addImageOptions, intFlag, note, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, note, startBackend, type ImageFlags } from './common.js';
+import { parseFlag } from './flags.js';
+import { checkFlagRules } from './rules.js';
 import { imageSetup } from './images.js';
 
 interface EvaluateFlags extends ImageFlags {
@@ -27,8 +29,10 @@ export function registerEvaluate(program: Command): void {
     .option('--batch <n>', 'images per prediction', '64')
     .option('--json', 'print the report as JSON on stdout');
   addImageOptions(command).action(async (modelPath: string, flags: EvaluateFlags, cmd: Command) => {
+    const warnings = checkFlagRules(cmd);
     const backend = await startBackend(cmd);
-    const batch = intFlag(flags.batch, '--batch');
+    for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
+    const batch = parseFlag('--eval-batch', flags.batch, '--batch');
     const setup = imageSetup(cmd, flags, modelPath);
     const images = listImages(flags.data, setup.labels);
     const loaded = await loadModel(modelPath);

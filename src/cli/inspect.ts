@@ -6,6 +6,7 @@ import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
 import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { note, startBackend } from './common.js';
+import { checkFlagRules } from './rules.js';
 
 /** A conv layer this heavy is the one worth factorizing. */
 const HEAVY_SHARE = 0.1;
@@ -18,7 +19,9 @@ export function registerInspect(program: Command): void {
     .option('--json', 'print the report as JSON on stdout')
     .option('--no-spectra', 'skip the singular values behind the energy ranks (faster on huge models)')
     .action(async (modelPath: string, options: { json?: boolean; spectra: boolean }, command: Command) => {
+      const warnings = checkFlagRules(command);
       const backend = await startBackend(command);
+      for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
       const loaded = await loadModel(modelPath);
       const layers = listLayers(loaded.model);
       const report = await inspectLayers(layers, options.spectra);

@@ -2,14 +2,15 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import { UserError } from '../errors.js';
 import { stderrReporter } from '../reconstruct/index.js';
 import { formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { DEFAULT_SPEEDUPS, SWEEP_BATCHES, measuredAt, runSweep, writeSweepOutputs, type SweepReport } from '../sweep.js';
-import { addTimingOptions, intFlag, note, startBackend } from './common.js';
+import { addTimingOptions, checkOutputName, note, startBackend } from './common.js';
 import {
-  addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, speedupValue, type DataFlags, type SchemeFlags,
+  addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, type DataFlags, type SchemeFlags,
 } from './compress-options.js';
+import { parseFlag, parseFlagList } from './flags.js';
+import { checkFlagRules } from './rules.js';
 
 interface SweepFlags extends SchemeFlags, DataFlags {
   speedups: string;
@@ -31,10 +32,11 @@ export function registerSweep(program: Command): void {
     .option('--json', 'print the report as JSON on stdout');
   addDataOptions(addTimingOptions(addSchemeOptions(command)), 'images to fit the replaced layers to and to measure sensitivity on; one subfolder per class for accuracy', true)
     .action(async (modelPath: string, flags: SweepFlags, cmd: Command) => {
+      const warnings = checkFlagRules(cmd, modelPath);
       const backend = await startBackend(cmd);
-      if (flags.out.trim() === '') throw new UserError('--out is empty; give the folder to write the sweep into');
-      const speedups = flags.speedups.split(',').map((s) => s.trim()).filter(Boolean).map((s) => speedupValue(s, '--speedups'));
-      if (speedups.length === 0) throw new UserError('--speedups names no target; give comma-separated speedups (e.g. 2,4,8)');
+      for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
+      checkOutputName(flags.out);
+      const speedups = parseFlagList('--speedup', flags.speedups, '--speedups');
       const report = await runSweep(
         {
           input: modelPath,
@@ -43,8 +45,8 @@ export function registerSweep(program: Command): void {
           ...schemeOptions(flags),
           data: reconstructOptions(flags, cmd, modelPath)!,
           keep: flags.keep ?? false,
-          runs: intFlag(flags.runs, '--runs'),
-          warmup: intFlag(flags.warmup, '--warmup', 0),
+          runs: parseFlag('--runs', flags.runs),
+          warmup: parseFlag('--warmup', flags.warmup),
           backend,
         },
         (message) => note(message.startsWith('warning: ') ? chalk.yellow(`lowrank: ${message}`) : `lowrank: ${message}`),

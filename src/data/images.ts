@@ -3,12 +3,14 @@
  * from each image's class subfolder, decoded by sharp and resized (preprocess.ts), streamed in
  * batches so memory is bounded by the batch and not by the folder.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
 import { checkFiniteActivations } from '../model/finite.js';
+import { readCappedFile } from '../model/files.js';
 import { mulberry32 } from '../random.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
@@ -89,19 +91,17 @@ export interface ClassList {
   source: string;
 }
 
-/** The class names of a --labels file, one per line. */
+/** Largest --labels file read: even 100,000 class names take a few MiB. */
+const MAX_LABELS_BYTES = 16 * 1024 * 1024;
+
+/** The class names of a --labels file, one per line; each name once (a repeated name would score as an output the model lacks). */
 function readLabelsFile(labelsFile: string): ClassList {
-  let text: string;
-  try {
-    if (!fs.statSync(labelsFile).isFile()) throw new UserError(`--labels ${labelsFile}: not a file; give a text file of class names, one per line`);
-    text = fs.readFileSync(labelsFile, 'utf8');
-  } catch (err) {
-    if (err instanceof UserError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError(`--labels ${labelsFile}: ${code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? firstLine(err)})`}; give a text file of class names, one per line`);
-  }
+  const fix = 'give a text file of class names, one per line';
+  const text = readCappedFile(labelsFile, `--labels ${labelsFile}`, MAX_LABELS_BYTES, fix, 'a list of class names').toString('utf8');
   const names = text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new UserError(`--labels ${labelsFile}: the file lists no class names`);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) throw new UserError(`--labels ${labelsFile}: names the class '${twice}' twice; give each class once, in the model's output order`);
   return { names, source: labelsFile };
 }
 
@@ -281,4 +281,56 @@ export function skippedNote(stats: BatchStats): string | null {
   if (stats.skipped.length === 0) return null;
   const shown = stats.skipped.slice(0, 3).map((f) => path.basename(f)).join(', ');
   return `skipped ${stats.skipped.length} unreadable or non-image file${stats.skipped.length > 1 ? 's' : ''} (${shown}${stats.skipped.length > 3 ? ', …' : ''})`;
+}
+
+/** Below this many held-out images, one image moves accuracy by more than 5 points. */
+export const MIN_HELD_OUT = 20;
+
+/**
+ * Why the held-out report may mislead, as warnings: too few held-out images, or held-out images
+ * (from --eval-data) that are also fitting images — the same file, or the same bytes elsewhere.
+ */
+export function heldOutWarnings(fit: ImageEntry[], holdout: ImageEntry[], fromEvalData: boolean): string[] {
+  const warnings: string[] = [];
+  if (holdout.length < MIN_HELD_OUT) {
+    warnings.push(`only ${holdout.length} held-out image${holdout.length === 1 ? '' : 's'}: each moves the held-out accuracy by ${(100 / Math.max(1, holdout.length)).toFixed(1)} points, so those figures say little; ${fromEvalData ? 'give --eval-data more images' : 'raise --holdout or give --eval-data'} (at least ${MIN_HELD_OUT})`);
+  }
+  if (fromEvalData) {
+    const shared = sharedImages(fit.map((e) => e.file), holdout.map((e) => e.file));
+    if (shared.length) {
+      warnings.push(`${shared.length} of the ${holdout.length} --eval-data images are also fitting images in --data (e.g. ${path.basename(shared[0])}): the held-out figures are not held out; give --eval-data images the fit never sees`);
+    }
+  }
+  return warnings;
+}
+
+/** Files of `b` that are files of `a` too: the same file by real path, or the same bytes (hashed only where sizes match). */
+function sharedImages(a: string[], b: string[]): string[] {
+  const real = (f: string) => {
+    try {
+      return fs.realpathSync(f);
+    } catch {
+      return f;
+    }
+  };
+  const size = (f: string) => fs.statSync(f, { throwIfNoEntry: false })?.size ?? -1;
+  const hash = (f: string) => {
+    try {
+      return createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+    } catch {
+      return null;
+    }
+  };
+  const paths = new Set(a.map(real));
+  const sizesA = new Map<number, string[]>();
+  for (const f of a) sizesA.set(size(f), [...(sizesA.get(size(f)) ?? []), f]);
+  const hashesA = new Map<number, Set<string | null>>();
+  return b.filter((f) => {
+    if (paths.has(real(f))) return true;
+    const same = sizesA.get(size(f));
+    if (!same || size(f) < 0) return false;
+    if (!hashesA.has(size(f))) hashesA.set(size(f), new Set(same.map(hash)));
+    const h = hash(f);
+    return h !== null && hashesA.get(size(f))!.has(h);
+  });
 }

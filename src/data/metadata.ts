@@ -6,9 +6,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors.js';
+import { readCappedFile } from '../model/files.js';
 import type { ClassList, PixelOptions } from './images.js';
 
 export const METADATA_FILE = 'metadata.json';
+/** Largest metadata.json read: Teachable Machine's are a few hundred bytes. */
+const MAX_METADATA_BYTES = 16 * 1024 * 1024;
 
 /** Teachable Machine's pixel mapping: 0–255 → [-1, 1.008]. */
 export const TEACHABLE_PIXELS: Pick<PixelOptions, 'scale' | 'offset' | 'standardize'> = { scale: 1 / 127, offset: -1, standardize: false };
@@ -25,9 +28,10 @@ export function readModelMetadata(modelJsonPath: string): ModelMetadata | null {
   if (!fs.existsSync(file)) return null;
   const shown = path.relative(process.cwd(), file) || file;
   const fix = 'fix it (a Teachable Machine export has "labels": ["class", …]) or move it away from the model';
+  const text = readCappedFile(file, shown, MAX_METADATA_BYTES, `lowrank reads it as the model's Teachable Machine metadata: ${fix}`, 'a Teachable Machine metadata.json').toString('utf8');
   let json: any;
   try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    json = JSON.parse(text);
   } catch {
     throw new UserError(`${shown}: not valid JSON; ${fix}`);
   }

@@ -2,7 +2,9 @@
  * Reading and validating a tfjs LayersModel's files (model.json + binary weight shards) without
  * loading weights: everything a user can get wrong is reported as one line naming the file.
  * Only regular files are read (never a FIFO, device or directory), and model.json is read up to
- * a cap, so a hostile or mistaken path cannot block or exhaust memory.
+ * a cap, so a hostile or mistaken path cannot block or exhaust memory. `regularFileSize` and
+ * `readCappedFile` are the checks every file lowrank reads goes through (metadata.json, --labels,
+ * sweep.json too).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -38,23 +40,27 @@ const MAX_MODEL_JSON_BYTES = 64 * 1024 * 1024;
 export const shownPath = (p: string): string => path.relative(process.cwd(), p) || p;
 
 /** fs.statSync (following symlinks) with the failures a user can cause as one-line errors. */
-function statOf(p: string, shown: string): fs.Stats {
+function statOf(p: string, shown: string, missing = 'give a model.json or a folder holding one'): fs.Stats {
   try {
     return fs.statSync(p);
   } catch (err: any) {
-    if (err.code === 'ENOENT') throw new UserError(`${shown}: no such file or directory; give a model.json or a folder holding one`);
+    if (err.code === 'ENOENT') throw new UserError(`${shown}: no such file or directory; ${missing}`);
     if (err.code === 'ELOOP') throw new UserError(`${shown}: a loop of symbolic links; point to the real file`);
     if (err.code === 'EACCES') throw new UserError(`${shown}: permission denied; make it readable`);
     throw new UserError(`${shown}: cannot read (${firstLine(err)})`);
   }
 }
 
-/** Fails unless `p` (after following symlinks) is a regular file; returns its size. */
-export function regularFileSize(p: string, what: string): number {
-  const stat = statOf(p, what);
+/**
+ * Fails unless `p` (after following symlinks) is a regular file; returns its size. Opening a FIFO
+ * or a device would block or never end, and a folder fails only when read: every file lowrank
+ * reads is checked here first. `fix` says what to do instead.
+ */
+export function regularFileSize(p: string, what: string, fix = 'give the file itself'): number {
+  const stat = statOf(p, what, fix);
   if (!stat.isFile()) {
     const kind = stat.isDirectory() ? 'a folder' : stat.isFIFO() ? 'a FIFO' : stat.isSocket() ? 'a socket' : 'a device';
-    throw new UserError(`${what}: is ${kind}, not a regular file; give the file itself`);
+    throw new UserError(`${what}: is ${kind}, not a regular file; ${fix}`);
   }
   return stat.size;
 }
@@ -70,9 +76,9 @@ export function openForReading(p: string, what: string): number {
 }
 
 /** Reads a regular file of at most `max` bytes (checked before and while reading: the size may lie). */
-export function readCappedFile(p: string, what: string, max: number): Buffer {
-  const size = regularFileSize(p, what);
-  const tooBig = () => new UserError(`${what}: larger than ${max / (1024 * 1024)} MiB; not a tfjs model.json`);
+export function readCappedFile(p: string, what: string, max: number, fix?: string, expected = 'a tfjs model.json'): Buffer {
+  const size = regularFileSize(p, what, fix);
+  const tooBig = () => new UserError(`${what}: larger than ${max / (1024 * 1024)} MiB; not ${expected}`);
   if (size > max) throw tooBig();
   const fd = openForReading(p, what);
   try {
@@ -165,6 +171,10 @@ export function readModelFiles(input: string): ModelFiles {
   if (!Array.isArray(manifest)) throw new UserError(`${shown}: has no weightsManifest; not a tfjs LayersModel model.json`);
 
   const dir = path.dirname(jsonPath);
+  // A metadata.json beside the model is read (class names) or copied to the output: checked now,
+  // before any work, not when it is opened.
+  const metadataPath = path.join(dir, 'metadata.json');
+  if (fs.existsSync(metadataPath)) regularFileSize(metadataPath, shownPath(metadataPath), 'lowrank reads it as the model\'s Teachable Machine metadata: replace it with the file or move it away from the model');
   const weights: WeightEntry[] = [];
   const shards: ShardFile[] = [];
   let weightBytes = 0;

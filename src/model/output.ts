@@ -113,10 +113,12 @@ export function checkOutputDir(outDir: string, force: boolean, input?: string | 
   if (!fs.statSync(parent).isDirectory()) {
     throw new UserError(`--out ${outDir}: ${parent} is a file, not a folder`);
   }
+  // Permission bits do not tell (root passes them; /proc, read-only mounts and full disks refuse
+  // anyway): create and remove a folder where the output will go, before any work.
   try {
-    fs.accessSync(parent, fs.constants.W_OK);
-  } catch {
-    throw new UserError(`--out ${outDir}: ${parent} is not writable`);
+    fs.rmdirSync(fs.mkdtempSync(path.join(parent, `.${path.basename(out)}.probe-`)));
+  } catch (err: any) {
+    throw new UserError(`--out ${outDir}: ${parent} is not writable (${err.code ?? firstLine(err)}); choose a folder you can write to`);
   }
   return check;
 }
