@@ -88,20 +88,21 @@ export function registerBench(program: Command): void {
         if (chance) note(chalk.yellow(`lowrank: warning: ${chance}`));
         noted = true;
       }
-      note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + at least ${Math.max(runs, MIN_RUNS)} runs each, interleaved)`);
       return agreement;
     };
+    const timing = `timing batches ${batches.join(', ')} (${warmup} warm-up + at least ${Math.max(runs, MIN_RUNS)} runs each, interleaved)`;
     const reporter = stderrReporter();
     if (browser) {
       const result = await withChromium(browser.executable, (chromium) => benchInBrowser({
         browser: chromium, before: a, after: b, backends: browser.backends, batches, runs, warmup, agreementOn, reporter,
-        onBackend: (name) => note(`lowrank: in ${path.basename(browser.executable)}, tfjs backend ${name}`),
+        onBackend: (name) => note(`lowrank: ${path.basename(browser.executable)}, tfjs backend ${name}: agreement, then ${timing}`),
       }));
       const report = browserReport(a, b, result);
       process.stdout.write(`${flags.json ? JSON.stringify(report, null, 2) : renderBrowserBench(report)}\n`);
       return;
     }
     const agreement = await agreementOn();
+    note(`lowrank: ${timing}`);
     const timings = await timeModels(a.model, b.model, batches, runs, warmup, reporter);
     const largest = timings[timings.length - 1];
     const replaced = readReplacementRecords(b.userDefinedMetadata);
