@@ -123,6 +123,22 @@ describe('bench --browser without Chromium', () => {
   });
 });
 
+describe('bench --browser flags', () => {
+  test('an unknown backend, --per-layer with --browser, and --backends or --chromium without it: one-line errors', async () => {
+    const cases: [string[], string][] = [
+      [['--browser', '--backends', 'wasm,gpu'], "lowrank: --backends wasm,gpu: 'gpu' is not a browser backend; choose from wasm, webgl, webgpu"],
+      [['--browser', '--per-layer'], 'lowrank: --per-layer times layers in this process; leave it out with --browser'],
+      [['--backends', 'wasm'], 'lowrank: --backends chooses browser backends; give --browser too'],
+      [['--chromium', 'chromium'], 'lowrank: --chromium chooses the browser for --browser; give --browser too'],
+    ];
+    for (const [flags, message] of cases) {
+      const run = await cli(['bench', CHARCNN, CHARCNN, ...flags]);
+      assert.notEqual(run.code, 0, flags.join(' '));
+      assert.equal(errorLine(run), message);
+    }
+  });
+});
+
 describe('in Chromium', { skip: chromium ? false : NO_CHROMIUM }, () => {
   let browser: Browser;
   let original: LoadedModel;
