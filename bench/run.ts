@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads browser` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runAllocationBench } from './allocation.js';
+import { runBrowserBench } from './browser.js';
 import { runFinetuneBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
 import { runMobilenetBench } from './mobilenet.js';
@@ -36,6 +37,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   mobilenet: runMobilenetBench,
   sweep: runSweepBench,
   threads: runThreadsBench,
+  browser: runBrowserBench,
 };
 
 const chosen = process.argv.slice(2);

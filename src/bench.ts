@@ -100,6 +100,9 @@ function stats(times: number[], batch: number): TimingStats {
   return { medianMs: median, p10Ms: quantile(times, 0.1), p90Ms: quantile(times, 0.9), imagesPerSec: (batch * 1000) / median };
 }
 
+/** One timed prediction: its time in milliseconds, data read back included. */
+export type Timer = () => Promise<number>;
+
 /** Time of one call, data read back included. */
 async function timeOnce(run: () => tf.Tensor | tf.Tensor[]): Promise<number> {
   const start = performance.now();
@@ -111,6 +114,9 @@ async function timeOnce(run: () => tf.Tensor | tf.Tensor[]): Promise<number> {
   return ms;
 }
 
+/** A timer of `run` in this process. */
+const timerOf = (run: () => tf.Tensor | tf.Tensor[]): Timer => () => timeOnce(run);
+
 /** A fixed-seed uniform [0,1) batch of the model's input shape. */
 export function randomInput(inputShape: (number | null)[], batch: number, seed = 1): tf.Tensor {
   return tf.randomUniform([batch, ...(inputShape.slice(1) as number[])], 0, 1, 'float32', seed);
@@ -119,23 +125,21 @@ export function randomInput(inputShape: (number | null)[], batch: number, seed =
 const sum = (values: number[]) => values.reduce((s, v) => s + v, 0);
 
 /**
- * Interleaved timing of several functions on the same input, round after round (every other round
- * in reverse order, so none always runs on a warmer cache) until `enough` holds for the times so
- * far (one list per function); `onRound` after each warm-up or timed round.
+ * Interleaved timing of several timers, round after round (every other round in reverse order, so
+ * none always runs on a warmer cache) until `enough` holds for the times so far (one list per
+ * timer); `onRound` after each warm-up or timed round.
  */
-async function timeRounds(
-  fns: (() => tf.Tensor | tf.Tensor[])[], warmup: number, enough: (times: number[][]) => boolean, onRound: () => void = () => {},
-): Promise<number[][]> {
+async function timeRounds(timers: Timer[], warmup: number, enough: (times: number[][]) => boolean, onRound: () => void = () => {}): Promise<number[][]> {
   for (let i = 0; i < warmup; i++) {
-    for (const f of fns) await timeOnce(f);
+    for (const t of timers) await t();
     onRound();
     await yieldToSignals(); // between rounds, outside the timed calls
   }
-  const times = fns.map((): number[] => []);
-  const order = fns.map((_, k) => k);
+  const times = timers.map((): number[] => []);
+  const order = timers.map((_, k) => k);
   const reversed = [...order].reverse();
   for (let i = 0; !enough(times); i++) {
-    for (const k of i % 2 === 0 ? order : reversed) times[k].push(await timeOnce(fns[k]));
+    for (const k of i % 2 === 0 ? order : reversed) times[k].push(await timers[k]());
     onRound();
     await yieldToSignals();
   }
@@ -143,12 +147,10 @@ async function timeRounds(
 }
 
 /**
- * Interleaved timing of two functions on the same input: at least `runs` (and MIN_RUNS) pairs, and
+ * Interleaved timing of two timers on the same input: at least `runs` (and MIN_RUNS) pairs, and
  * more until each side has been timed for MIN_TIMED_MS; `onPair` after each warm-up or timed pair.
  */
-export async function timePair(
-  a: () => tf.Tensor | tf.Tensor[], b: () => tf.Tensor | tf.Tensor[], runs: number, warmup: number, onPair: () => void = () => {},
-): Promise<{ a: number[]; b: number[] }> {
+export async function timePair(a: Timer, b: Timer, runs: number, warmup: number, onPair: () => void = () => {}): Promise<{ a: number[]; b: number[] }> {
   const enough = ([ta, tb]: number[][]) => ta.length >= Math.max(runs, MIN_RUNS) && sum(ta) >= MIN_TIMED_MS && sum(tb) >= MIN_TIMED_MS;
   const [ta, tb] = await timeRounds([a, b], warmup, enough, onPair);
   return { a: ta, b: tb };
@@ -160,19 +162,43 @@ function pairCounter(phase: Phase): () => void {
   return () => phase.update(++done);
 }
 
-export async function timeModels(
-  before: tf.LayersModel, after: tf.LayersModel, batches: number[], runs: number, warmup: number, reporter: Reporter = silentReporter,
+/** Timed runs of the two models on one batch's input, and how to free that input afterwards. */
+export interface PairTimers {
+  before: Timer;
+  after: Timer;
+  release: () => void | Promise<void>;
+}
+
+/**
+ * The speed table: the two models timed interleaved at each batch size, wherever `timersAt` runs
+ * them (this process, a browser page).
+ */
+export async function timeBatches(
+  batches: number[], runs: number, warmup: number, timersAt: (batch: number) => Promise<PairTimers>, reporter: Reporter = silentReporter,
 ): Promise<BatchTiming[]> {
   const out: BatchTiming[] = [];
   for (const batch of batches) {
-    const x = randomInput(before.inputs[0].shape, batch);
+    const timers = await timersAt(batch);
     const phase = reporter.phase(`timing batch ${batch}`, warmup + Math.max(runs, MIN_RUNS), 'runs');
-    const t = await timePair(() => before.predict(x) as tf.Tensor, () => after.predict(x) as tf.Tensor, runs, warmup, pairCounter(phase));
+    let t: { a: number[]; b: number[] };
+    try {
+      t = await timePair(timers.before, timers.after, runs, warmup, pairCounter(phase));
+    } finally {
+      await timers.release();
+    }
     phase.finish();
-    x.dispose();
     out.push({ batch, runs: t.a.length, before: stats(t.a, batch), after: stats(t.b, batch), ...pairedRatio(t.a, t.b) });
   }
   return out;
+}
+
+export async function timeModels(
+  before: tf.LayersModel, after: tf.LayersModel, batches: number[], runs: number, warmup: number, reporter: Reporter = silentReporter,
+): Promise<BatchTiming[]> {
+  return timeBatches(batches, runs, warmup, async (batch) => {
+    const x = randomInput(before.inputs[0].shape, batch);
+    return { before: timerOf(() => before.predict(x)), after: timerOf(() => after.predict(x)), release: () => x.dispose() };
+  }, reporter);
 }
 
 /** Largest batch bench runs: beyond it a timing says nothing new and the runs take minutes. */
@@ -237,6 +263,18 @@ export interface Agreement {
   randomInputs: boolean;
 }
 
+/**
+ * Both models' outputs (every output, in order) on a batch, computed in this process or elsewhere
+ * (a browser page); the caller disposes them.
+ */
+export type PairPredict = (x: tf.Tensor) => Promise<{ before: tf.Tensor[]; after: tf.Tensor[] }>;
+
+/** Both models run in this process. */
+export function predictHere(before: tf.LayersModel, after: tf.LayersModel): PairPredict {
+  const toList = (y: tf.Tensor | tf.Tensor[]) => (Array.isArray(y) ? y : [y]);
+  return async (x) => ({ before: toList(before.predict(x) as tf.Tensor | tf.Tensor[]), after: toList(after.predict(x) as tf.Tensor | tf.Tensor[]) });
+}
+
 class AgreementCounter {
   examples = 0;
   agree = 0;
@@ -250,10 +288,8 @@ class AgreementCounter {
   /** `inputs` says what the examples are, for error messages ("these images", "random inputs"). */
   constructor(private readonly inputs: string) {}
 
-  add(x: tf.Tensor, labels: (number | null)[] | null, before: tf.LayersModel, after: tf.LayersModel): void {
-    const toList = (y: tf.Tensor | tf.Tensor[]) => (Array.isArray(y) ? y : [y]);
-    const ya = toList(before.predict(x) as tf.Tensor | tf.Tensor[]);
-    const yb = toList(after.predict(x) as tf.Tensor | tf.Tensor[]);
+  async add(x: tf.Tensor, labels: (number | null)[] | null, before: tf.LayersModel, after: tf.LayersModel, predict: PairPredict): Promise<void> {
+    const { before: ya, after: yb } = await predict(x);
     for (const [model, ys, which] of [[before, ya, 'the before model'], [after, yb, 'the after model']] as const) {
       const problem = ys.map((y) => nonFiniteSummary(y.dataSync())).find((p) => p !== null);
       if (problem) {
@@ -300,26 +336,35 @@ class AgreementCounter {
   }
 }
 
-/** Agreement and accuracy over the user's images, streamed in batches. */
+/** Agreement and accuracy over the user's images, streamed in batches; `predict` runs the models (default: here). */
 export async function compareOnImages(
   before: tf.LayersModel, after: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, batch: number, stats: BatchStats,
+  predict: PairPredict = predictHere(before, after),
 ): Promise<Agreement> {
   const size = modelImageSize(before, 'model');
   const counter = new AgreementCounter('these images');
   for await (const b of imageBatches(entries, size, batch, pixels, stats)) {
-    counter.add(b.x, b.labels, before, after);
-    b.x.dispose();
+    try {
+      await counter.add(b.x, b.labels, before, after, predict);
+    } finally {
+      b.x.dispose();
+    }
   }
   if (counter.examples === 0) throw new UserError('no readable image in the folder; give PNG or JPEG files');
   return counter.result(false);
 }
 
-/** Agreement on a fixed-seed random batch, when no images are given. */
-export function compareOnRandom(before: tf.LayersModel, after: tf.LayersModel, examples = 64): Agreement {
+/** Agreement on a fixed-seed random batch, when no images are given; `predict` runs the models (default: here). */
+export async function compareOnRandom(
+  before: tf.LayersModel, after: tf.LayersModel, examples = 64, predict: PairPredict = predictHere(before, after),
+): Promise<Agreement> {
   const counter = new AgreementCounter('random inputs');
   const x = randomInput(before.inputs[0].shape, examples, 7);
-  counter.add(x, null, before, after);
-  x.dispose();
+  try {
+    await counter.add(x, null, before, after, predict);
+  } finally {
+    x.dispose();
+  }
   return counter.result(true);
 }
 
@@ -472,7 +517,7 @@ export async function timeLayers(
   try {
     const x = randomInput(before.inputs[0].shape, batch);
     const phase = reporter.phase(`timing layers inside the model runs at batch ${batch}`, warmup + Math.max(runs, MIN_RUNS), 'runs');
-    t = await timePair(() => clockA.predict(before, x), () => clockB.predict(after, x), runs, warmup, pairCounter(phase));
+    t = await timePair(timerOf(() => clockA.predict(before, x)), timerOf(() => clockB.predict(after, x)), runs, warmup, pairCounter(phase));
     phase.finish();
     x.dispose();
   } finally {
@@ -547,7 +592,7 @@ export async function timeModelsByLayer(
     const phase = reporter.phase(`timing ${models.length} models layer by layer at batch ${batch}`, warmup + MIN_RUNS, 'rounds');
     let done = 0;
     const enough = (t: number[][]) => t[0].length >= MIN_RUNS && sum(t.map(sum)) >= minMs;
-    times = await timeRounds(models.map((m, k) => () => clocks[k].predict(m, x)), warmup, enough, () => phase.update(Math.min(++done, warmup + MIN_RUNS)));
+    times = await timeRounds(models.map((m, k) => timerOf(() => clocks[k].predict(m, x))), warmup, enough, () => phase.update(Math.min(++done, warmup + MIN_RUNS)));
     phase.finish(`${times[0].length} rounds, ${(sum(times.map(sum)) / 1000).toFixed(1)} s timed`);
     x.dispose();
   } finally {

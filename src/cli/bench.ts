@@ -3,8 +3,11 @@ import chalk from 'chalk';
 import * as path from 'node:path';
 import {
   MIN_RUNS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
-  type Agreement, type BatchTiming, type LayerTiming, type Ratio,
+  type Agreement, type BatchTiming, type LayerTiming, type PairPredict, type Ratio,
 } from '../bench.js';
+import { BROWSER_BACKENDS, benchInBrowser, type BrowserBackend, type BrowserRuns } from '../browser/bench.js';
+import { findChromium, withChromium } from '../browser/chromium.js';
+import { UserError } from '../errors.js';
 import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';
 import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
@@ -25,6 +28,17 @@ interface BenchFlags extends ImageFlags {
   warmup: string;
   perLayer?: boolean;
   json?: boolean;
+  browser?: boolean;
+  backends?: string;
+  chromium?: string;
+}
+
+/** The --backends list, checked. */
+function browserBackends(list: string): BrowserBackend[] {
+  const names = list.split(',').map((s) => s.trim());
+  const wrong = names.find((n) => !(BROWSER_BACKENDS as readonly string[]).includes(n));
+  if (wrong !== undefined) throw new UserError(`--backends ${list}: '${wrong}' is not a browser backend; choose from ${BROWSER_BACKENDS.join(', ')}`);
+  return [...new Set(names as BrowserBackend[])];
 }
 
 export function registerBench(program: Command): void {
@@ -36,7 +50,10 @@ export function registerBench(program: Command): void {
     .option('--data <dir>', 'images to check accuracy and agreement on (one subfolder per class)')
     .option('--batch <sizes>', 'comma-separated batch sizes to time', '1,32')
     .option('--per-layer', 'time each conv layer and its replacement inside the model runs, at the largest batch')
-    .option('--json', 'print the report as JSON on stdout');
+    .option('--json', 'print the report as JSON on stdout')
+    .option('--browser', 'run both models in headless Chromium with stock tfjs instead of in this process')
+    .option('--backends <list>', 'with --browser: comma-separated tfjs backends to run on (wasm, webgl, webgpu)', 'wasm,webgl')
+    .option('--chromium <path>', 'with --browser: the Chromium or Chrome to run (default: CHROME_PATH, else chromium on PATH)');
   addImageOptions(addTimingOptions(command)).action(async (beforePath: string, afterPath: string, flags: BenchFlags, cmd: Command) => {
     const warnings = checkFlagRules(cmd);
     const backend = await startBackend(cmd);
@@ -44,6 +61,7 @@ export function registerBench(program: Command): void {
     const batches = parseFlagList('--bench-batch', flags.batch, '--batch');
     const runs = parseFlag('--runs', flags.runs);
     const warmup = parseFlag('--warmup', flags.warmup);
+    const browser = flags.browser ? { backends: browserBackends(flags.backends!), executable: findChromium(flags.chromium) } : null;
     const setup = flags.data ? imageSetup(cmd, flags, beforePath) : null;
     const images = flags.data && setup ? listImages(flags.data, setup.labels) : null;
     const a = await loadModel(beforePath);
@@ -53,17 +71,36 @@ export function registerBench(program: Command): void {
     const unlabeled = images && accuracyProblem(a.model, images.classes, flags.data!, setup?.labels);
     if (unlabeled) note(chalk.yellow(`lowrank: warning: ${unlabeled}`));
 
-    note('lowrank: checking agreement and accuracy');
-    const stats: BatchStats = { skipped: [], decoded: 0 };
     const entries = images && (unlabeled ? images.entries.map((e) => ({ ...e, label: null })) : images.entries);
     if (entries && setup) for (const [m, which] of [[a, 'the before model'], [b, 'the after model']] as const) await probeImages(m.model, entries, setup.pixels, which);
-    const agreement = entries && setup ? await compareOnImages(a.model, b.model, entries, setup.pixels, 64, stats) : compareOnRandom(a.model, b.model);
-    const skipped = skippedNote(stats);
-    if (skipped) note(`lowrank: ${skipped}`);
-    const chance = agreement.accuracyBefore !== null && chanceWarning(a.model, agreement.accuracyBefore, agreement.labeled);
-    if (chance) note(chalk.yellow(`lowrank: warning: ${chance}`));
-    note(`lowrank: timing batches ${batches.join(', ')} (${warmup} warm-up + at least ${Math.max(runs, MIN_RUNS)} runs each, interleaved)`);
+    let noted = false;
+    /** Agreement and accuracy with the models run here, or by `predict` (in a browser); the notes once. */
+    const agreementOn = async (predict?: PairPredict): Promise<Agreement> => {
+      note('lowrank: checking agreement and accuracy');
+      const stats: BatchStats = { skipped: [], decoded: 0 };
+      const agreement = entries && setup ? await compareOnImages(a.model, b.model, entries, setup.pixels, 64, stats, predict) : await compareOnRandom(a.model, b.model, 64, predict);
+      const skipped = skippedNote(stats);
+      const chance = agreement.accuracyBefore !== null && chanceWarning(a.model, agreement.accuracyBefore, agreement.labeled);
+      if (!noted) {
+        if (skipped) note(`lowrank: ${skipped}`);
+        if (chance) note(chalk.yellow(`lowrank: warning: ${chance}`));
+        noted = true;
+      }
+      return agreement;
+    };
+    const timing = `timing batches ${batches.join(', ')} (${warmup} warm-up + at least ${Math.max(runs, MIN_RUNS)} runs each, interleaved)`;
     const reporter = stderrReporter();
+    if (browser) {
+      const result = await withChromium(browser.executable, (chromium) => benchInBrowser({
+        browser: chromium, before: a, after: b, backends: browser.backends, batches, runs, warmup, agreementOn, reporter,
+        onBackend: (name) => note(`lowrank: ${path.basename(browser.executable)}, tfjs backend ${name}: agreement, then ${timing}`),
+      }));
+      const report = browserReport(a, b, result);
+      process.stdout.write(`${flags.json ? JSON.stringify(report, null, 2) : renderBrowserBench(report)}\n`);
+      return;
+    }
+    const agreement = await agreementOn();
+    note(`lowrank: ${timing}`);
     const timings = await timeModels(a.model, b.model, batches, runs, warmup, reporter);
     const largest = timings[timings.length - 1];
     const replaced = readReplacementRecords(b.userDefinedMetadata);
@@ -134,6 +171,20 @@ function formatSpeedup(r: Ratio, interval: boolean): string {
 }
 
 type BenchReport = ReturnType<typeof benchReport>;
+
+/** The Node bench's report once per browser backend, with what it ran on and how far its outputs are from this process's. */
+function browserReport(a: LoadedModel, b: LoadedModel, runs: BrowserRuns) {
+  const backends = runs.backends.map((r) => ('unavailable' in r ? r : { ...benchReport(r.backend, a, b, r.batches, r.agreement), detail: r.detail, nodeMaxAbsDiff: r.nodeMaxAbsDiff }));
+  return { browser: { version: runs.version, backends } };
+}
+
+function renderBrowserBench(r: ReturnType<typeof browserReport>): string {
+  return r.browser.backends.map((b) => {
+    const title = chalk.bold(`Chromium ${r.browser.version}, tfjs ${b.backend}`);
+    if ('unavailable' in b) return `${title}: unavailable (${b.unavailable})`;
+    return `${title} (${b.detail}); outputs within ${b.nodeMaxAbsDiff.toExponential(1)} of this process's\n\n${renderBench(b)}`;
+  }).join('\n\n');
+}
 
 export function renderBench(r: BenchReport): string {
   const speed = r.batches.map((t) => [

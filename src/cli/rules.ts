@@ -100,6 +100,13 @@ export const FLAG_RULES: FlagRule[] = [
     message: '--measured applies to --speedup: give --speedup <x>, the speedup to reach in measured time',
   },
   needs(['compress'], 'timingBatch', '--timing-batch', 'measured', '--measured'),
+  // Bench in the browser.
+  needs(['bench'], 'backends', '--backends', 'browser', '--browser', "the browser bench's tfjs backends"),
+  needs(['bench'], 'chromium', '--chromium', 'browser', '--browser', 'the browser bench (it chooses the browser)'),
+  {
+    commands: ['bench'], action: 'refuse', when: (f) => has(f, 'browser') && has(f, 'perLayer'),
+    message: '--per-layer times layers in this process; leave it out with --browser',
+  },
   // Backend.
   {
     commands: ['inspect', ...READING_IMAGES], action: 'warn', when: (f) => f.given('threads') && ['cpu', 'node'].includes(f.value('backend') as string),
