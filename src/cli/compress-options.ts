@@ -63,7 +63,7 @@ const DATA_ONLY = ['samples', 'joint', 'iterations', 'batch', 'seed', 'evalData'
 export function addDataOptions(command: Command, dataHelp: string, required = false): Command {
   command
     .addOption(new Option('--data <dir>', dataHelp).makeOptionMandatory(required))
-    .option('--samples <n>', 'use at most this many fitting images', String(DEFAULT_RECONSTRUCT.samples))
+    .option('--samples <n>', 'use at most this many fitting images; auto: 1000, fewer on models costly to run (e.g. 350 on a 5.7 GMAC InceptionV3)', String(DEFAULT_RECONSTRUCT.samples))
     .option('--joint', 'fit each layer behind the already approximated earlier layers (default with --data)')
     .option('--no-joint', 'fit each layer on its input in the original network')
     .option('--iterations <n>', 'optimizer steps per layer; auto: 300, fewer for layers whose steps are costly; 0: only solve the last factor exactly', String(DEFAULT_RECONSTRUCT.iterations))
@@ -93,7 +93,7 @@ export function reconstructOptions(flags: DataFlags, command: Command, modelPath
     data: flags.data,
     evalData: flags.evalData,
     holdout,
-    samples: intFlag(flags.samples, '--samples', 2),
+    samples: flags.samples === 'auto' ? 'auto' : intFlag(flags.samples, '--samples', 2),
     joint: flags.joint ?? DEFAULT_RECONSTRUCT.joint,
     iterations: flags.iterations === 'auto' ? 'auto' : intFlag(flags.iterations, '--iterations', 0, { limit: MAX_ITERATIONS, why: 'the fit settles within a few thousand steps' }),
     batch: intFlag(flags.batch, '--batch', 1, { limit: MAX_BATCH, why: 'larger minibatches fit no better and may not fit in memory' }),

@@ -262,11 +262,12 @@ export function modelImageSize(model: tf.LayersModel, what: string): InputSize {
  * input, and finite outputs on the first few images with these pixel options. Only the outputs are
  * checked on every probe image: naming the layer where the values stop being finite runs every
  * layer's output at once (an InceptionV3 holds ~100 MB of activations per 299-px image), so that
- * runs image by image, and only once an output is not finite.
+ * runs image by image, and only once an output is not finite. Returns how many images it read.
  */
-export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<void> {
+export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<number> {
   const size = modelImageSize(model, what);
-  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, PROBE_BATCH, pixels, { skipped: [], decoded: 0 });
+  const stats: BatchStats = { skipped: [], decoded: 0 };
+  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, PROBE_BATCH, pixels, stats);
   for await (const b of first) {
     try {
       const ys = [model.predict(b.x)].flat() as tf.Tensor[];
@@ -286,6 +287,7 @@ export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], 
       b.x.dispose();
     }
   }
+  return stats.decoded;
 }
 
 /** Images run through the model by probeImages, and how many at a time. */

@@ -53,8 +53,8 @@ export class ImageStore {
     return Math.ceil(this.count / this.batchSize);
   }
 
-  /** Decodes every image once (counting unreadable files) and keeps the pixels if they fit. */
-  async load(): Promise<void> {
+  /** Decodes every image once (counting unreadable files; reporting files done) and keeps the pixels if they fit. */
+  async load(onBatch?: (done: number, total: number) => void): Promise<void> {
     if (this.decodedOnce) return;
     let kept: (Uint8Array | Float32Array)[] | null = [];
     let bytes = 0;
@@ -72,6 +72,7 @@ export class ImageStore {
         if (bytes > this.budget) kept = null;
         kept?.push(raw);
       }
+      onBatch?.(Math.min(start + this.batchSize, this.entries.length), this.entries.length);
     }
     this.stats.decoded += this.readable.length;
     this.kept = kept;
