@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads realsize` (default: all;
+ * realsize needs `--images <dir>` of natural photos, see bench/realsize.ts).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
@@ -8,6 +9,7 @@ import { runAllocationBench } from './allocation.js';
 import { runFinetuneBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
 import { runMobilenetBench } from './mobilenet.js';
+import { runRealsizeBench } from './realsize.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
 import { runSweepBench } from './sweep.js';
@@ -36,9 +38,12 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   mobilenet: runMobilenetBench,
   sweep: runSweepBench,
   threads: runThreadsBench,
+  realsize: () => runRealsizeBench(args, chosen.includes('realsize')),
 };
 
-const chosen = process.argv.slice(2);
+// Options (`--images <dir>` of realsize) are not sections.
+const args = process.argv.slice(2);
+const chosen = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
 for (const name of chosen.length ? chosen : Object.keys(SECTIONS)) {
   const section = SECTIONS[name];
   if (!section) {
