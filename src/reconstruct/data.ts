@@ -23,7 +23,7 @@ export const DEFAULT_CACHE_BYTES = 512 * 1024 * 1024;
  * on 224–299 px models costs a pass of the early layers per replaced layer: 200 images of a
  * MobileNet-v2 at its 112×112×96 stage take 0.9 GB a network.
  */
-export const FRONTIER_BUDGET = 1280 * 1024 * 1024;
+export const FRONTIER_BUDGET = 1024 * 1024 * 1024;
 
 /** A list of images read in batches, decoded once and kept when small enough. */
 export class ImageStore {
