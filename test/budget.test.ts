@@ -46,7 +46,7 @@ test('a data fit whose solve batch does not fit the wasm heap is refused up fron
   const out = path.join(path.dirname(model), 'out');
   const run = runCli(['compress', model, '--layers', 'wide3x3', '--rank', '4', '--data', images, '--iterations', '0', '--out', out]);
   assert.equal(run.code, 1, run.stderr);
-  assert.match(errorLine(run), /--batch 32: data reconstruction would need ~[\d.]+ GB of the wasm backend's heap, which holds at most 4\.0 GB \(layer wide3x3 at 32 images a batch\); give --batch 16 or less/);
+  assert.match(errorLine(run), /--batch 32: data reconstruction would need ~[\d.]+ GB of the wasm backend's heap, more than the 3\.0 GB it can safely use \(it holds 4\.0 GB at most and never shrinks\) \(layer wide3x3 at 32 images a batch\); give --batch 16 or less/);
   assert.doesNotMatch(run.stderr, /^\s+at /m, 'no stack trace');
   assert.equal(fs.existsSync(out), false, 'nothing written');
   // What it names fits: the plan accepts that batch (the run itself is not repeated here: minutes of 512-px convolutions).

@@ -112,7 +112,7 @@ export function planHeap(
   const total = (batch: number, heldBytes: number) => weights + heldBytes + Math.max(forward, worst(batch)?.bytes ?? 0);
   const plan = { weights, held, forward, layer: worst(options.batch), total: total(options.batch, held) };
   if (plan.total <= HEAP_PLAN_BYTES) return plan;
-  const needs = `data reconstruction would need ~${gb(plan.total)} of the wasm backend's heap, which holds at most ${gb(WASM_HEAP_BYTES)}`;
+  const needs = `data reconstruction would need ~${gb(plan.total)} of the wasm backend's heap, more than the ${gb(HEAP_PLAN_BYTES)} it can safely use (it holds ${gb(WASM_HEAP_BYTES)} at most and never shrinks)`;
   // What would fit: a smaller solve batch, or fewer images kept.
   let batch = options.batch;
   while (batch > 1 && total(batch, held) > HEAP_PLAN_BYTES) batch = Math.floor(batch / 2);
