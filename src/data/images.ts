@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
-import { checkFiniteActivations, nonFiniteSummary } from '../model/finite.js';
+import { checkFiniteActivations } from '../model/finite.js';
 import { mulberry32 } from '../random.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
@@ -259,30 +259,18 @@ export function modelImageSize(model: tf.LayersModel, what: string): InputSize {
 
 /**
  * Checks, before any slow work, that `entries` can feed `model`: a single 1- or 3-channel image
- * input, and finite outputs on the first few images with these pixel options. Only the outputs are
- * checked on every probe image: naming the layer where the values stop being finite runs every
- * layer's output at once (an InceptionV3 holds ~100 MB of activations per 299-px image), so that
- * runs image by image, and only once an output is not finite. Returns how many images it read.
+ * input, and finite activations in every layer on the first few images with these pixel options.
+ * One image at a time: every layer's output is held at once (an InceptionV3 holds ~100 MB of
+ * activations per 299-px image; 16 images together took GBs of the wasm heap and minutes).
+ * Returns how many images it read.
  */
 export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<number> {
   const size = modelImageSize(model, what);
   const stats: BatchStats = { skipped: [], decoded: 0 };
-  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, PROBE_BATCH, pixels, stats);
+  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, 1, pixels, stats);
   for await (const b of first) {
     try {
-      const ys = [model.predict(b.x)].flat() as tf.Tensor[];
-      const problem = ys.map((y) => nonFiniteSummary(y.dataSync())).find((p) => p !== null) ?? null;
-      tf.dispose(ys);
-      if (!problem) continue;
-      for (let i = 0; i < b.x.shape[0]; i++) {
-        const one = b.x.slice(i, 1);
-        try {
-          checkFiniteActivations(model, one, what);
-        } finally {
-          one.dispose();
-        }
-      }
-      throw new UserError(`${what}: its output holds ${problem} on these images; the preprocessing (--scale, --offset, --standardize) is probably wrong`);
+      checkFiniteActivations(model, b.x, what);
     } finally {
       b.x.dispose();
     }
@@ -290,9 +278,8 @@ export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], 
   return stats.decoded;
 }
 
-/** Images run through the model by probeImages, and how many at a time. */
+/** Images run through the model by probeImages. */
 const PROBE_IMAGES = 16;
-const PROBE_BATCH = 4;
 
 /** Message for the end of a run that skipped files. */
 export function skippedNote(stats: BatchStats): string | null {
