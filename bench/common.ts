@@ -19,11 +19,11 @@ export interface TimedRun {
   code: number;
 }
 
-/** Runs the lowrank CLI in a fresh Node process: wall time includes Node start-up. */
-export function timeCli(args: string[]): TimedRun {
-  const hook = path.join(ROOT, 'dist', 'bench', 'rss-hook.js');
+/** Runs the lowrank CLI in a fresh Node process (with `hooks` loaded by --import): wall time includes Node start-up. */
+export function timeCli(args: string[], hooks: string[] = []): TimedRun {
+  const imports = [path.join(ROOT, 'dist', 'bench', 'rss-hook.js'), ...hooks].flatMap((h) => ['--import', h]);
   const start = performance.now();
-  const r = spawnSync(process.execPath, ['--import', hook, path.join(ROOT, 'bin', 'lowrank.js'), ...args], {
+  const r = spawnSync(process.execPath, [...imports, path.join(ROOT, 'bin', 'lowrank.js'), ...args], {
     cwd: ROOT,
     encoding: 'utf8',
     env: { ...process.env, NO_COLOR: '1' },

@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads browser` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads browser realsize`
+ * (default: all; realsize needs `--images <dir>` of natural photos, see bench/realsize.ts).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
@@ -9,6 +10,7 @@ import { runBrowserBench } from './browser.js';
 import { runFinetuneBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
 import { runMobilenetBench } from './mobilenet.js';
+import { runRealsizeBench } from './realsize.js';
 import { runReconstructBench } from './reconstruct.js';
 import { runSpeedBench } from './speed.js';
 import { runSweepBench } from './sweep.js';
@@ -38,9 +40,12 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   sweep: runSweepBench,
   threads: runThreadsBench,
   browser: runBrowserBench,
+  realsize: () => runRealsizeBench(args, chosen.includes('realsize')),
 };
 
-const chosen = process.argv.slice(2);
+// Options (`--images <dir>` of realsize) are not sections.
+const args = process.argv.slice(2);
+const chosen = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
 for (const name of chosen.length ? chosen : Object.keys(SECTIONS)) {
   const section = SECTIONS[name];
   if (!section) {

@@ -5,10 +5,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { heldOutWarnings, probeImages } from './data/images.js';
 import { accuracyProblem, chanceWarning } from './data/labels.js';
 import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
+import { modelMacs } from './cost.js';
 import {
   buildCompressed, factorize, layerResults, modelCost, planCompression, planRanks, withReplacementRecords,
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
@@ -28,6 +30,12 @@ import {
   loadImages, planImages, silentReporter,
   type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter,
 } from './reconstruct/index.js';
+import {
+  budgetSamples, estimateWork, layerCosts, layerStepBudget, planHeap, searchAffordable,
+} from './reconstruct/budget.js';
+import { AUTO_STEP_MACS, autoSteps } from './reconstruct/fit.js';
+import { imageBatchSize } from './reconstruct/index.js';
+import { SEARCH_SCORE_IMAGES } from './sensitivity.js';
 import type { Factorization, Scheme } from './schemes/index.js';
 import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
 
@@ -91,7 +99,12 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   for (const r of plan.ranked.filter((r) => r.slower)) {
     log(`warning: ${r.info.name} at rank ${r.rank} costs at least as many MACs as the original layer; written because of --allow-slower`);
   }
-  if (request.data && images) await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
+  let pace: number | null = null;
+  if (request.data && images) {
+    const started = performance.now();
+    const probed = await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
+    pace = (probed * modelMacs(plan.layers).total) / Math.max(1e-3, (performance.now() - started) / 1000);
+  }
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);
   for (const w of images ? heldOutWarnings(images.fit, images.holdout, images.holdoutSource === 'eval-data') : []) log(`warning: ${w}`);
@@ -102,7 +115,12 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     table = await measureTimeTable(loaded.model, loaded.topology, plan, timingBatch, reporter);
     checkMeasuredTarget(table, request.speedup!);
   }
-  const stores = request.data && images ? await loadImages(loaded.model, images, request.data) : null;
+  // The joint rank search, when --speedup chooses ranks from data and it is affordable (budget.ts).
+  let search = request.speedup !== undefined && !table && request.maxLoss === undefined && request.data !== null;
+  if (request.data && images) {
+    search = planDataWork(loaded.model, loaded.topology, plan, images, request.data, search, pace, log);
+  }
+  const stores = request.data && images ? await loadImages(loaded.model, images, request.data, reporter) : null;
   let searched: MaxLossSearch | null = null;
   let measured: MeasuredChoice | null = null;
   if (request.maxLoss !== undefined) {
@@ -117,7 +135,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     measured = planByMeasuredTime(plan, table, candidates, request.speedup!);
     plan = measured.plan;
     log(`ranks for ≥ ${request.speedup}× in measured time at batch ${timingBatch}: ${formatRanks(planRanks(plan))}, predicted ${measured.predictedSpeedup.toFixed(2)}×`);
-  } else if (request.speedup !== undefined && stores) {
+  } else if (request.speedup !== undefined && stores && search) {
     const search = await planByJointSearch(loaded.model, loaded.topology, plan, stores.fit, request.data!, request.speedup, reporter);
     plan = search.plan;
     log(`ranks for ≥ ${request.speedup}× chosen by joint fits of ${search.evaluated.length} allocations: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
@@ -179,4 +197,53 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },
     newWeights: encoding,
   };
+}
+
+/** Fitting images set aside to score the joint rank search's fits on (as sensitivity.ts takes them). */
+const scoreImages = (fit: number) => Math.max(1, Math.min(SEARCH_SCORE_IMAGES, Math.floor(fit / 5)));
+
+/** Multiply-accumulates a second the fits reach relative to the model's own forward pass (small ops, copies, exact solves). */
+const FIT_PACE = 0.35;
+
+const minutes = (s: number) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${(s / 60).toFixed(1)} min`);
+
+/**
+ * Before the slow work of --data: the default sample count cut to the model's cost, the heap plan
+ * (refused when it cannot fit), the joint rank search kept only when affordable (said when not),
+ * and the time it should all take at `pace` (MACs a second of the probe's forward pass). Returns
+ * whether the search runs.
+ */
+function planDataWork(
+  model: tf.LayersModel, topology: any, plan: CompressPlan, images: ImagePlan, data: ReconstructOptions, search: boolean, pace: number | null, log: Progress,
+): boolean {
+  if (data.samples === 'auto') {
+    const budget = budgetSamples(model);
+    if (images.fit.length > budget) {
+      log(`--samples auto: fitting on ${budget} of the ${images.fit.length} images (${(modelMacs(plan.layers).total / 1e9).toFixed(2)} GMACs an image)`);
+      images.fit = images.fit.slice(0, budget);
+    }
+  }
+  const costs = layerCosts(plan.ranked, topology);
+  const n = images.fit.length;
+  const stepBudget = layerStepBudget(costs.length, AUTO_STEP_MACS);
+  const batch = Math.min(data.batch, n);
+  const steps = (l: (typeof costs)[number]) => {
+    if (l.closedForm) return 0;
+    return data.iterations === 'auto' ? autoSteps({ macsPerImage: l.factoredMacs, priorMacs: l.priorMacs }, batch, stepBudget) : data.iterations;
+  };
+  const count = { fit: n, holdout: images.holdout.length, score: scoreImages(n) };
+  let work = estimateWork(model, costs, count, steps, batch, search);
+  const why = search ? searchAffordable(costs, work.search) : null;
+  if (why) {
+    log(`rank search by joint fits skipped (${why}); ranks from the layers' filter spectra`);
+    search = false;
+    work = { ...work, search: 0 };
+  }
+  planHeap(model, costs, { batch, heldImages: search ? count.score : 0, forwardBatch: imageBatchSize(model), networks: 3, adam: (l) => steps(l) > 0 });
+  if (pace) {
+    const seconds = (macs: number) => macs / (pace * FIT_PACE);
+    const parts = [...(search ? [`rank search ~${minutes(seconds(work.search))}`] : []), `fit ~${minutes(seconds(work.fit))}`, `held-out check ~${minutes(work.evaluate / pace)}`];
+    log(`estimated time: ${minutes(seconds(work.search + work.fit) + work.evaluate / pace)} (${parts.join(', ')}; ${(pace / 1e9).toFixed(1)} GMAC/s measured on the model's forward pass)`);
+  }
+  return search;
 }

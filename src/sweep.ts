@@ -58,7 +58,7 @@ export interface SweepSettings {
   data: string;
   evalData: string | null;
   holdout: number | null;
-  samples: number;
+  samples: number | 'auto';
   joint: boolean;
   iterations: number | 'auto';
   batch: number;

@@ -195,3 +195,21 @@ describe('ImageStore', () => {
     });
   }
 });
+
+test('running segments leaves no tensor behind, also through layers that make intermediates outside a tidy (ReLU with a max value)', async () => {
+  const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }) });
+  const input = tf.input({ shape: [28, 28, 1] });
+  let h = tf.layers.conv2d({ name: 'c1', filters: 4, kernelSize: 3, ...init(1) }).apply(input) as tf.SymbolicTensor;
+  h = tf.layers.reLU({ maxValue: 6 }).apply(h) as tf.SymbolicTensor;
+  h = tf.layers.conv2d({ name: 'c2', filters: 4, kernelSize: 3, ...init(2) }).apply(h) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: h });
+  const store = await storeFor(model);
+  const before = tf.memory().numTensors;
+  const frontier = frontierThrough(model, ['c2'], store, Number.POSITIVE_INFINITY, { withOutput: true });
+  for (let b = 0; b < store.batchCount; b++) {
+    tf.dispose([await frontier.value(0, b), await frontier.value(1, b)]);
+  }
+  frontier.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  model.dispose();
+});

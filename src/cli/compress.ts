@@ -157,6 +157,7 @@ export function compressJson(backend: string, r: CompressReport) {
         joint: data.joint,
         images: data.images,
         labeled: data.accuracy?.labeled ?? 0,
+        agreement: data.agreement,
         iterations: data.iterations,
         batch: data.batch,
         seed: data.seed,

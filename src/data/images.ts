@@ -260,10 +260,14 @@ export function modelImageSize(model: tf.LayersModel, what: string): InputSize {
 /**
  * Checks, before any slow work, that `entries` can feed `model`: a single 1- or 3-channel image
  * input, and finite activations in every layer on the first few images with these pixel options.
+ * One image at a time: every layer's output is held at once (an InceptionV3 holds ~100 MB of
+ * activations per 299-px image; 16 images together took GBs of the wasm heap and minutes).
+ * Returns how many images it read.
  */
-export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<void> {
+export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<number> {
   const size = modelImageSize(model, what);
-  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, PROBE_IMAGES, pixels, { skipped: [], decoded: 0 });
+  const stats: BatchStats = { skipped: [], decoded: 0 };
+  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, 1, pixels, stats);
   for await (const b of first) {
     try {
       checkFiniteActivations(model, b.x, what);
@@ -271,6 +275,7 @@ export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], 
       b.x.dispose();
     }
   }
+  return stats.decoded;
 }
 
 /** Images run through the model by probeImages. */

@@ -37,6 +37,8 @@ export interface FitOptions {
   seed: number;
   /** Weight of the filter-reconstruction prior (see above). */
   kappa: number;
+  /** With 'auto' iterations: the MACs the layer's steps may take (default AUTO_STEP_MACS). */
+  stepMacs?: number;
   /** Adam step as a fraction of each factor's rms. */
   lr: number;
 }
@@ -53,20 +55,30 @@ export const DEFAULT_FIT: Omit<FitOptions, 'seed'> = { iterations: 'auto', batch
 export const MAX_AUTO_STEPS = 300;
 export const AUTO_STEP_MACS = 120e9;
 
-export function autoSteps(fl: FactoredForm, batch: number): number {
+/** Fewest 'auto' steps worth running. */
+const MIN_AUTO_STEPS = 20;
+
+/**
+ * `budget`: the layer's MACs when it is below AUTO_STEP_MACS (a model with many layers shares a
+ * budget among them, budget.ts); a layer it buys fewer than MIN_AUTO_STEPS gets none (the exact
+ * solve of its last factor alone).
+ */
+export function autoSteps(fl: Pick<FactoredForm, 'macsPerImage' | 'priorMacs'>, batch: number, budget = AUTO_STEP_MACS): number {
   const step = dataStepMacs(fl, batch) + fl.priorMacs / priorInterval(fl, batch);
-  return Math.max(20, Math.min(MAX_AUTO_STEPS, Math.floor(AUTO_STEP_MACS / step)));
+  const steps = Math.floor(budget / step);
+  if (budget < AUTO_STEP_MACS && steps < MIN_AUTO_STEPS) return 0;
+  return Math.max(MIN_AUTO_STEPS, Math.min(MAX_AUTO_STEPS, steps));
 }
 
 /** Forward plus the gradient of every factor ≈ 4 forward passes of the minibatch. */
-const dataStepMacs = (fl: FactoredForm, batch: number) => 4 * batch * fl.macsPerImage;
+const dataStepMacs = (fl: Pick<FactoredForm, 'macsPerImage'>, batch: number) => 4 * batch * fl.macsPerImage;
 
 /**
  * Steps between refreshes of the prior's gradient, which changes slowly: every 8 steps, or less
  * often when it would cost more than an eighth of the data steps (conv3 of the character CNN: a
  * 1024×K×1024 product against 32 images of one output position each, refreshed every 22 steps).
  */
-function priorInterval(fl: FactoredForm, batch: number): number {
+function priorInterval(fl: Pick<FactoredForm, 'macsPerImage' | 'priorMacs'>, batch: number): number {
   return Math.max(8, Math.ceil((8 * fl.priorMacs) / dataStepMacs(fl, batch)));
 }
 
@@ -180,7 +192,7 @@ export async function fitLayer(
 
   // 1. Adam.
   const batchSize = Math.min(options.batch, cache.n);
-  const iterations = options.iterations === 'auto' ? autoSteps(fl, batchSize) : options.iterations;
+  const iterations = options.iterations === 'auto' ? autoSteps(fl, batchSize, options.stepMacs) : options.iterations;
   let factors: tf.Tensor[];
   let offset: tf.Tensor1D | null;
   if (iterations > 0) {

@@ -23,9 +23,10 @@ import {
 import { listLayers } from '../model/layers.js';
 import type { Factorization, WeightValue } from '../schemes/index.js';
 import { DEFAULT_CACHE_BYTES, FRONTIER_BUDGET, fromImage, ImageStore, LayerCache, type SampleSource } from './data.js';
-import { DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
+import { layerStepBudget, MAX_SAMPLES } from './budget.js';
+import { AUTO_STEP_MACS, DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
 import { linearResponse } from './ops.js';
-import type { Reporter } from './progress.js';
+import { silentReporter, type Reporter } from './progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
 import { SHARD_IMAGES, shardPool } from './shards.js';
 
@@ -37,8 +38,8 @@ export interface ReconstructOptions {
   /** Held-out folder; default: a `holdout` fraction of `data`. */
   evalData?: string;
   holdout: number;
-  /** At most this many fitting images. */
-  samples: number;
+  /** At most this many fitting images; 'auto': as many as the model's cost allows (budget.ts budgetSamples). */
+  samples: number | 'auto';
   joint: boolean;
   /** Adam steps per layer, or 'auto' (see fit.ts). */
   iterations: number | 'auto';
@@ -56,7 +57,7 @@ export interface ReconstructOptions {
 
 export const DEFAULT_RECONSTRUCT = {
   holdout: 0.2,
-  samples: 1000,
+  samples: 'auto' as number | 'auto',
   joint: true,
   iterations: DEFAULT_FIT.iterations as number | 'auto',
   batch: DEFAULT_FIT.batch,
@@ -91,7 +92,8 @@ export function planImages(options: ReconstructOptions): ImagePlan {
   } else {
     ({ fit, holdout } = splitHoldout(data.entries, options.holdout, options.seed));
   }
-  if (fit.length > options.samples) fit = fit.slice(0, options.samples);
+  const samples = options.samples === 'auto' ? MAX_SAMPLES : options.samples;
+  if (fit.length > samples) fit = fit.slice(0, samples);
   return { fit, holdout, holdoutSource: options.evalData ? 'eval-data' : 'holdout', classes };
 }
 
@@ -107,23 +109,25 @@ const MAX_BATCH = 64;
 const BATCH_ACTIVATION_BYTES = 64 * 1024 * 1024;
 
 /** The batch for `model` (a 224×224 MobileNet-v2's largest activation, 112×112×96, takes 4.8 MB per image: 13). */
-function imageBatchSize(model: tf.LayersModel): number {
+export function imageBatchSize(model: tf.LayersModel): number {
   const sizes = listLayers(model).flatMap((l) => l.calls.flatMap((c) => [...c.inputShapes, ...c.outputShapes]));
   const largest = Math.max(...sizes.map((s) => s.slice(1).reduce((a: number, b) => a * (b ?? 1), 4)));
   return Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_ACTIVATION_BYTES / largest)));
 }
 
-export async function loadImages(model: tf.LayersModel, plan: ImagePlan, options: ReconstructOptions): Promise<ImageStores> {
+export async function loadImages(model: tf.LayersModel, plan: ImagePlan, options: ReconstructOptions, reporter: Reporter = silentReporter): Promise<ImageStores> {
   const size = inputSizeOf(model.inputs[0].shape, 'model');
   const stats: BatchStats = { skipped: [], decoded: 0 };
   const batch = imageBatchSize(model);
+  const decoding = reporter.phase('decoding images', plan.fit.length + plan.holdout.length, 'images');
   const fit = new ImageStore(plan.fit, size, options.pixels, batch, stats);
-  await fit.load();
+  await fit.load((done) => decoding.update(done));
   if (fit.count < 2) {
     throw new UserError(`--data ${options.data}: ${fit.count} readable fitting image${fit.count === 1 ? '' : 's'} (of ${plan.fit.length}); data reconstruction needs at least 2`);
   }
   const holdout = new ImageStore(plan.holdout, size, options.pixels, batch, stats);
-  await holdout.load();
+  await holdout.load((done) => decoding.update(plan.fit.length + done));
+  decoding.finish();
   if (holdout.count < 1) {
     throw new UserError(`${plan.holdoutSource === 'eval-data' ? `--eval-data ${options.evalData}` : `--data ${options.data}`}: no readable held-out image; give PNG or JPEG files`);
   }
@@ -246,6 +250,7 @@ export async function fitToData(
     batch: options.batch,
     kappa: options.kappa ?? DEFAULT_FIT.kappa,
     lr: options.lr ?? DEFAULT_FIT.lr,
+    stepMacs: layerStepBudget(start.length, AUTO_STEP_MACS),
   };
   const frontiers = new SampleFrontiers(original, options.joint ? built.model : null, start, images, FRONTIER_BUDGET);
   const fitted: Factorization[] = [];

@@ -198,7 +198,10 @@ export class Frontier {
     };
     for (const [step, c] of plan.entries()) {
       const call = this.graph.calls[c];
-      const outs = [call.layer.apply(call.inputs.map(tensor), {})].flat() as tf.Tensor[];
+      // In a tidy: some layers leave intermediates behind outside one (tfjs' ReLU with a max value
+      // keeps its relu before the clip: a MobileNet-v2 leaked one activation per batch and block).
+      const inputs = call.inputs.map(tensor);
+      const outs = tf.tidy(() => [call.layer.apply(inputs, {})].flat() as tf.Tensor[]);
       call.outputs.forEach((id, j) => values.set(id, outs[j]));
       done.add(c);
       for (const id of new Set(call.inputs)) if (!keep(id, step + 1)) drop(id);
