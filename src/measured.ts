@@ -221,7 +221,7 @@ export function planByMeasuredTime(plan: CompressPlan, table: TimeTable, candida
     plan: {
       ...plan,
       ranked: plan.ranked.filter((r) => ranks.get(r.info.name)! > 0).map((r) => ({ ...r, rank: ranks.get(r.info.name)! })),
-      skipped: [...plan.skipped, ...left.map((r) => ({ name: r.info.name, reason: `${target}× in measured time is reached with less predicted error without replacing it` }))],
+      skipped: [...plan.skipped, ...left.map((r) => ({ name: r.info.name, reason: `replacing does not pay: ${target}× in measured time is reached with less predicted error by leaving it`, byChoice: true as const }))],
     },
     ranks,
     predictedMs,

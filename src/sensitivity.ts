@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
-import { buildCompressed, type CompressPlan } from './compress.js';
+import { buildCompressed, leftByChoice, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
 import { DEFAULT_CACHE_BYTES, imageSamples, LayerCache, type ImageStore } from './reconstruct/data.js';
 import { DEFAULT_FIT, fitLayer } from './reconstruct/fit.js';
@@ -140,6 +140,7 @@ export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, targ
   return {
     ...plan,
     ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
+    skipped: [...plan.skipped, ...plan.ranked.filter((r) => !allocation.ranks.has(r.info.name)).map((r) => ({ name: r.info.name, reason: leftByChoice(target, 'measured output error'), byChoice: true as const }))],
     allocation: { ...allocation, target, baselineError: equalFractionError(plan.layers, candidates, target), basis: 'measured' },
   };
 }
@@ -241,7 +242,8 @@ export function moveRanks(
  * after the full fit equal fractions had the lower held-out divergence. Starting from equal fractions, it moves rank between
  * layers (`moveRanks`), taking the first move that scores better (the last good one tried first)
  * and halving the step when none does, within SEARCH_EVALUATIONS fits. The held-out images are
- * never looked at.
+ * never looked at. It moves rank among `plan`'s ranked layers only: the layers the spectrum
+ * allocation leaves as they are (compress.ts, `ranksForTarget`) stay so.
  */
 export async function planByJointSearch(
   original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, options: ReconstructOptions, target: number, reporter: Reporter,
