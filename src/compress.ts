@@ -15,7 +15,7 @@ import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
 import {
-  MIN_LAYER_SAVING, allocateRanks, belowFloor, equalFractionError, filterCandidates, manualRanks, maximumSpeedup, rankCap, type Allocation, type RankedLayer,
+  allocateRanks, belowFloor, equalFractionError, filterCandidates, manualRanks, maximumSpeedup, rankCap, type Allocation, type RankedLayer,
 } from './ranks.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import {
@@ -88,11 +88,7 @@ function rankMisfit(layer: LayerInfo, scheme: Scheme, rank: number, allowSlower:
   }
   const full = scheme.fullRank(g);
   if (rank > full) return `rank ${rank} is above its full rank ${full}`;
-  const before = layerMacs(layer) ?? 0;
-  if (!allowSlower && scheme.macs(g, rank) >= before) return `rank ${rank} saves no MACs there (break-even ${breakEvenRank(scheme, g)})`;
-  if (!allowSlower && scheme.macs(g, rank) > (1 - MIN_LAYER_SAVING) * before) {
-    return `rank ${rank} saves only ${(100 * (1 - scheme.macs(g, rank) / before)).toFixed(1)} % of its MACs, under the ${100 * MIN_LAYER_SAVING} % a replacement must save (name it with --layers to replace it anyway)`;
-  }
+  if (!allowSlower && scheme.macs(g, rank) >= (layerMacs(layer) ?? 0)) return `rank ${rank} saves no MACs there (break-even ${breakEvenRank(scheme, g)})`;
   return null;
 }
 

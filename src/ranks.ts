@@ -136,7 +136,7 @@ export function theoreticalSpeedup(layers: LayerInfo[], candidates: Replacement[
 /**
  * The least share of its own MACs a replacement chosen by lowrank must save. Below it the layer is
  * left as it is: its replacement would add a layer call and filter error for next to no saving.
- * Ranks the user gives with --rank are not held to it.
+ * Ranks the user gives with --rank (one for all, or per layer) are not held to it.
  */
 export const MIN_LAYER_SAVING = 0.1;
 
@@ -157,7 +157,7 @@ export function belowFloor(c: Replacement): string {
   const saving = 1 - c.scheme.macs(convGeometry(c.info), 1) / (layerMacs(c.info) ?? 0);
   const pct = (f: number) => `${Math.round(100 * f)} %`;
   if (saving <= 0) return `no rank of ${c.scheme.label} saves MACs on this layer`;
-  return `even rank 1 of ${c.scheme.label} saves only ${(100 * saving).toFixed(1)} % of its MACs, under the ${pct(MIN_LAYER_SAVING)} a replacement must save (name it in --rank to replace it anyway)`;
+  return `even rank 1 of ${c.scheme.label} saves only ${(100 * saving).toFixed(1)} % of its MACs, under the ${pct(MIN_LAYER_SAVING)} a replacement must save (give it a rank with --rank to replace it anyway)`;
 }
 
 /**
