@@ -197,7 +197,7 @@ const macsOf = (o: Options, rank: number) => (rank === 0 ? o.original : rank * o
 const errorOf = (o: Options, rank: number) => (rank === 0 ? 0 : o.error[rank]);
 
 /**
- * Today's descent, every layer replaced: each starts at its highest saving rank, then the rank step
+ * The descent with every layer replaced: each starts at its highest saving rank, then the rank step
  * that adds the least error per MAC saved is taken until `budget` is met; finally every step back
  * up that keeps the budget is restored (best error gained per MAC first).
  */

@@ -74,9 +74,11 @@ describe('a layer whose replacement saves only ~2 % of its MACs is left as it is
     assert.equal(withBigAtOne, maximumSpeedup(layers, candidates.filter((c) => c.info.name === 'big')).speedup);
   });
 
-  test('compress --speedup (spectrum, and the joint search that starts from its layers)', () => {
+  test('compress --speedup (spectrum, and the layers the joint search with --data may replace)', () => {
     const plan = planCompression(model, { ...SCHEME, speedup: 1.5, layers: LAYERS }, topology);
     assert.match(leftAlone(plan), /saves only 2\.\d % of its MACs, under the 10 %/);
+    // The joint search reconsiders only layers left by choice, never those under the floor.
+    assert.ok(!plan.skipped.find((s) => s.name === 'sliver')!.byChoice);
   });
 
   test('compress --max-loss: the sensitivity allocation of every probe', () => {
