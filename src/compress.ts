@@ -15,7 +15,7 @@ import { UserError } from './errors.js';
 import { modelTopology } from './model/io.js';
 import { listLayers, type LayerInfo } from './model/layers.js';
 import {
-  allocateRanks, equalFractionError, filterCandidates, manualRanks, maximumSpeedup, rankCap, type Allocation, type RankedLayer,
+  allocateRanks, belowFloor, equalFractionError, filterCandidates, manualRanks, maximumSpeedup, rankCap, type Allocation, type RankedLayer,
 } from './ranks.js';
 import { buildRewrittenModel, rewriteTopology } from './rewrite.js';
 import {
@@ -46,11 +46,28 @@ export interface CompressPlan {
   /** Every layer of the model, in model order. */
   layers: LayerInfo[];
   ranked: RankedLayer[];
-  skipped: { name: string; reason: string }[];
+  skipped: SkippedLayer[];
   /** Said when the layers were chosen by default. */
   defaulted: string | null;
   /** With a speedup target: the chosen ranks, and the equal-fraction baseline's predicted error. */
   allocation: (Allocation & { target: number; baselineError: number | null; basis: 'spectrum' | 'measured' }) | null;
+}
+
+/** A chosen layer left as it is, and why; `byChoice` when an allocation found that replacing it does not pay. */
+export interface SkippedLayer {
+  name: string;
+  reason: string;
+  byChoice?: true;
+}
+
+/** The skipped layers as lines, one per reason ("left a, b as they are: why"); a warning unless left by choice. */
+export function skippedNotes(skipped: SkippedLayer[]): string[] {
+  const byReason = new Map<string, SkippedLayer[]>();
+  for (const s of skipped) byReason.set(s.reason, [...(byReason.get(s.reason) ?? []), s]);
+  return [...byReason].map(([reason, group]) => {
+    const names = group.length === 1 ? `${group[0].name} as it is` : `${group.length} layers as they are (${group.map((g) => g.name).join(', ')})`;
+    return `${group[0].byChoice ? '' : 'warning: '}left ${names}: ${reason}`;
+  });
 }
 
 /** Why `layer` cannot be replaced by `scheme`, or null. */
@@ -131,20 +148,22 @@ function ranksForTarget(
     throw new UserError(`--speedup ${target}: these layers can make the model at most ${max.speedup.toFixed(2)}× faster by MACs (${max.heldBack}); ask for less, or select more layers with --layers`);
   }
   const ranked = chosen.filter((l) => allocation.ranks.has(l.name)).map((info) => ({ info, scheme: schemeOf(info), rank: allocation.ranks.get(info.name)!, slower: false }));
-  const skipped = chosen.filter((l) => !allocation.ranks.has(l.name)).map((l) => ({ name: l.name, reason: noSavingRank(schemeOf(l)) }));
+  const skipped = candidates.filter((c) => !allocation.ranks.has(c.info.name)).map((c) => ({ name: c.info.name, ...(rankCap(c) < 1 ? { reason: belowFloor(c) } : { reason: leftByChoice(target, 'predicted filter error'), byChoice: true as const }) }));
   return { ranked, skipped, allocation: { ...allocation, target, baselineError: equalFractionError(layers, candidates, target), basis: 'spectrum' } };
 }
 
-/** Why a layer is left out when no rank saves MACs. */
-const noSavingRank = (scheme: Scheme) => `no rank of ${scheme.label} saves MACs on this layer`;
+/** Why an allocation left a layer as it is that it could have replaced. */
+export const leftByChoice = (target: number, currency: string) =>
+  `replacing does not pay: ${target}× is reached with less ${currency} by leaving it (its saving costs more error per MAC saved than the other layers')`;
 
 /**
  * Stage 2 for the searches that choose ranks themselves (--max-loss, --speedup --measured): every
- * layer at rank 1, the fastest the plan can be by MACs; layers no rank saves MACs on are left out.
+ * layer at rank 1, the fastest the plan can be by MACs; layers where no rank saves the floor
+ * (MIN_LAYER_SAVING of their MACs) are left out.
  */
 function fastestRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme): Pick<CompressPlan, 'ranked' | 'skipped' | 'allocation'> {
   const saves = (info: LayerInfo) => rankCap({ info, scheme: schemeOf(info) }) >= 1;
-  const skipped = chosen.filter((l) => !saves(l)).map((l) => ({ name: l.name, reason: noSavingRank(schemeOf(l)) }));
+  const skipped = chosen.filter((l) => !saves(l)).map((info) => ({ name: info.name, reason: belowFloor({ info, scheme: schemeOf(info) }) }));
   if (skipped.length === chosen.length) {
     throw new UserError(`nothing to replace: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}; select other layers with --layers`);
   }
@@ -245,6 +264,45 @@ export function modelCost(plan: CompressPlan, results: LayerResult[]): { totalMa
   const totalMacsBefore = modelMacs(plan.layers).total;
   const totalMacsAfter = totalMacsBefore - results.reduce((s, l) => s + l.macsBefore - l.macsAfter, 0);
   return { totalMacsBefore, totalMacsAfter, theoreticalSpeedup: totalMacsBefore / totalMacsAfter };
+}
+
+/** A rank this small keeps too little of a layer to work without data reconstruction. */
+export const TINY_RANK = 2;
+/** …or this small a share of the layer's full rank. */
+export const TINY_RANK_SHARE = 0.05;
+/** Replaced layers' filter error, weighted by the MACs they had, above which the model is badly damaged. */
+export const LARGE_FILTER_ERROR = 0.3;
+/** Held-out top-1 agreement with the original below which the report ends on a warning. */
+export const LOW_AGREEMENT = 0.9;
+
+/**
+ * Warnings on the damage the chosen ranks do: tiny ranks, and a large filter error over the whole
+ * allocation. Without data reconstruction they say it is needed; with it, the held-out check
+ * (`heldOutWarning`) says whether it was enough.
+ */
+export function damageWarnings(results: LayerResult[], withData: boolean): string[] {
+  const out: string[] = [];
+  const tiny = results.filter((l) => l.rank <= TINY_RANK || l.rank < TINY_RANK_SHARE * l.fullRank);
+  const remedy = withData
+    ? 'data reconstruction has to make up for a lot: check the held-out agreement below'
+    : 'at this speedup data reconstruction is needed: give --data <image-folder>, or ask for less';
+  if (tiny.length) {
+    const shown = tiny.map((l) => `${l.name} ${l.rank}/${l.fullRank}`);
+    out.push(`${tiny.length} layer${tiny.length > 1 ? 's' : ''} at a tiny rank (≤ ${TINY_RANK}, or under ${100 * TINY_RANK_SHARE} % of full rank): ${shown.slice(0, 12).join(', ')}${shown.length > 12 ? `, and ${shown.length - 12} more` : ''}; ${remedy}`);
+  }
+  const macs = results.reduce((s, l) => s + l.macsBefore, 0);
+  const error = results.reduce((s, l) => s + l.filterError * l.macsBefore, 0) / Math.max(macs, 1);
+  if (error >= LARGE_FILTER_ERROR) {
+    out.push(`the replaced layers lose ${(100 * error).toFixed(0)} % of their filters on average (filter error weighted by MACs; ${100 * LARGE_FILTER_ERROR} % or more damages a model badly); ${remedy}`);
+  }
+  return out;
+}
+
+/** A plain warning when the data-reconstructed model agrees with the original on under LOW_AGREEMENT of the held-out images; else null. */
+export function heldOutWarning(agreement: number, holdout: number, accuracy: { original: number; data: number } | null): string | null {
+  if (agreement >= LOW_AGREEMENT) return null;
+  const acc = accuracy ? `; top-1 accuracy ${(100 * accuracy.original).toFixed(1)} % → ${(100 * accuracy.data).toFixed(1)} %` : '';
+  return `the compressed model agrees with the original's top-1 on only ${(100 * agreement).toFixed(1)} % of ${holdout} held-out images${acc}: it is not a faithful copy at this speedup; ask for less, or give more fitting images`;
 }
 
 /** The record of what replaced what, kept in the output's userDefinedMetadata.lowrank.replaced. */

@@ -4,7 +4,10 @@ import { UserError } from './errors.js';
 import { energyRank, scheme2Matrix } from './factorize/reshape.js';
 import { spectrum } from './linalg/svd.js';
 import type { LayerInfo, Shape } from './model/layers.js';
-import { selectLayers } from './compress.js';
+import type * as tf from '@tensorflow/tfjs';
+import { planCompression, selectLayers } from './compress.js';
+import { measuredReach, measureTimeTable } from './measured.js';
+import type { Reporter } from './reconstruct/progress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from './ranks.js';
 import { anySchemeReplaces, breakEvenRank, channel, scheme2, selectSchemes, type Scheme } from './schemes/index.js';
 
@@ -163,4 +166,52 @@ export function speedupReach(layers: LayerInfo[], topology: any, withSpectra = t
     return { target, ranks: Object.fromEntries(a.ranks), theoreticalSpeedup: a.theoreticalSpeedup };
   });
   return { layers: chosen.map((l) => l.name), maxSpeedup: max.speedup, heldBack: max.heldBack, targets };
+}
+
+/** A measured reach this close to 1× means replacing layers will not make the model faster. */
+export const NEAR_ONE = 1.2;
+
+export interface TimingReach {
+  backend: string;
+  batch: number;
+  /** The original model's time, and the time outside the layers compress would replace. */
+  beforeMs: number;
+  restMs: number;
+  /** The most the default selection reaches by MACs, and in measured time (every layer at its fastest timed option). */
+  macMaximum: number;
+  measuredMaximum: number;
+  heldBack: string;
+  /** Per layer: its time, and its replacement's at its fastest timed rank (what replacing it can save). */
+  layers: { name: string; originalMs: number; fastestMs: number; fastestRank: number }[];
+  seconds: number;
+}
+
+/**
+ * What replacing the default selection saves in time on the current backend: the per-layer time
+ * table `compress --measured` builds (each layer's replacement timed at a few ranks inside whole
+ * models, beside the original), read as the most each layer and the whole model can gain.
+ */
+export async function timingReach(model: tf.LayersModel, topology: any, batch: number, reporter: Reporter): Promise<TimingReach | null> {
+  let plan;
+  try {
+    plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, speedup: 2, measured: true }, topology);
+  } catch {
+    return null; // nothing to replace: the layer table says why
+  }
+  const table = await measureTimeTable(model, topology, plan, batch, reporter);
+  const reach = measuredReach(table);
+  return {
+    backend: table.backend,
+    batch,
+    beforeMs: table.beforeMs,
+    restMs: table.restMs,
+    macMaximum: maximumSpeedup(plan.layers, plan.ranked).speedup,
+    measuredMaximum: reach.maximum,
+    heldBack: reach.heldBack,
+    layers: table.layers.map((l) => {
+      const fastest = l.points.reduce((a, p) => (p.ms < a.ms ? p : a));
+      return { name: l.name, originalMs: l.originalMs, fastestMs: fastest.ms, fastestRank: fastest.rank };
+    }),
+    seconds: table.seconds,
+  };
 }

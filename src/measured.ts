@@ -30,6 +30,8 @@ const TIMING_MS = 2000;
 /** Batch the layers and the final bench are timed at by default (the largest of bench's defaults). */
 export const DEFAULT_TIMING_BATCH = 32;
 const WARMUP = 2;
+/** Untouched layers named in what holds the measured speedup back; the rest are summed. */
+const NAMED_UNTOUCHED = 4;
 /** Steps the time budget is cut into by the allocation. */
 const BUDGET_STEPS = 4000;
 
@@ -123,9 +125,16 @@ function timeCurve(times: LayerTimes, cap: number): Float64Array {
 export function measuredReach(table: TimeTable): { maximum: number; heldBack: string } {
   const fastest = table.layers.reduce((s, l) => s + Math.min(l.originalMs, ...l.points.map((p) => p.ms)), 0);
   const pct = (ms: number) => `${((100 * ms) / table.beforeMs).toFixed(1)} %`;
-  const named = [...table.untouched].sort((a, b) => b.ms - a.ms);
-  const other = table.restMs - named.reduce((s, u) => s + u.ms, 0);
-  const parts = [...named.map((u) => `${u.name} ${pct(u.ms)}`), `outside the layers ${pct(Math.max(0, other))}`];
+  const untouched = [...table.untouched].sort((a, b) => b.ms - a.ms);
+  // The slowest few by name; a big model's hundred others in one sum.
+  const named = untouched.slice(0, NAMED_UNTOUCHED);
+  const others = untouched.slice(NAMED_UNTOUCHED);
+  const other = table.restMs - untouched.reduce((s, u) => s + u.ms, 0);
+  const parts = [
+    ...named.map((u) => `${u.name} ${pct(u.ms)}`),
+    ...(others.length ? [`${others.length} other layers ${pct(others.reduce((s, u) => s + u.ms, 0))}`] : []),
+    `outside the layers ${pct(Math.max(0, other))}`,
+  ];
   return {
     maximum: table.beforeMs / (table.restMs + fastest),
     heldBack: `the rest of the model takes ${pct(table.restMs)} of the original's ${formatMs(table.beforeMs)} (${parts.join(', ')}), and the replaced layers at their fastest timed ranks still ${pct(fastest)}`,
@@ -221,7 +230,7 @@ export function planByMeasuredTime(plan: CompressPlan, table: TimeTable, candida
     plan: {
       ...plan,
       ranked: plan.ranked.filter((r) => ranks.get(r.info.name)! > 0).map((r) => ({ ...r, rank: ranks.get(r.info.name)! })),
-      skipped: [...plan.skipped, ...left.map((r) => ({ name: r.info.name, reason: `${target}× in measured time is reached with less predicted error without replacing it` }))],
+      skipped: [...plan.skipped, ...left.map((r) => ({ name: r.info.name, reason: `replacing does not pay: ${target}× in measured time is reached with less predicted error by leaving it`, byChoice: true as const }))],
     },
     ranks,
     predictedMs,

@@ -12,10 +12,11 @@ import { METADATA_FILE } from './data/metadata.js';
 import type * as tf from '@tensorflow/tfjs';
 import { modelMacs } from './cost.js';
 import {
-  buildCompressed, factorize, layerResults, modelCost, planCompression, planRanks, withReplacementRecords,
+  buildCompressed, damageWarnings, factorize, heldOutWarning, layerResults, modelCost, planCompression, planRanks, skippedNotes, withReplacementRecords,
   type CompressOptions, type CompressPlan, type LayerResult, type Progress,
 } from './compress.js';
-import { DEFAULT_RUNS, DEFAULT_WARMUP, checkBatchMemory, timeModels, type BatchTiming } from './bench.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from './bench.js';
+import { UserError } from './errors.js';
 import { dataReconstruction, type DataReport } from './datafit.js';
 import { DEFAULT_PROBES, searchMaxLoss, type MaxLossReport, type MaxLossSearch } from './maxloss.js';
 import {
@@ -79,6 +80,12 @@ export interface CompressReport {
   data: DataReport | null;
   finetune: FinetuneReport | null;
   measured: MeasuredReport | null;
+  /** With --speedup but not --measured: a short timing of the original against the result at batch 1 on this backend. */
+  quickTiming: BatchTiming | null;
+  /** Damage the ranks do: tiny ranks, large filter error. */
+  warnings: string[];
+  /** With data: said when the held-out agreement with the original is under 90 %. */
+  heldOutWarning: string | null;
   maxLoss: MaxLossReport | null;
   saved: SavedModel;
   /** Bytes of weights + model.json, input and output. */
@@ -95,7 +102,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   let plan = planCompression(loaded.model, request, loaded.topology);
   if (request.finetune) checkFinetune(loaded.model);
   if (plan.defaulted) log(plan.defaulted);
-  for (const s of plan.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
+  for (const line of skippedNotes(plan.skipped.filter((s) => !s.byChoice))) log(line);
   for (const r of plan.ranked.filter((r) => r.slower)) {
     log(`warning: ${r.info.name} at rank ${r.rank} costs at least as many MACs as the original layer; written because of --allow-slower`);
   }
@@ -143,7 +150,10 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
 
   const filter = searched?.filter ?? factorize(plan, loaded.topology, log);
   const layers = layerResults(plan, filter);
+  const warnings = damageWarnings(layers, Boolean(request.data));
+  for (const w of warnings) log(`warning: ${w}`);
   let data: DataReport | null = null;
+  let faithless: string | null = null;
   let tuned: FinetuneReport | null = null;
   let built: { model: tf.LayersModel; topology: any };
   let written = filter;
@@ -152,6 +162,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     const result = searched?.result ?? await dataReconstruction(loaded.model, loaded.topology, filter, stores, images!, request.data, reporter);
     ({ report: data, built, fitted: written } = result);
     if (accuracyNote) data.accuracy = null;
+    faithless = heldOutWarning(data.agreement.data, data.images.holdout, data.accuracy);
     const chance = data.accuracy && chanceWarning(loaded.model, data.accuracy.original, data.accuracy.labeled);
     if (chance) log(`warning: ${chance}`);
     if (request.finetune) {
@@ -167,6 +178,11 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     const [bench] = await timeModels(loaded.model, built.model, [timingBatch], DEFAULT_RUNS, DEFAULT_WARMUP, reporter);
     const { predictedMs, predictedSpeedup, predictedError } = measured;
     measuredReport = { target: request.speedup!, table, ranks: Object.fromEntries(measured.ranks), predictedMs, predictedSpeedup, predictedError, bench };
+  }
+  let quickTiming: BatchTiming | null = null;
+  if (request.speedup !== undefined && !request.measured) {
+    log(`timing the original against the result at batch 1 (short: ${MIN_RUNS} runs each; lowrank bench times it fully)`);
+    [quickTiming] = await timeModels(loaded.model, built.model, [1], MIN_RUNS, 1, reporter);
   }
   const encoding = request.quantize ?? dominantEncoding(loaded);
   const saved = await saveModel(built.model, request.out, {
@@ -192,6 +208,9 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     data,
     finetune: tuned,
     measured: measuredReport,
+    quickTiming,
+    warnings,
+    heldOutWarning: faithless,
     maxLoss: searched?.report ?? null,
     saved,
     fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },

@@ -133,10 +133,31 @@ export function theoreticalSpeedup(layers: LayerInfo[], candidates: Replacement[
   return before / after;
 }
 
-/** The highest rank of a candidate that still saves MACs (never above its full rank); 0 if none does. */
+/**
+ * The least share of its own MACs a replacement chosen by lowrank must save. Below it the layer is
+ * left as it is: its replacement would add a layer call and filter error for next to no saving.
+ * Ranks the user gives with --rank (one for all, or per layer) are not held to it.
+ */
+export const MIN_LAYER_SAVING = 0.1;
+
+/**
+ * The highest rank of a candidate saving at least MIN_LAYER_SAVING of its MACs (never above its
+ * full rank); 0 if none does.
+ */
 export function rankCap(c: Replacement): number {
   const g = convGeometry(c.info);
-  return Math.min(breakEvenRank(c.scheme, g), c.scheme.fullRank(g));
+  const most = (1 - MIN_LAYER_SAVING) * (layerMacs(c.info) ?? 0);
+  let r = Math.min(breakEvenRank(c.scheme, g), c.scheme.fullRank(g));
+  while (r >= 1 && c.scheme.macs(g, r) > most) r--;
+  return r;
+}
+
+/** Why a candidate with no rank under the floor (`rankCap` 0) is left as it is. */
+export function belowFloor(c: Replacement): string {
+  const saving = 1 - c.scheme.macs(convGeometry(c.info), 1) / (layerMacs(c.info) ?? 0);
+  const pct = (f: number) => `${Math.round(100 * f)} %`;
+  if (saving <= 0) return `no rank of ${c.scheme.label} saves MACs on this layer`;
+  return `even rank 1 of ${c.scheme.label} saves only ${(100 * saving).toFixed(1)} % of its MACs, under the ${pct(MIN_LAYER_SAVING)} a replacement must save (give it a rank with --rank to replace it anyway)`;
 }
 
 /**
@@ -163,60 +184,129 @@ export function maximumSpeedup(layers: LayerInfo[], candidates: Replacement[]): 
   return { speedup: before / after, heldBack };
 }
 
+/** One candidate's options for an allocation: rank 0 (left as it is) or 1…cap, MACs linear in rank. */
+interface Options {
+  cap: number;
+  /** MACs of the original layer and of its replacement per unit of rank. */
+  original: number;
+  perRank: number;
+  error: ArrayLike<number>;
+}
+
+const macsOf = (o: Options, rank: number) => (rank === 0 ? o.original : rank * o.perRank);
+const errorOf = (o: Options, rank: number) => (rank === 0 ? 0 : o.error[rank]);
+
 /**
- * Per-layer ranks reaching at least `target`× with the least summed predicted error: every layer
- * starts at its highest saving rank, then the rank step that adds the least error per MAC saved is
- * taken until the target is met; finally every step back up that keeps the target is restored
- * (best error gained per MAC first), so one rank more in any layer would miss the target or stop
- * saving MACs. Null when even rank 1 everywhere falls short (see `maximumSpeedup`).
+ * The descent with every layer replaced: each starts at its highest saving rank, then the rank step
+ * that adds the least error per MAC saved is taken until `budget` is met; finally every step back
+ * up that keeps the budget is restored (best error gained per MAC first).
+ */
+function descend(options: Options[], fixed: number, budget: number): number[] {
+  const ranks = options.map((o) => o.cap);
+  let after = fixed + options.reduce((s, o, i) => s + macsOf(o, ranks[i]), 0);
+  const step = (i: number, r: number) => options[i].error[r - 1] - options[i].error[r];
+  while (after > budget) {
+    let best = -1;
+    let bestCost = Infinity;
+    options.forEach((o, i) => {
+      if (ranks[i] <= 1) return;
+      const cost = step(i, ranks[i]) / o.perRank;
+      if (cost < bestCost) [best, bestCost] = [i, cost];
+    });
+    ranks[best]--;
+    after -= options[best].perRank;
+  }
+  return fillUp(options, ranks, after, budget, false);
+}
+
+/**
+ * With the slack left under `budget`, the move that gains the most error per MAC spent, again and
+ * again: one rank more, or (when `stay`) the layer back to as it is.
+ */
+function fillUp(options: Options[], ranks: number[], after: number, budget: number, stay: boolean): number[] {
+  for (;;) {
+    let best = -1;
+    let bestRank = 0;
+    let bestGain = -Infinity;
+    options.forEach((o, i) => {
+      const r = ranks[i];
+      const moves = [...(r >= 1 && r < o.cap ? [r + 1] : []), ...(stay && r >= 1 ? [0] : [])];
+      for (const next of moves) {
+        const spent = macsOf(o, next) - macsOf(o, r);
+        if (after + spent > budget) continue;
+        const gain = (errorOf(o, r) - errorOf(o, next)) / spent;
+        if (gain > bestGain) [best, bestRank, bestGain] = [i, next, gain];
+      }
+    });
+    if (best < 0) return ranks;
+    after += macsOf(options[best], bestRank) - macsOf(options[best], ranks[best]);
+    ranks[best] = bestRank;
+  }
+}
+
+/**
+ * Ranks where leaving a layer as it is counts as an option: at a price λ (error per MAC), each
+ * layer takes the option with the least error + λ·MACs, so a layer is replaced only where its
+ * saving pays for its error at the price that meets the budget; λ is the least that does (by
+ * bisection), and the slack left is filled up as in `descend`.
+ */
+function withStaying(options: Options[], fixed: number, budget: number): number[] {
+  const pick = (lambda: number) => options.map((o) => {
+    let best = 0;
+    for (let r = 1; r <= o.cap; r++) {
+      if (errorOf(o, r) + lambda * macsOf(o, r) < errorOf(o, best) + lambda * macsOf(o, best)) best = r;
+    }
+    return best;
+  });
+  const total = (ranks: number[]) => fixed + options.reduce((s, o, i) => s + macsOf(o, ranks[i]), 0);
+  let hi = 1e-30;
+  while (total(pick(hi)) > budget && hi < 1e300) hi *= 4;
+  let lo = hi / 4;
+  for (let i = 0; i < 60; i++) {
+    const mid = Math.sqrt(lo * hi);
+    if (total(pick(mid)) > budget) lo = mid;
+    else hi = mid;
+  }
+  const ranks = pick(hi);
+  // The bisection's end may be just short of where every layer can afford rank 1.
+  if (total(ranks) > budget) return ranks.map(() => 1);
+  return fillUp(options, ranks, total(ranks), budget, true);
+}
+
+/**
+ * Per-layer ranks reaching at least `target`× with the least summed predicted error. Leaving a
+ * layer as it is (no error, no saving) is an option for every layer, and no layer is replaced at a
+ * rank saving under MIN_LAYER_SAVING of its MACs (`rankCap`). Of two allocations, the one with the
+ * smaller summed error is returned: `withStaying` (the one that can leave layers alone) and
+ * `descend` (every layer replaced; it can be better when error curves are far from convex).
+ * Layers left as they are have no entry in `ranks`. Null when even rank 1 everywhere falls short
+ * (see `maximumSpeedup`).
  */
 export function allocateRanks(layers: LayerInfo[], candidates: Candidate[], target: number): Allocation | null {
   const usable = candidates.filter((c) => rankCap(c) >= 1);
   const { before } = macsAt(layers, candidates, new Map());
-  const budget = before / target;
-  const ranks = new Map(usable.map((c) => [c.info.name, rankCap(c)]));
-  let after = macsAt(layers, candidates, ranks).after;
-  const perRank = usable.map((c) => c.scheme.macs(convGeometry(c.info), 1));
-  const step = (i: number, r: number) => usable[i].error[r - 1] - usable[i].error[r];
-  if (macsAt(layers, candidates, new Map(usable.map((c) => [c.info.name, 1]))).after > budget * (1 + 1e-12)) return null;
-  while (after > budget * (1 + 1e-12)) {
-    let best = -1;
-    let bestCost = Infinity;
-    usable.forEach((c, i) => {
-      const r = ranks.get(c.info.name)!;
-      if (r <= 1) return;
-      const cost = step(i, r) / perRank[i];
-      if (cost < bestCost) [best, bestCost] = [i, cost];
-    });
-    const name = usable[best].info.name;
-    ranks.set(name, ranks.get(name)! - 1);
-    after -= perRank[best];
-  }
-  for (;;) {
-    let best = -1;
-    let bestGain = -Infinity;
-    usable.forEach((c, i) => {
-      const r = ranks.get(c.info.name)!;
-      if (r >= rankCap(c) || after + perRank[i] > budget * (1 + 1e-12)) return;
-      const gain = step(i, r + 1) / perRank[i];
-      if (gain > bestGain) [best, bestGain] = [i, gain];
-    });
-    if (best < 0) break;
-    const name = usable[best].info.name;
-    ranks.set(name, ranks.get(name)! + 1);
-    after += perRank[best];
-  }
+  const budget = (before / target) * (1 + 1e-12);
+  const options: Options[] = usable.map((c) => ({
+    cap: rankCap(c), original: layerMacs(c.info) ?? 0, perRank: c.scheme.macs(convGeometry(c.info), 1), error: c.error,
+  }));
+  const fixed = before - options.reduce((s, o) => s + o.original, 0);
+  if (fixed + options.reduce((s, o) => s + o.perRank, 0) > budget) return null;
+  const toMap = (ranks: number[]) => new Map(usable.flatMap((c, i): [string, number][] => (ranks[i] > 0 ? [[c.info.name, ranks[i]]] : [])));
+  const all = toMap(descend(options, fixed, budget));
+  const some = toMap(withStaying(options, fixed, budget));
+  const ranks = summedError(usable, some) < summedError(usable, all) - 1e-12 ? some : all;
   return { ranks, theoreticalSpeedup: before / macsAt(layers, candidates, ranks).after, predictedError: summedError(usable, ranks) };
 }
 
 /**
- * The largest ranks that are each the same fraction of their layer's full rank (capped at its
- * break-even rank) and reach at least `target`×: the simple baseline allocation; null if even
+ * The largest ranks that are each the same fraction of their layer's full rank (capped at
+ * `rankCap`; layers with no rank under the floor left out) and reach at least `target`×: the simple baseline allocation; null if even
  * rank 1 everywhere falls short.
  */
 export function ranksForSpeedup(layers: LayerInfo[], candidates: Replacement[], target: number): RankChoice | null {
+  const usable = candidates.filter((c) => rankCap(c) >= 1);
   const at = (fraction: number) =>
-    new Map(candidates.map((c) => [c.info.name, Math.max(1, Math.min(rankCap(c), Math.floor(fraction * c.scheme.fullRank(convGeometry(c.info)))))]));
+    new Map(usable.map((c) => [c.info.name, Math.max(1, Math.min(rankCap(c), Math.floor(fraction * c.scheme.fullRank(convGeometry(c.info)))))]));
   if (theoreticalSpeedup(layers, candidates, at(0)) < target) return null;
   let lo = 0;
   let hi = 1;

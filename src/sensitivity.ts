@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
-import { buildCompressed, type CompressPlan } from './compress.js';
+import { buildCompressed, leftByChoice, type CompressPlan } from './compress.js';
 import { convGeometry } from './cost.js';
 import { DEFAULT_CACHE_BYTES, imageSamples, LayerCache, type ImageStore } from './reconstruct/data.js';
 import { DEFAULT_FIT, fitLayer } from './reconstruct/fit.js';
@@ -24,7 +24,7 @@ import type { Reporter } from './reconstruct/progress.js';
 import { makeTap } from './reconstruct/taps.js';
 import type { LayerInfo } from './model/layers.js';
 import { allocateRanks, equalFractionError, formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Candidate, type Replacement } from './ranks.js';
-import { targetLayer } from './schemes/index.js';
+import { selectSchemes, targetLayer } from './schemes/index.js';
 
 /** Images the sensitivity of each (layer, rank) is measured on. */
 export const SENSITIVITY_IMAGES = 256;
@@ -140,6 +140,7 @@ export function planForTarget(plan: CompressPlan, sensitivity: Sensitivity, targ
   return {
     ...plan,
     ranked: plan.ranked.filter((r) => allocation.ranks.has(r.info.name)).map((r) => ({ ...r, rank: allocation.ranks.get(r.info.name)! })),
+    skipped: [...plan.skipped, ...plan.ranked.filter((r) => !allocation.ranks.has(r.info.name)).map((r) => ({ name: r.info.name, reason: leftByChoice(target, 'measured output error'), byChoice: true as const }))],
     allocation: { ...allocation, target, baselineError: equalFractionError(plan.layers, candidates, target), basis: 'measured' },
   };
 }
@@ -241,7 +242,9 @@ export function moveRanks(
  * after the full fit equal fractions had the lower held-out divergence. Starting from equal fractions, it moves rank between
  * layers (`moveRanks`), taking the first move that scores better (the last good one tried first)
  * and halving the step when none does, within SEARCH_EVALUATIONS fits. The held-out images are
- * never looked at.
+ * never looked at. Layers the spectrum allocation leaves as they are (compress.ts, `ranksForTarget`)
+ * are candidates too: the second allocation fitted leaves them so (equal fractions over the rest),
+ * and the search goes on from whichever of the two scores better, moving rank among its layers.
  */
 export async function planByJointSearch(
   original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, options: ReconstructOptions, target: number, reporter: Reporter,
@@ -254,12 +257,17 @@ export async function planByJointSearch(
   for await (const b of images.batches(solve.count)) batches.push(b.x);
   const reference = await outputs(original, batches);
   const probabilities = endsInSoftmax(original);
-  const candidates: Replacement[] = plan.ranked.map(({ info, scheme }) => ({ info, scheme }));
+  // The layers the spectrum allocation left as they are are candidates too: fitted to data, their
+  // replacement may pay after all. Leaving them is one allocation the search scores.
+  const schemes = selectSchemes(plan.scheme.recipe);
+  const left = plan.skipped.filter((s) => s.byChoice).map((s) => plan.layers.find((l) => l.name === s.name)!);
+  const candidates: Replacement[] = [...plan.ranked.map(({ info, scheme }) => ({ info, scheme })), ...left.map((info) => ({ info, scheme: schemes.of(info) }))]
+    .sort((a, b) => plan.layers.indexOf(a.info) - plan.layers.indexOf(b.info));
   const targets = new Map(candidates.map((c) => [c, targetLayer(c.info, topology)]));
   const progress = reporter.phase('choosing ranks by joint fits', SEARCH_EVALUATIONS, 'fits');
   const evaluated = new Map<string, JointPoint>();
   const evaluate = async (ranks: Map<string, number>): Promise<JointPoint> => {
-    const start = candidates.map((c) => c.scheme.factorize(targets.get(c)!, ranks.get(c.info.name)!));
+    const start = candidates.filter((c) => ranks.has(c.info.name)).map((c) => c.scheme.factorize(targets.get(c)!, ranks.get(c.info.name)!));
     const fit = await fitToData(original, topology, start, solve, options, silentReporter);
     const approx = await outputs(fit.model, batches);
     const point = { ranks, theoreticalSpeedup: theoreticalSpeedup(plan.layers, candidates, ranks), divergence: divergence(reference, approx, probabilities) };
@@ -271,12 +279,18 @@ export async function planByJointSearch(
   };
   const equal = await evaluate(ranksForSpeedup(plan.layers, candidates, target)!.ranks);
   let best = equal;
+  const kept = left.length ? ranksForSpeedup(plan.layers, candidates.filter((c) => !left.includes(c.info)), target) : null;
+  if (kept) {
+    const point = await evaluate(kept.ranks);
+    if (point.divergence < best.divergence) best = point;
+  }
   let step = FIRST_STEP;
-  const pairs = candidates.flatMap((pay) => candidates.filter((gain) => gain !== pay).map((gain) => [pay, gain]));
+  const active = candidates.filter((c) => best.ranks.has(c.info.name));
+  const pairs = active.flatMap((pay) => active.filter((gain) => gain !== pay).map((gain) => [pay, gain]));
   let lastGood: Replacement[] | null = null;
   while (evaluated.size < SEARCH_EVALUATIONS) {
     const ordered: Replacement[][] = lastGood ? [lastGood, ...pairs.filter((p) => p !== lastGood)] : pairs;
-    const steps = new Map(candidates.map((c) => [c, Math.max(1, Math.round(step * best.ranks.get(c.info.name)!))]));
+    const steps = new Map(active.map((c) => [c, Math.max(1, Math.round(step * best.ranks.get(c.info.name)!))]));
     let improved = false;
     for (const pair of ordered) {
       const [pay, gain] = pair;
@@ -298,7 +312,8 @@ export async function planByJointSearch(
   return {
     plan: {
       ...plan,
-      ranked: plan.ranked.map((r) => ({ ...r, rank: best.ranks.get(r.info.name)! })),
+      ranked: active.map(({ info, scheme }) => ({ info, scheme, rank: best.ranks.get(info.name)!, slower: false })),
+      skipped: plan.skipped.filter((s) => !best.ranks.has(s.name)).map((s) => (s.byChoice ? { ...s, reason: leftByChoice(target, 'output divergence in joint fits') } : s)),
       allocation: { ranks: best.ranks, theoreticalSpeedup: best.theoreticalSpeedup, predictedError: best.divergence, target, baselineError: equal.divergence, basis: 'measured' },
     },
     chosen: best,

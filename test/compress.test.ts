@@ -230,8 +230,9 @@ describe('compress CLI', () => {
     const run = runCli(['compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=12,conv3=16', '--out', out, '--json']);
     assert.equal(run.code, 0, run.stderr);
     const report = JSON.parse(run.stdout);
-    assert.deepEqual(Object.keys(report), ['backend', 'input', 'output', 'scheme', 'totalMacsBefore', 'totalMacsAfter', 'theoreticalSpeedup', 'layers', 'skipped', 'fileBytes', 'newWeights']);
+    assert.deepEqual(Object.keys(report), ['backend', 'input', 'output', 'scheme', 'totalMacsBefore', 'totalMacsAfter', 'theoreticalSpeedup', 'layers', 'skipped', 'fileBytes', 'newWeights', 'warnings']);
     assert.deepEqual(report.layers.map((l: any) => l.newLayers), [['conv2_v', 'conv2_h'], ['conv3_v', 'conv3_h']]);
+    assert.match(report.warnings[0], /2 layers at a tiny rank .*conv2 12\/432, conv3 16\/1024; at this speedup data reconstruction is needed/);
     assert.ok(report.theoreticalSpeedup > 1);
     assert.deepEqual(folderSnapshot(path.dirname(CHARCNN)), input);
     const script = `

@@ -47,16 +47,18 @@ describe('lowrank sweep', () => {
       assert.ok(p.theoreticalSpeedup >= p.target, `${p.target}×: theoretical ${p.theoreticalSpeedup}`);
       assert.deepEqual(p.measured.map((m) => m.batch), [1, 32]);
       assert.ok(p.measured.every((m) => m.speedup > 0 && m.beforeMs > 0 && m.afterMs > 0));
-      assert.deepEqual(Object.keys(p.ranks), ['conv2', 'conv3']);
+      // conv3 saves 1 % of its MACs at the ranks that fit it well: the allocation may leave it as it is.
+      assert.equal(Object.keys(p.ranks)[0], 'conv2');
+      assert.ok(Object.keys(p.ranks).every((n) => ['conv2', 'conv3'].includes(n)));
       assert.ok(p.accuracy && p.accuracy.original > 0.5, 'labelled held-out images give accuracy');
       assert.ok(p.agreement.filter > 0 && p.agreement.data > 0);
     }
     const csv = fs.readFileSync(path.join(out, 'sweep.csv'), 'utf8').trim().split('\n');
     assert.equal(csv.length, 1 + firstJson.points.length);
     assert.match(csv[0], /^target,ranks,theoretical_speedup,measured_speedup_b1,measured_speedup_b32,/);
-    assert.match(csv[1], /^4,"conv2=\d+,conv3=\d+",/);
+    assert.match(csv[1], /^4,"?conv2=\d+(,conv3=\d+)?"?,/);
     // The terminal table: one row per point.
-    assert.match(first.stdout, /^4× +conv2=\d+,conv3=\d+ /m);
+    assert.match(first.stdout, /^4× +conv2=\d+(,conv3=\d+)? /m);
   });
 
   test('writes a valid PNG and an SVG with one symbol per point per series', async () => {
@@ -159,12 +161,12 @@ describe('lowrank sweep', () => {
     // The files and the table hold every point, the resumed ones too.
     const csv = fs.readFileSync(path.join(out, 'sweep.csv'), 'utf8').trim().split('\n');
     assert.equal(csv.length, 3);
-    assert.match(csv[2], /^8,"conv2=\d+,conv3=\d+",/);
+    assert.match(csv[2], /^8,"?conv2=\d+(,conv3=\d+)?"?,/);
     const svg = fs.readFileSync(path.join(out, 'sweep.svg'), 'utf8');
     assert.equal(symbols(svg, SERIES.filter), 2);
     assert.equal(symbols(svg, SERIES.data), 2);
-    assert.match(second.stdout, /^4× +conv2=\d+,conv3=\d+ /m);
-    assert.match(second.stdout, /^8× +conv2=\d+,conv3=\d+ /m);
+    assert.match(second.stdout, /^4× +conv2=\d+(,conv3=\d+)? /m);
+    assert.match(second.stdout, /^8× +conv2=\d+(,conv3=\d+)? /m);
   });
 
   test('a rerun with other settings is refused in one line and changes nothing', async () => {

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import chalk from 'chalk';
-import { parseRankSpec } from '../compress.js';
+import { parseRankSpec, skippedNotes } from '../compress.js';
 import { UserError } from '../errors.js';
 import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport, type MeasuredReport } from '../pipeline.js';
@@ -167,6 +167,8 @@ export function compressJson(backend: string, r: CompressReport) {
     ...(r.finetune ? { finetune: r.finetune } : {}),
     ...(r.measured ? { measured: measuredJson(r.measured) } : {}),
     ...(r.maxLoss ? { maxLoss: r.maxLoss } : {}),
+    ...(r.quickTiming ? { quickTiming: { batch: r.quickTiming.batch, runs: r.quickTiming.runs, speedup: r.quickTiming.speedup, speedupLow: r.quickTiming.speedupLow, speedupHigh: r.quickTiming.speedupHigh } } : {}),
+    ...(r.warnings.length || r.heldOutWarning ? { warnings: [...r.warnings, ...(r.heldOutWarning ? [r.heldOutWarning] : [])] } : {}),
   };
 }
 
@@ -265,6 +267,13 @@ export function renderCompress(r: CompressReport): string {
     ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${r.allocation.basis === 'measured' ? 'joint fits: output divergence from the original on fitting images the fit did not see' : "the kernels' spectra: summed filter error"} ${r.allocation.predictedError.toPrecision(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toPrecision(3)})` : ''}`)]
     : [];
   const searches = [...(r.maxLoss ? renderMaxLoss(r.maxLoss) : []), ...(r.measured ? renderMeasured(r.measured) : [])];
+  const q = r.quickTiming;
+  if (q) {
+    searches.push(`${formatRatio(r.theoreticalSpeedup)} by MACs; measured ${chalk.bold(formatRatio(q.speedup))} [${q.speedupLow.toFixed(2)}–${formatRatio(q.speedupHigh)}] at batch ${q.batch} on this backend (short timing, ${q.runs} runs; --measured targets time)`);
+  }
+  searches.push(...skippedNotes(r.skipped).map((line) => chalk.dim(line.replace(/^warning: /, ''))));
+  // The verdict on the held-out images comes last, where it is read.
+  const ending = r.heldOutWarning ? [chalk.yellow(`warning: ${r.heldOutWarning}`)] : [];
   if (!data) return [table, ...allocation, ...searches].join('\n');
   const held = `${data.images.holdout} held-out images${data.images.holdoutSource === 'eval-data' ? ' (--eval-data)' : ''}`;
   const lines = [
@@ -282,5 +291,5 @@ export function renderCompress(r: CompressReport): string {
     const outcome = f.kept === 'finetuned' ? `kept epoch ${f.bestEpoch} of ${f.epochs}` : `no epoch of ${f.epochs} beat the layer-wise reconstruction: kept it`;
     lines.push(`fine-tuning (${f.target}, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }
-  return [...lines, ...searches].join('\n');
+  return [...lines, ...searches, ...ending].join('\n');
 }

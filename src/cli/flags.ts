@@ -40,6 +40,7 @@ export const FLAG_BOUNDS = {
   '--runs': { integer: true, min: 1, max: MAX_RUNS, why: 'the median settles long before' },
   '--warmup': { integer: true, min: 0, max: MAX_RUNS, why: 'a backend warms up in a few runs' },
   '--timing-batch': wholeBatch,
+  '--timing': { integer: true, min: 1, max: 256, why: 'larger batches time nothing new' },
   '--bench-batch': wholeBatch,
   '--eval-batch': { integer: true, min: 1, max: 4096, why: 'larger batches predict no faster and may not fit in memory' },
   '--probes': { integer: true, min: 1, max: 12, why: 'each halves the range left, and each is a whole fit' },

@@ -1,11 +1,15 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import { inspectLayers, speedupReach, type InspectReport, type LayerReport, type Scheme2Summary, type SpeedupReach } from '../inspect.js';
+import {
+  NEAR_ONE, inspectLayers, speedupReach, timingReach, type InspectReport, type LayerReport, type Scheme2Summary, type SpeedupReach, type TimingReach,
+} from '../inspect.js';
+import { stderrReporter } from '../reconstruct/index.js';
 import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
-import { formatCount, formatPercent, formatRatio, renderTable } from '../report/format.js';
+import { formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { note, startBackend } from './common.js';
+import { parseFlag } from './flags.js';
 import { checkFlagRules } from './rules.js';
 
 /** A conv layer this heavy is the one worth factorizing. */
@@ -18,23 +22,28 @@ export function registerInspect(program: Command): void {
     .argument('<model>', 'model.json, or a folder holding one')
     .option('--json', 'print the report as JSON on stdout')
     .option('--no-spectra', 'skip the singular values behind the energy ranks (faster on huge models)')
-    .action(async (modelPath: string, options: { json?: boolean; spectra: boolean }, command: Command) => {
+    .option('--timing [batch]', 'also time the layers compress would replace, and their replacements at a few ranks, on this backend: what replacing them saves in time (default batch 1; takes a while on big models)')
+    .action(async (modelPath: string, options: { json?: boolean; spectra: boolean; timing?: string | boolean }, command: Command) => {
       const warnings = checkFlagRules(command);
+      const timingBatch = options.timing === undefined ? null : options.timing === true ? 1 : parseFlag('--timing', String(options.timing));
       const backend = await startBackend(command);
       for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
       const loaded = await loadModel(modelPath);
       const layers = listLayers(loaded.model);
       const report = await inspectLayers(layers, options.spectra);
       const reach = speedupReach(layers, loaded.topology, options.spectra);
+      const timing = timingBatch === null ? null : await timingReach(loaded.model, loaded.topology, timingBatch, stderrReporter());
+      if (options.json && timing && timing.measuredMaximum < NEAR_ONE) note(chalk.yellow(`lowrank: warning: ${slowWarning(timing)}`));
       if (report.unknownLayers.length) {
         note(chalk.yellow(`lowrank: warning: no cost known for ${report.unknownLayers.join(', ')} (shown as ?; not counted in the total)`));
       }
       const shown = path.relative(process.cwd(), loaded.jsonPath);
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ backend, model: shown, ...report, reach }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ backend, model: shown, ...report, reach, ...(timing ? { timing } : {}) }, null, 2)}\n`);
       } else {
         process.stdout.write(`${renderInspect(shown, report)}\n`);
         if (reach) process.stdout.write(`\n${renderReach(reach)}\n`);
+        if (timing) process.stdout.write(`\n${renderTiming(timing)}\n`);
       }
       loaded.model.dispose();
     });
@@ -90,21 +99,54 @@ export function renderInspect(model: string, report: InspectReport): string {
   return parts.join('\n');
 }
 
+/** Above this many layers the reach table lists layers as rows, so its lines stay short. */
+const WIDE_REACH = 8;
+
 export function renderReach(r: SpeedupReach): string {
+  const replacing = r.layers.length > WIDE_REACH ? `the ${r.layers.length} layers compress picks by default` : r.layers.join(', ');
   const lines = [
-    chalk.bold(`How fast can this get? Replacing ${r.layers.join(', ')}: at most ${formatRatio(r.maxSpeedup)} by MACs (every layer at rank 1)`),
+    chalk.bold(`How fast can this get? Replacing ${replacing}: at most ${formatRatio(r.maxSpeedup)} by MACs (every layer at rank 1)`),
     chalk.dim(`held back by: ${r.heldBack}`),
   ];
   if (r.targets.length) {
+    const rank = (t: SpeedupReach['targets'][number], n: string) => String(t.ranks[n] ?? '—');
+    const reached = r.targets.map((t) => formatRatio(t.theoreticalSpeedup));
     lines.push(
-      renderTable(
-        [{ header: 'target', align: 'right' }, ...r.layers.map((name) => ({ header: name, align: 'right' as const })), { header: 'reached', align: 'right' }],
-        r.targets.map((t) => [formatRatio(t.target), ...r.layers.map((n) => String(t.ranks[n] ?? '—')), formatRatio(t.theoreticalSpeedup)]),
-      ),
-      chalk.dim('ranks per layer for each whole-model target (least summed filter error); compress --speedup <x> chooses them for you'),
+      r.layers.length > WIDE_REACH
+        ? renderTable(
+          [{ header: 'layer' }, ...r.targets.map((t) => ({ header: formatRatio(t.target), align: 'right' as const }))],
+          r.layers.map((n) => [n, ...r.targets.map((t) => rank(t, n))]),
+          [['reached', ...reached]],
+        )
+        : renderTable(
+          [{ header: 'target', align: 'right' }, ...r.layers.map((name) => ({ header: name, align: 'right' as const })), { header: 'reached', align: 'right' }],
+          r.targets.map((t, i) => [formatRatio(t.target), ...r.layers.map((n) => rank(t, n)), reached[i]]),
+        ),
+      chalk.dim('ranks per layer for each whole-model target (least summed filter error; — leaves the layer as it is); compress --speedup <x> chooses them for you'),
     );
   }
   return lines.join('\n');
+}
+
+/** The warning for a model whose layers, replaced, would barely save time. */
+export function slowWarning(t: TimingReach): string {
+  return `replacing layers will barely speed this model up on ${t.backend}: at most ${formatRatio(t.measuredMaximum)} in measured time at batch ${t.batch}, against ${formatRatio(t.macMaximum)} by MACs (its time is in layers lowrank cannot replace, and in fixed costs per layer)`;
+}
+
+export function renderTiming(t: TimingReach): string {
+  const rows = [...t.layers]
+    .sort((a, b) => (b.originalMs - b.fastestMs) - (a.originalMs - a.fastestMs))
+    .map((l) => [l.name, formatMs(l.originalMs), `${formatMs(l.fastestMs)} (rank ${l.fastestRank})`, formatMs(l.originalMs - l.fastestMs), formatPercent((l.originalMs - l.fastestMs) / t.beforeMs)]);
+  return [
+    chalk.bold(`Time on ${t.backend} at batch ${t.batch}: the original takes ${formatMs(t.beforeMs)}; replacing layers reaches at most ${formatRatio(t.measuredMaximum)} measured (${formatRatio(t.macMaximum)} by MACs)`),
+    chalk.dim(`held back by: ${t.heldBack}`),
+    renderTable(
+      [{ header: 'layer' }, { header: 'time', align: 'right' }, { header: 'replacement at its fastest', align: 'right' }, { header: 'saves', align: 'right' }, { header: 'of the model', align: 'right' }],
+      rows,
+    ),
+    chalk.dim(`each layer's replacement timed at a few ranks inside whole-model runs (${t.seconds.toFixed(1)} s); compress --speedup <x> --measured chooses ranks in this time`),
+    ...(t.measuredMaximum < NEAR_ONE ? [chalk.yellow(`warning: ${slowWarning(t)}`)] : []),
+  ].join('\n');
 }
 
 /** Which MACs no scheme can replace, and which replaceable layers compress leaves out by default. */
