@@ -30,7 +30,7 @@ import {
   type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter,
 } from './reconstruct/index.js';
 import type { Factorization, Scheme } from './schemes/index.js';
-import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
+import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;
@@ -86,9 +86,11 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     throw new UserError('--max-loss measures the loss on held-out images: give --data <image-folder> (and --eval-data <dir>, or --holdout of --data)');
   }
   if (request.maxLoss !== undefined && request.finetune) {
-    throw new UserError('--finetune does not combine with --max-loss (fine-tuning picks its epoch on the held-out images the search scores on): run --max-loss, then compress --rank with the chosen ranks and --finetune');
+    throw new UserError('--finetune does not combine with --max-loss (the search would need a fine-tuning per probe): run --max-loss, then compress --rank with the chosen ranks and --finetune');
   }
-  const images = request.data ? planImages(request.data) : null;
+  // Fine-tuning chooses its epoch on fitting images that neither fit trains on.
+  const carved = request.data && request.finetune ? carveValidation(planImages(request.data), request.data.seed) : null;
+  const images = carved?.plan ?? (request.data ? planImages(request.data) : null);
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
   let plan = planCompression(loaded.model, request, loaded.topology);
@@ -144,7 +146,10 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     if (chance) log(`warning: ${chance}`);
     if (request.finetune) {
       const factorLayers = written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
-      tuned = await finetune(loaded.model, built.model, factorLayers, stores, request.finetune, reporter);
+      // Labels that are not the model's classes would teach it wrong ones.
+      const options = accuracyNote ? { ...request.finetune, labelWeight: 0 } : request.finetune;
+      const validation = await loadValidation(carved!.validation, stores, request.data.pixels);
+      tuned = await finetune(loaded.model, built.model, factorLayers, stores, validation, options, reporter);
     }
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);

@@ -13,8 +13,9 @@ import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
 import type { ReconstructOptions } from '../reconstruct/index.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { formatRanks } from '../ranks.js';
-import { FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
-import { checkOutputName, intFlag, note, startBackend } from './common.js';
+import { DEFAULT_LABEL_WEIGHT, FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
+import { AUGMENT_CHOICES, type AugmentChoice } from '../train/augment.js';
+import { checkOutputName, intFlag, note, numberFlag, startBackend } from './common.js';
 import {
   addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, speedupValue, type DataFlags, type SchemeFlags,
 } from './compress-options.js';
@@ -40,7 +41,12 @@ interface FinetuneFlags {
   finetune?: boolean;
   epochs: string;
   finetuneLayers: 'factors' | 'all';
+  labelWeight: string;
+  augment: AugmentChoice;
 }
+
+/** --label-weight: from 0 (distillation only) to this; past it the labels drown the original's outputs. */
+const MAX_LABEL_WEIGHT = 10;
 
 /** --max-loss: points of top-1 accuracy (or agreement) the user accepts to lose. */
 function maxLossValue(text: string): number {
@@ -56,12 +62,22 @@ function onlyWith(command: Command, flag: string, key: string, needs: string, gi
   if (!given && command.getOptionValueSource(key) === 'cli') throw new UserError(`${flag} applies to ${needs}: give ${needs} too`);
 }
 
-/** The fine-tuning options, or null without --finetune (then --epochs and --finetune-layers may not be given). */
+/** The fine-tuning flags besides --finetune, by commander key. */
+const FINETUNE_ONLY: Record<string, string> = { epochs: '--epochs', finetuneLayers: '--finetune-layers', labelWeight: '--label-weight', augment: '--augment' };
+
+/** --label-weight: a number from 0 to MAX_LABEL_WEIGHT. */
+function labelWeightValue(text: string): number {
+  const w = numberFlag(text, '--label-weight');
+  if (w < 0 || w > MAX_LABEL_WEIGHT) throw new UserError(`--label-weight ${text}: give a number from 0 (distillation only) to ${MAX_LABEL_WEIGHT}`);
+  return w;
+}
+
+/** The fine-tuning options, or null without --finetune (then the other fine-tuning flags may not be given). */
 function finetuneOptions(flags: FinetuneFlags, command: Command, data: ReconstructOptions | null): FinetuneOptions | null {
   if (!flags.finetune || !data) {
-    const given = ['finetune', 'epochs', 'finetuneLayers'].find((k) => command.getOptionValueSource(k) === 'cli');
+    const given = ['finetune', ...Object.keys(FINETUNE_ONLY)].find((k) => command.getOptionValueSource(k) === 'cli');
     if (given === 'finetune') throw new UserError('--finetune applies to data reconstruction: give --data <image-folder> too');
-    if (given) throw new UserError(`${given === 'epochs' ? '--epochs' : '--finetune-layers'} applies to fine-tuning: give --finetune too`);
+    if (given) throw new UserError(`${FINETUNE_ONLY[given]} applies to fine-tuning: give --finetune too`);
     return null;
   }
   return {
@@ -69,6 +85,8 @@ function finetuneOptions(flags: FinetuneFlags, command: Command, data: Reconstru
     layers: flags.finetuneLayers,
     batch: data.batch,
     seed: data.seed,
+    labelWeight: labelWeightValue(flags.labelWeight),
+    augment: flags.augment,
   };
 }
 
@@ -89,8 +107,10 @@ export function registerCompress(program: Command): void {
     .addOption(new Option('--quantize <kind>', 'precision of the new weights (default: that of most of the input\'s weights; the others keep their bytes)').choices(QUANTIZE_CHOICES))
     .option('--json', 'print the report as JSON on stdout')
     .option('--finetune', 'after data reconstruction, train the compressed model end to end to reproduce the original (distillation)')
-    .option('--epochs <n>', 'fine-tuning epochs; auto: stop when the held-out error stops improving', 'auto')
-    .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'));
+    .option('--epochs <n>', 'fine-tuning epochs; auto: sized to the number of images, stopping when the loss on a validation tenth of the fitting images stops improving', 'auto')
+    .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'))
+    .option('--label-weight <w>', 'fine-tuning: weight of the cross-entropy on the class-folder labels beside distillation (0: distillation only)', String(DEFAULT_LABEL_WEIGHT))
+    .addOption(new Option('--augment <when>', 'fine-tuning: random shifts and horizontal flips of the fitting images (auto: for colour inputs, not for grayscale digits or text)').choices([...AUGMENT_CHOICES]).default('auto'));
   addDataOptions(addSchemeOptions(command), 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .action(async (modelPath: string, flags: CompressFlags & DataFlags & FinetuneFlags, cmd: Command) => {
       const backend = await startBackend(cmd);
