@@ -1,11 +1,11 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads` (default: all).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune finetune-cifar mobilenet sweep threads` (default: all).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runAllocationBench } from './allocation.js';
-import { runFinetuneBench } from './finetune.js';
+import { runFinetuneBench, runFinetuneCifarBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
 import { runMobilenetBench } from './mobilenet.js';
 import { runReconstructBench } from './reconstruct.js';
@@ -33,6 +33,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   reconstruct: runReconstructBench,
   allocation: runAllocationBench,
   finetune: runFinetuneBench,
+  'finetune-cifar': runFinetuneCifarBench,
   mobilenet: runMobilenetBench,
   sweep: runSweepBench,
   threads: runThreadsBench,

@@ -302,8 +302,11 @@ export function renderCompress(r: CompressReport): string {
   }
   const f = r.finetune;
   if (f) {
-    const outcome = f.kept === 'finetuned' ? `kept epoch ${f.bestEpoch} of ${f.epochs}` : `no epoch of ${f.epochs} beat the layer-wise reconstruction: kept it`;
-    lines.push(`fine-tuning (${f.target}, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
+    const outcome = f.kept === 'finetuned'
+      ? `kept epoch ${f.bestEpoch} of ${f.epochs}, chosen on ${f.validationImages} fitting images set aside`
+      : `no epoch of ${f.epochs} beat the layer-wise reconstruction on ${f.validationImages} fitting images set aside: kept it`;
+    const how = [f.target, f.labelWeight > 0 ? `labels weighted ${f.labelWeight}` : 'no labels', f.augmented ? 'augmented' : 'not augmented'].join(', ');
+    lines.push(`fine-tuning (${how}, ${f.trainImages} images, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }
   return [...lines, ...searches].join('\n');
 }
