@@ -51,11 +51,11 @@ export interface FinetuneOptions {
 
 export const FINETUNE_LAYERS = ['factors', 'all'] as const;
 /**
- * Cross-entropy weight by default: labels correct what the original gets wrong while the teacher's
- * logits still carry most of the signal (the distillation term starts near 0.01–0.1, the
- * cross-entropy near 0.5–1).
+ * Cross-entropy weight by default: none. Measured on the Fashion-MNIST fixture at 16×, 0.1 pushed the
+ * logits away from the teacher's faster than it corrected labels, and no epoch beat the layer-wise
+ * fit on the validation images (−2.1 points against −0.9 without labels); labels are opt-in.
  */
-export const DEFAULT_LABEL_WEIGHT = 0.1;
+export const DEFAULT_LABEL_WEIGHT = 0;
 /**
  * 'auto' epochs: about IMAGE_PASSES training images in all (more epochs on few images, fewer on
  * many), from MIN_AUTO_EPOCHS to MAX_AUTO_EPOCHS; the cosine decay is planned over them. Training
