@@ -63,3 +63,50 @@ export async function runFinetuneBench(): Promise<void> {
     rows,
   );
 }
+
+const CIFAR = path.join(ROOT, 'fixtures', 'cifar', 'model.json');
+const CIFAR_TRAIN = path.join(ROOT, 'fixtures', 'cifar10', 'train');
+const CIFAR_TEST = path.join(ROOT, 'fixtures', 'cifar10', 'test');
+/** Whole-model targets → top-1 points `--data --finetune` may lose against the original (none at 4×). */
+const CIFAR_TARGETS: [number, number | null][] = [[2, 1.0], [3, 2.5], [4, null]];
+/** Seconds a whole run may take. */
+const CIFAR_TIME_TARGET = 300;
+
+/**
+ * The CIFAR-10 fixture at 2×, 3× and 4× (`--speedup`, ranks chosen by joint fits), fitted on its
+ * 5,000 training images and scored on its 1,000 test images: original, filter reconstruction, data
+ * reconstruction and data reconstruction + fine-tuning (default settings), with the whole run's time.
+ */
+export async function runFinetuneCifarBench(): Promise<void> {
+  heading('Fine-tuning: CIFAR-10 fixture, --speedup 2/3/4, fit on cifar10/train (5,000), top-1 on cifar10/test (1,000), wasm');
+  const rows: (string | number)[][] = [];
+  for (const [target, allowed] of CIFAR_TARGETS) {
+    const run = timeCli([
+      '--backend', 'wasm', 'compress', CIFAR, '--speedup', String(target), '--out', path.join(WORK, `finetune-cifar-${target}`), '--force',
+      '--data', CIFAR_TRAIN, '--samples', '5000', '--eval-data', CIFAR_TEST, '--finetune', '--json',
+    ]);
+    const report = JSON.parse(run.stdout);
+    const acc = report.accuracy;
+    const f = report.finetune;
+    const points100 = (a: number, b: number) => Math.round(1000 * (a - b)) / 10;
+    const loss = points100(acc.original, acc.finetuned);
+    const points = (x: number) => `${x >= 0 ? '−' : '+'}${Math.abs(x).toFixed(1)}`;
+    const seconds = run.wallMs / 1000;
+    rows.push([
+      `${target}× (${report.theoreticalSpeedup.toFixed(2)}×)`,
+      report.layers.map((l: { name: string; rank: number }) => `${l.name}=${l.rank}`).join(','),
+      pct(acc.original),
+      `${pct(acc.filter)} (${points(points100(acc.original, acc.filter))})`,
+      `${pct(acc.data)} (${points(points100(acc.original, acc.data))})`,
+      `${pct(acc.finetuned)} (${points(loss)}${allowed === null ? '' : loss <= allowed ? ' ✓' : ` ✗ target ≤ ${allowed}`})`,
+      `${f.bestEpoch} of ${f.epochs}${f.kept === 'data' ? ' (kept layer-wise)' : ''}`,
+      `${f.seconds.toFixed(0)} s`,
+      `${seconds.toFixed(0)} s${seconds <= CIFAR_TIME_TARGET ? ' ✓' : ' ✗'}`,
+      `${run.maxRssMiB.toFixed(0)} MiB`,
+    ]);
+  }
+  markdownTable(
+    ['target (by MACs)', 'ranks', 'original %', 'filter %', 'data %', 'data + fine-tuning %', 'epoch kept', 'fine-tuning time', 'whole run', 'peak RSS'],
+    rows,
+  );
+}

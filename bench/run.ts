@@ -1,13 +1,13 @@
 /**
  * `npm run bench`: every benchmark behind the figures in README.md. Sections can be picked:
- * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune mobilenet sweep threads browser realsize`
- * (default: all; realsize needs `--images <dir>` of natural photos, see bench/realsize.ts).
+ * `node dist/bench/run.js cli vgg speed linalg reconstruct allocation finetune finetune-cifar mobilenet sweep threads browser
+ * realsize` (default: all; realsize needs `--images <dir>` of natural photos, see bench/realsize.ts).
  */
 import * as path from 'node:path';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 import { runAllocationBench } from './allocation.js';
 import { runBrowserBench } from './browser.js';
-import { runFinetuneBench } from './finetune.js';
+import { runFinetuneBench, runFinetuneCifarBench } from './finetune.js';
 import { runLinalgBench } from './linalg.js';
 import { runMobilenetBench } from './mobilenet.js';
 import { runRealsizeBench } from './realsize.js';
@@ -36,6 +36,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   reconstruct: runReconstructBench,
   allocation: runAllocationBench,
   finetune: runFinetuneBench,
+  'finetune-cifar': runFinetuneCifarBench,
   mobilenet: runMobilenetBench,
   sweep: runSweepBench,
   threads: runThreadsBench,

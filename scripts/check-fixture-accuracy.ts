@@ -1,5 +1,5 @@
 /**
- * Top-1 accuracy of a saved tfjs layers-model on a folder of class-labelled PNGs.
+ * Top-1 accuracy of a saved tfjs layers-model on a folder of class-labelled PNG or JPEG images.
  *
  * Defaults to the charcnn fixture on the Fashion-MNIST test PNGs:
  *
@@ -72,7 +72,7 @@ async function loadImages(
   const pixels: Float32Array[] = [];
   const labels: number[] = [];
   for (const [ci, cls] of classes.entries()) {
-    const files = (await readdir(path.join(root, cls))).filter((f) => f.endsWith('.png')).sort();
+    const files = (await readdir(path.join(root, cls))).filter((f) => /\.(png|jpe?g)$/i.test(f)).sort();
     for (const f of files) {
       // sharp's raw output is sRGB (3 channels) even for an 8-bit grayscale PNG,
       // so ask for the single-channel 'b-w' colourspace when the model wants one channel.

@@ -38,7 +38,7 @@ import { AUTO_STEP_MACS, autoSteps } from './reconstruct/fit.js';
 import { imageBatchSize } from './reconstruct/index.js';
 import { SEARCH_SCORE_IMAGES } from './sensitivity.js';
 import type { Factorization, Scheme } from './schemes/index.js';
-import { checkFinetune, finetune, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
+import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from './train/finetune.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;
@@ -96,7 +96,9 @@ export interface CompressReport {
 const shown = (p: string) => path.relative(process.cwd(), p) || p;
 
 export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
-  const images = request.data ? planImages(request.data) : null;
+  // Fine-tuning chooses its epoch on fitting images that neither fit trains on.
+  const carved = request.data && request.finetune ? carveValidation(planImages(request.data), request.data.seed) : null;
+  const images = carved?.plan ?? (request.data ? planImages(request.data) : null);
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
   let plan = planCompression(loaded.model, request, loaded.topology);
@@ -167,7 +169,10 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
     if (chance) log(`warning: ${chance}`);
     if (request.finetune) {
       const factorLayers = written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
-      tuned = await finetune(loaded.model, built.model, factorLayers, stores, request.finetune, reporter);
+      // Labels that are not the model's classes would teach it wrong ones.
+      const options = accuracyNote ? { ...request.finetune, labelWeight: 0 } : request.finetune;
+      const validation = await loadValidation(carved!.validation, stores, request.data.pixels);
+      tuned = await finetune(loaded.model, built.model, factorLayers, stores, validation, options, reporter);
     }
   } else {
     built = await buildCompressed(loaded.model, loaded.topology, filter);

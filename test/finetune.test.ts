@@ -15,8 +15,9 @@ import { compressModel, factorize, planCompression } from '../src/compress.js';
 import { DEFAULT_PIXELS } from '../src/data/images.js';
 import { loadModel } from '../src/model/io.js';
 import { dataReconstruction } from '../src/datafit.js';
-import { loadImages, planImages, silentReporter, type ImageStores, type ReconstructOptions } from '../src/reconstruct/index.js';
-import { finetune } from '../src/train/finetune.js';
+import type { ImageStore } from '../src/reconstruct/data.js';
+import { loadImages, planImages, silentReporter, type ImagePlan, type ImageStores, type ReconstructOptions } from '../src/reconstruct/index.js';
+import { DEFAULT_LABEL_WEIGHT, carveValidation, finetune, loadValidation } from '../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from './helpers.js';
 
 before(async () => {
@@ -27,8 +28,11 @@ function options(fit: string, held: string, iterations: number): ReconstructOpti
   return { data: fit, evalData: held, holdout: 0.2, samples: 1000, joint: true, iterations, batch: 32, seed: 1, pixels: DEFAULT_PIXELS };
 }
 
-async function stores(model: tf.LayersModel, o: ReconstructOptions): Promise<ImageStores> {
-  return loadImages(model, planImages(o), o);
+/** The images as the pipeline prepares them for --finetune: fitting, validation (set aside first) and held-out. */
+async function prepare(model: tf.LayersModel, o: ReconstructOptions): Promise<{ s: ImageStores; validation: ImageStore; images: ImagePlan }> {
+  const carved = carveValidation(planImages(o), o.seed);
+  const s = await loadImages(model, carved.plan, o);
+  return { s, validation: await loadValidation(carved.validation, s, o.pixels), images: carved.plan };
 }
 
 /** The model's outputs (or, with `layer`, that layer's output) on every held-out image. */
@@ -54,16 +58,16 @@ function relativeError(a: Float32Array[], b: Float32Array[]): number {
 }
 
 describe('fine-tuning by distillation', () => {
-  test('a student that already equals its teacher (full rank) is left unchanged', async () => {
+  test('without labels in the loss, a student that already equals its teacher (full rank) is left unchanged', async () => {
     const { model: teacher } = await loadModel(CHARCNN);
     // Few images: a full-rank student trains slowly, and unchanged weights need no more than a few steps to show.
     const o = options(imageSubset(FASHION_TRAIN, 3), imageSubset(FASHION_TEST, 2), 0);
-    const s = await stores(teacher, o);
+    const { s, validation } = await prepare(teacher, o);
     const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 432, layers: ['conv2'], allowSlower: true });
     const before = await outputs(student.model, s);
     assert.ok(relativeError(before, await outputs(teacher, s)) < 1e-4, 'full-rank Scheme 2 reproduces the teacher');
     const weightsBefore = student.model.getWeights().map((w) => w.dataSync().slice());
-    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], s, { epochs: 2, layers: 'factors', batch: 16, seed: 1 }, silentReporter);
+    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], s, validation, { epochs: 2, layers: 'factors', batch: 16, seed: 1, labelWeight: 0, augment: 'auto' }, silentReporter);
     assert.equal(report.epochs, 2);
     const after = await outputs(student.model, s);
     assert.ok(relativeError(after, before) < 1e-4, `outputs moved by ${relativeError(after, before).toExponential(2)}`);
@@ -85,14 +89,13 @@ describe('fine-tuning by distillation', () => {
     const { model: teacher, topology } = await loadModel(CHARCNN);
     const o = options(imageSubset(FASHION_TRAIN, 15), imageSubset(FASHION_TEST, 10), 20);
     const plan = planCompression(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: new Map([['conv2', 4], ['conv3', 8]]), layers: ['conv2', 'conv3'] }, topology);
-    const images = planImages(o);
-    const s = await loadImages(teacher, images, o);
-    assert.equal(s.fit.count, 150);
+    const { s, validation, images } = await prepare(teacher, o);
+    assert.deepEqual([s.fit.count, validation.count], [135, 15]);
     const data = await dataReconstruction(teacher, topology, factorize(plan, topology), s, images, o, silentReporter);
     // The logits: the input of the fixture's final softmax.
     const target = await outputs(teacher, s, 'flatten');
     const layerWise = relativeError(await outputs(data.built.model, s, 'flatten'), target);
-    const report = await finetune(teacher, data.built.model, ['conv2_v', 'conv2_h', 'conv3_v', 'conv3_h'], s, { epochs: 3, layers: 'factors', batch: 16, seed: 1 }, silentReporter);
+    const report = await finetune(teacher, data.built.model, ['conv2_v', 'conv2_h', 'conv3_v', 'conv3_h'], s, validation, { epochs: 3, layers: 'factors', batch: 16, seed: 1, labelWeight: DEFAULT_LABEL_WEIGHT, augment: 'auto' }, silentReporter);
     const tuned = relativeError(await outputs(data.built.model, s, 'flatten'), target);
     assert.equal(report.kept, 'finetuned');
     assert.ok(report.heldOut.error.finetuned < report.heldOut.error.data);

@@ -13,7 +13,8 @@ import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
 import type { ReconstructOptions } from '../reconstruct/index.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { formatRanks } from '../ranks.js';
-import { FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
+import { DEFAULT_LABEL_WEIGHT, FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
+import { AUGMENT_CHOICES, type AugmentChoice } from '../train/augment.js';
 import { checkOutputName, note, startBackend } from './common.js';
 import {
   addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, type DataFlags, type SchemeFlags,
@@ -39,9 +40,11 @@ interface FinetuneFlags {
   finetune?: boolean;
   epochs: string;
   finetuneLayers: 'factors' | 'all';
+  labelWeight: string;
+  augment: AugmentChoice;
 }
 
-/** The fine-tuning options, or null without --finetune (rules.ts refuses --epochs and --finetune-layers then). */
+/** The fine-tuning options, or null without --finetune (rules.ts refuses the other fine-tuning flags then). */
 function finetuneOptions(flags: FinetuneFlags, data: ReconstructOptions | null): FinetuneOptions | null {
   if (!flags.finetune || !data) return null;
   return {
@@ -49,6 +52,8 @@ function finetuneOptions(flags: FinetuneFlags, data: ReconstructOptions | null):
     layers: flags.finetuneLayers,
     batch: data.batch,
     seed: data.seed,
+    labelWeight: parseFlag('--label-weight', flags.labelWeight),
+    augment: flags.augment,
   };
 }
 
@@ -69,8 +74,10 @@ export function registerCompress(program: Command): void {
     .addOption(new Option('--quantize <kind>', 'precision of the new weights (default: that of most of the input\'s weights; the others keep their bytes)').choices(QUANTIZE_CHOICES))
     .option('--json', 'print the report as JSON on stdout')
     .option('--finetune', 'after data reconstruction, train the compressed model end to end to reproduce the original (distillation)')
-    .option('--epochs <n>', 'fine-tuning epochs; auto: stop when the held-out error stops improving', 'auto')
-    .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'));
+    .option('--epochs <n>', 'fine-tuning epochs; auto: sized to the number of images, stopping when the loss on a validation tenth of the fitting images stops improving', 'auto')
+    .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'))
+    .option('--label-weight <w>', 'fine-tuning: weight of the cross-entropy on the class-folder labels beside distillation (0: distillation only)', String(DEFAULT_LABEL_WEIGHT))
+    .addOption(new Option('--augment <when>', 'fine-tuning: random shifts and horizontal flips of the fitting images (auto: for colour inputs, not for grayscale digits or text)').choices([...AUGMENT_CHOICES]).default('auto'));
   addDataOptions(addSchemeOptions(command), 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .action(async (modelPath: string, flags: CompressFlags & DataFlags & FinetuneFlags, cmd: Command) => {
       const warnings = checkFlagRules(cmd, modelPath);
@@ -288,8 +295,11 @@ export function renderCompress(r: CompressReport): string {
   }
   const f = r.finetune;
   if (f) {
-    const outcome = f.kept === 'finetuned' ? `kept epoch ${f.bestEpoch} of ${f.epochs}` : `no epoch of ${f.epochs} beat the layer-wise reconstruction: kept it`;
-    lines.push(`fine-tuning (${f.target}, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
+    const outcome = f.kept === 'finetuned'
+      ? `kept epoch ${f.bestEpoch} of ${f.epochs}, chosen on ${f.validationImages} fitting images set aside`
+      : `no epoch of ${f.epochs} beat the layer-wise reconstruction on ${f.validationImages} fitting images set aside: kept it`;
+    const how = [f.target, f.labelWeight > 0 ? `labels weighted ${f.labelWeight}` : 'no labels', f.augmented ? 'augmented' : 'not augmented'].join(', ');
+    lines.push(`fine-tuning (${how}, ${f.trainImages} images, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }
   return [...lines, ...searches, ...ending].join('\n');
 }

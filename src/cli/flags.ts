@@ -37,6 +37,10 @@ export const FLAG_BOUNDS = {
   '--seed': { integer: true, min: 0, max: MAX_SEED, why: 'seeds are 32-bit; larger ones would wrap around to the same fits' },
   '--holdout': { integer: false, min: 0, minExclusive: true, max: 1, maxExclusive: true, why: '', hint: 'give a fraction between 0 and 1 (e.g. 0.2)' },
   '--epochs': { integer: true, min: 1, max: 1000, why: 'fine-tuning settles within tens of epochs; use auto to stop when it does' },
+  '--label-weight': {
+    integer: false, min: 0, max: 10, why: 'past it the labels drown the original\'s outputs',
+    hint: 'give a number from 0 (distillation only) to 10',
+  },
   '--runs': { integer: true, min: 1, max: MAX_RUNS, why: 'the median settles long before' },
   '--warmup': { integer: true, min: 0, max: MAX_RUNS, why: 'a backend warms up in a few runs' },
   '--timing-batch': wholeBatch,

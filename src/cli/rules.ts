@@ -57,6 +57,8 @@ export const FLAG_RULES: FlagRule[] = [
   needs(['compress'], 'finetune', '--finetune', 'data', '--data <image-folder>', 'data reconstruction'),
   needs(['compress'], 'epochs', '--epochs', 'finetune', '--finetune', 'fine-tuning'),
   needs(['compress'], 'finetuneLayers', '--finetune-layers', 'finetune', '--finetune', 'fine-tuning'),
+  needs(['compress'], 'labelWeight', '--label-weight', 'finetune', '--finetune', 'fine-tuning'),
+  needs(['compress'], 'augment', '--augment', 'finetune', '--finetune', 'fine-tuning'),
   // Images.
   {
     commands: READING_IMAGES, action: 'refuse', when: (f) => has(f, 'standardize') && (f.given('scale') || f.given('offset')),
@@ -84,7 +86,7 @@ export const FLAG_RULES: FlagRule[] = [
   },
   {
     commands: ['compress'], action: 'refuse', when: (f) => has(f, 'maxLoss') && has(f, 'finetune'),
-    message: '--finetune does not combine with --max-loss (fine-tuning picks its epoch on the held-out images the search scores on): run --max-loss, then compress --rank with the chosen ranks and --finetune',
+    message: '--finetune does not combine with --max-loss (the search would need a fine-tuning per probe): run --max-loss, then compress --rank with the chosen ranks and --finetune',
   },
   {
     commands: ['compress'], action: 'refuse', when: (f) => has(f, 'maxLoss') && (has(f, 'rank') || has(f, 'speedup')),

@@ -100,6 +100,25 @@ export class ImageStore {
     return { x: tf.tensor4d(data, [entries.length, height, width, channels]), labels: entries.map((e) => e.label) };
   }
 
+  /** Input height, width and channels of every image. */
+  get inputSize(): InputSize {
+    return this.size;
+  }
+
+  /**
+   * Readable images `indices` as decoded (before scaling: kept ones, or decoded again), with their
+   * labels: what fine-tuning reads to augment and scale a batch at a time.
+   */
+  async rawImages(indices: number[]): Promise<{ raws: (Uint8Array | Float32Array)[]; labels: (number | null)[]; pixels: PixelOptions }> {
+    await this.load();
+    const entries = indices.map((i) => this.readable[i]);
+    const raws = this.kept ? indices.map((i) => this.kept![i]) : await Promise.all(entries.map((e) => decodeRaw(e.file, this.size, this.pixels)));
+    raws.forEach((raw, i) => {
+      if (!raw) throw new UserError(`${entries[i].file}: no longer readable as an image; keep the image folder unchanged while lowrank runs`);
+    });
+    return { raws: raws as (Uint8Array | Float32Array)[], labels: entries.map((e) => e.label), pixels: this.pixels };
+  }
+
   /** The labels of batch `index`. */
   labels(index: number): (number | null)[] {
     return this.readable.slice(index * this.batchSize, (index + 1) * this.batchSize).map((e) => e.label);
