@@ -421,12 +421,14 @@ describe('compress --data (CLI)', () => {
     assert.match(run.stderr, /conv3: fitting/);
   });
 
-  test('human report: two error columns and the accuracy line; plain progress lines when stderr is not a terminal', async () => {
+  test('human report: two error columns, the accuracy and agreement lines; plain progress lines when stderr is not a terminal', async () => {
     const data = imageFolder(5, 2);
     const run = await cli(['compress', CHARCNN, ...cheap, '--out', path.join(temp(), 'out'), '--data', data, '--no-joint']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /output error: filter\s+data/);
     assert.match(run.stdout, /top-1 accuracy on 2 held-out images: original [\d.]+%, filter reconstruction [\d.]+%, data reconstruction [\d.]+%/);
+    // Agreement is shown with or without labels: the damage warnings point to it.
+    assert.match(run.stdout, /agreement with the original's top-1 on 2 held-out images: filter reconstruction [\d.]+%, data reconstruction [\d.]+%/);
     assert.match(run.stderr, /conv3: fitting: 5\/5 iterations in/);
     assert.doesNotMatch(run.stderr, /\x1b\[/);
   });
