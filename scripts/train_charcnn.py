@@ -43,6 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+import fixture_training  # beside this script
+
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = [
     "0_tshirt_top",
@@ -167,49 +169,12 @@ def augment(xb, gen, max_shift=1):
     return out
 
 
-@torch.no_grad()
-def accuracy(model, u8, labels, batch=1000):
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch):
-        logits = model(to_input(u8[i : i + batch]))
-        correct += (logits.argmax(1).numpy() == labels[i : i + batch]).sum()
-    return correct / len(labels)
+def accuracy(model, u8, labels):
+    return fixture_training.accuracy(model, to_input, u8, labels)
 
 
 def train(model, x_train, y_train, x_test, y_test, epochs, batch_size, lr):
-    gen = torch.Generator().manual_seed(SEED)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    # step schedule: full lr for ~60 % of the epochs, then /3, then /10
-    m1 = max(1, round(epochs * 0.6))
-    m2 = max(m1 + 1, round(epochs * 0.85))
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[m1, m2], gamma=0.3)
-    x_all = to_input(x_train)
-    y_all = torch.from_numpy(y_train)
-    n = len(y_all)
-    t0 = time.time()
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total_loss = 0.0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            xb = augment(x_all[idx], gen)
-            yb = y_all[idx]
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            total_loss += loss.item() * len(idx)
-        sched.step()
-        acc = accuracy(model, x_test, y_test)
-        print(
-            f"epoch {epoch + 1}/{epochs}  loss {total_loss / n:.4f}  "
-            f"test acc {acc * 100:.2f} %  lr {opt.param_groups[0]['lr']:.2e}  "
-            f"elapsed {time.time() - t0:.0f} s",
-            flush=True,
-        )
-    return time.time() - t0
+    return fixture_training.train(model, to_input, augment, SEED, x_train, y_train, x_test, y_test, epochs, batch_size, lr)
 
 
 # ---------------------------------------------------------------- export

@@ -45,6 +45,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+import fixture_training  # beside this script
+
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SEED = 20141203
 SIZE = 32
@@ -146,47 +148,12 @@ class CifarCNNTrain(CifarCNN):
         return out.eval()
 
 
-@torch.no_grad()
-def accuracy(model, u8, labels, batch=1000):
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch):
-        logits = model(to_input(u8[i : i + batch]))
-        correct += (logits.argmax(1).numpy() == labels[i : i + batch]).sum()
-    return correct / len(labels)
+def accuracy(model, u8, labels):
+    return fixture_training.accuracy(model, to_input, u8, labels)
 
 
 def train(model, x_train, y_train, x_test, y_test, epochs, batch_size, lr):
-    gen = torch.Generator().manual_seed(SEED)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    m1 = max(1, round(epochs * 0.6))
-    m2 = max(m1 + 1, round(epochs * 0.85))
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[m1, m2], gamma=0.3)
-    x_all = to_input(x_train)
-    y_all = torch.from_numpy(y_train)
-    n = len(y_all)
-    t0 = time.time()
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        total_loss = 0.0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad()
-            loss = F.cross_entropy(model(augment(x_all[idx], gen)), y_all[idx])
-            loss.backward()
-            opt.step()
-            total_loss += loss.item() * len(idx)
-            if (i // batch_size) % 50 == 49:
-                print(f"  {i + len(idx)}/{n} images  {time.time() - t0:.0f} s", flush=True)
-        sched.step()
-        acc = accuracy(model, x_test, y_test)
-        print(
-            f"epoch {epoch + 1}/{epochs}  loss {total_loss / n:.4f}  test acc {acc * 100:.2f} %  "
-            f"lr {opt.param_groups[0]['lr']:.2e}  elapsed {time.time() - t0:.0f} s",
-            flush=True,
-        )
-    return time.time() - t0
+    return fixture_training.train(model, to_input, augment, SEED, x_train, y_train, x_test, y_test, epochs, batch_size, lr)
 
 
 # ---------------------------------------------------------------- export
