@@ -1,9 +1,11 @@
-"""Training loop shared by the fixture scripts (train_charcnn.py, train_cifar.py).
+"""What the fixture scripts (train_charcnn.py, train_cifar.py) share: the training loop and the export.
 
 Adam with a step schedule (full rate for ~60 % of the epochs, then /3, then /10), seeded shuffles and
 augmentation, and the test accuracy after every epoch. Each script brings its own input scaling
 (`to_input`) and augmentation (`augment(batch, generator)`).
 """
+import json
+import os
 import time
 
 import torch
@@ -53,3 +55,26 @@ def train(model, to_input, augment, seed, x_train, y_train, x_test, y_test, epoc
             flush=True,
         )
     return time.time() - t0
+
+
+def write_layers_model(out_dir, generated_by, model_name, layers, weights, chunks):
+    """Writes a tfjs layers-model folder: model.json (a Sequential of `layers`) and one weight shard."""
+    manifest = {
+        "format": "layers-model",
+        "generatedBy": generated_by,
+        "convertedBy": None,
+        "modelTopology": {
+            "class_name": "Sequential",
+            "config": {"name": model_name, "layers": layers},
+            "keras_version": "tfjs-layers 4.22.0",
+            "backend": "tensor_flow.js",
+        },
+        "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": weights}],
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "model.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(out_dir, "group1-shard1of1.bin"), "wb") as f:
+        for c in chunks:
+            f.write(c)

@@ -32,7 +32,6 @@ the first argument). Run with the system interpreter: /usr/bin/python3.
 
 import argparse
 import gzip
-import json
 import os
 import shutil
 import time
@@ -235,25 +234,7 @@ def export_tfjs(model, out_dir):
                 }
             )
             chunks.append(arr.astype("<f2").tobytes())
-    manifest = {
-        "format": "layers-model",
-        "generatedBy": "lowrank scripts/train_charcnn.py",
-        "convertedBy": None,
-        "modelTopology": {
-            "class_name": "Sequential",
-            "config": {"name": "charcnn", "layers": layers},
-            "keras_version": "tfjs-layers 4.22.0",
-            "backend": "tensor_flow.js",
-        },
-        "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": weights}],
-    }
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "model.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(out_dir, "group1-shard1of1.bin"), "wb") as f:
-        for c in chunks:
-            f.write(c)
+    fixture_training.write_layers_model(out_dir, "lowrank scripts/train_charcnn.py", "charcnn", layers, weights, chunks)
 
 
 def float16_copy(model):

@@ -34,7 +34,6 @@ about 5 minutes on 2 idle CPU cores and give a weak model (about 40 %);
 """
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -198,25 +197,7 @@ def export_tfjs(model, out_dir):
         arr = t.contiguous().numpy().astype("<f4")
         weights.append({"name": name, "shape": list(arr.shape), "dtype": "float32"})
         chunks.append(arr.tobytes())
-    manifest = {
-        "format": "layers-model",
-        "generatedBy": "lowrank scripts/train_cifar.py",
-        "convertedBy": None,
-        "modelTopology": {
-            "class_name": "Sequential",
-            "config": {"name": "cifar", "layers": layers},
-            "keras_version": "tfjs-layers 4.22.0",
-            "backend": "tensor_flow.js",
-        },
-        "weightsManifest": [{"paths": ["group1-shard1of1.bin"], "weights": weights}],
-    }
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "model.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(out_dir, "group1-shard1of1.bin"), "wb") as f:
-        for c in chunks:
-            f.write(c)
+    fixture_training.write_layers_model(out_dir, "lowrank scripts/train_cifar.py", "cifar", layers, weights, chunks)
 
 
 def copy_samples(files, labels, per_class, out_dir, rng):
