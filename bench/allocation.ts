@@ -7,10 +7,10 @@
  * Issue target: --speedup loses no more top-1 than equal fractions, and strictly less at 12×.
  */
 import * as path from 'node:path';
-import { useBackend } from '../src/backend.js';
+import { useBackend } from '../src/runtime/backend.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/ranks.js';
+import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/plan/ranks.js';
 import { scheme2 } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 

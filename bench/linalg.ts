@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { fileURLToPath } from 'node:url';
 import { spectrum, truncatedSvd, type SvdDiagnostics } from '../src/linalg/svd.js';
-import { xoshiro128plus } from '../src/random.js';
+import { xoshiro128plus } from '../src/runtime/random.js';
 
 interface Layer {
   name: string;

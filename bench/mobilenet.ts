@@ -10,11 +10,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { useBackend } from '../src/backend.js';
-import { convGeometry } from '../src/cost.js';
+import { useBackend } from '../src/runtime/backend.js';
+import { convGeometry } from '../src/model/cost.js';
 import { loadModel, saveModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { filterCandidates, formatRanks, ranksForSpeedup, theoreticalSpeedup } from '../src/ranks.js';
+import { filterCandidates, formatRanks, ranksForSpeedup, theoreticalSpeedup } from '../src/plan/ranks.js';
 import { channel, selectSchemes } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 

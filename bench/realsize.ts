@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
-import { mulberry32 } from '../src/random.js';
+import { mulberry32 } from '../src/runtime/random.js';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
 
 const PACKAGE = 'nsfwjs@4.4.0';

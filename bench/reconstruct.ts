@@ -6,10 +6,10 @@
  * memory of the (joint) data reconstruction, each in a fresh CLI process on wasm.
  */
 import * as path from 'node:path';
-import { useBackend } from '../src/backend.js';
+import { useBackend } from '../src/runtime/backend.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/ranks.js';
+import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/plan/ranks.js';
 import { schemeFor } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 

@@ -4,10 +4,10 @@
  * runs of the demo's compression, checked to add up to the model time, and the fixed overhead at batch 1.
  */
 import * as path from 'node:path';
-import { useBackend } from '../src/backend.js';
+import { useBackend } from '../src/runtime/backend.js';
 import { loadModel } from '../src/model/io.js';
 import { listLayers } from '../src/model/layers.js';
-import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/ranks.js';
+import { filterCandidates, formatRanks, ranksForSpeedup } from '../src/plan/ranks.js';
 import { schemeFor, type SchemeOptions } from '../src/schemes/index.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 

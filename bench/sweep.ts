@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { SweepFile } from '../src/sweep.js';
+import type { SweepFile } from '../src/commands/sweep.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 
 const FIXTURE = path.join(ROOT, 'fixtures', 'charcnn', 'model.json');

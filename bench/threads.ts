@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DEFAULT_THREADS } from '../src/backend.js';
+import { DEFAULT_THREADS } from '../src/runtime/backend.js';
 import { ROOT, WORK, heading, markdownTable, timeCli } from './common.js';
 
 const FIXTURE = path.join(ROOT, 'fixtures', 'charcnn', 'model.json');

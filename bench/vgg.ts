@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { useBackend } from '../src/backend.js';
+import { useBackend } from '../src/runtime/backend.js';
 import { saveModel } from '../src/model/io.js';
 import { WORK, folderBytes, heading, markdownTable, mib, timeCli } from './common.js';
 

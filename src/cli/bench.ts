@@ -4,17 +4,17 @@ import * as path from 'node:path';
 import {
   MIN_RUNS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
   type Agreement, type BatchTiming, type LayerTiming, type PairPredict, type Ratio,
-} from '../bench.js';
+} from '../timing/bench.js';
 import { BROWSER_BACKENDS, benchInBrowser, type BrowserBackend, type BrowserRuns } from '../browser/bench.js';
 import { findChromium, withChromium } from '../browser/chromium.js';
 import { UserError } from '../errors.js';
 import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';
 import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
-import { stderrReporter } from '../reconstruct/progress.js';
+import { stderrReporter } from '../report/progress.js';
 import { listLayers } from '../model/layers.js';
-import { readReplacementRecords } from '../compress.js';
-import { modelMacs } from '../cost.js';
+import { readReplacementRecords } from '../plan/plan.js';
+import { modelMacs } from '../model/cost.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, addTimingOptions, note, startBackend, type ImageFlags } from './common.js';
 import { parseFlag, parseFlagList } from './flags.js';

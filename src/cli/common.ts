@@ -2,8 +2,8 @@
 import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { backendThreads, useBackend, type BackendChoice } from '../backend.js';
-import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, MIN_TIMED_MS } from '../bench.js';
+import { backendThreads, useBackend, type BackendChoice } from '../runtime/backend.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, MIN_TIMED_MS } from '../timing/bench.js';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
 import { numberFlag, parseFlag } from './flags.js';

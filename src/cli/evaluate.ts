@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import { listImages, skippedNote, type BatchStats, type PixelOptions } from '../data/images.js';
-import { evaluateModel, nearChance, outputName, outputSize, type Evaluation } from '../evaluate.js';
+import { evaluateModel, nearChance, outputName, outputSize, type Evaluation } from '../commands/evaluate.js';
 import { loadModel } from '../model/io.js';
 import { formatPercent, renderTable } from '../report/format.js';
 import { addImageOptions, note, startBackend, type ImageFlags } from './common.js';

@@ -3,8 +3,8 @@
  * go through: a blank value, a non-number, a value outside the bounds or a malformed list is a
  * one-line error naming the flag. docs/guarantees.md lists the same bounds for users.
  */
-import { MAX_THREADS } from '../backend.js';
-import { MAX_BENCH_BATCH } from '../bench.js';
+import { MAX_THREADS } from '../runtime/backend.js';
+import { MAX_BENCH_BATCH } from '../timing/bench.js';
 import { UserError } from '../errors.js';
 
 interface Bounds {

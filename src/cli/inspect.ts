@@ -3,7 +3,7 @@ import chalk from 'chalk';
 import * as path from 'node:path';
 import {
   NEAR_ONE, inspectLayers, speedupReach, timingReach, type InspectReport, type LayerReport, type Scheme2Summary, type SpeedupReach, type TimingReach,
-} from '../inspect.js';
+} from '../commands/inspect.js';
 import { stderrReporter } from '../reconstruct/index.js';
 import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';

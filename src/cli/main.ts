@@ -1,9 +1,9 @@
 /** The `lowrank` command line: global options, the commands, and one-line errors. */
 import { Command, CommanderError, Option } from 'commander';
 import chalk from 'chalk';
-import { BACKEND_CHOICES, DEFAULT_THREADS } from '../backend.js';
+import { BACKEND_CHOICES, DEFAULT_THREADS } from '../runtime/backend.js';
 import { UserError, firstLine } from '../errors.js';
-import { exitCleanlyOnSignals } from '../interrupt.js';
+import { exitCleanlyOnSignals } from '../runtime/interrupt.js';
 import { VERSION } from '../version.js';
 import { registerBench } from './bench.js';
 import { registerCompress } from './compress.js';

@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { SIGNAL_EXIT_CODES, SUPERVISED_ENV, showCursor, type SupervisorMessage } from '../interrupt.js';
+import { SIGNAL_EXIT_CODES, SUPERVISED_ENV, showCursor, type SupervisorMessage } from '../runtime/interrupt.js';
 
 /** How long a signalled child may take to clean up and exit by itself before it is killed. */
 export const GRACE_MS = 1500;

@@ -4,7 +4,7 @@ import chalk from 'chalk';
 import * as path from 'node:path';
 import { stderrReporter } from '../reconstruct/index.js';
 import { formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { DEFAULT_SPEEDUPS, SWEEP_BATCHES, measuredAt, runSweep, writeSweepOutputs, type SweepReport } from '../sweep.js';
+import { DEFAULT_SPEEDUPS, SWEEP_BATCHES, measuredAt, runSweep, writeSweepOutputs, type SweepReport } from '../commands/sweep.js';
 import { addTimingOptions, checkOutputName, note, startBackend } from './common.js';
 import {
   addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, type DataFlags, type SchemeFlags,

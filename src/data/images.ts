@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
 import { checkFiniteActivations } from '../model/finite.js';
 import { readCappedFile } from '../model/files.js';
-import { mulberry32 } from '../random.js';
+import { mulberry32 } from '../runtime/random.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
 export interface PixelOptions {

@@ -3,7 +3,7 @@
 // completion of a basis.
 import * as tf from '@tensorflow/tfjs';
 import { orthonormalize } from './orth.js';
-import type { Random } from '../random.js';
+import type { Random } from '../runtime/random.js';
 import { readAndDispose } from './tfmat.js';
 
 const WY_BLOCK = 64;

@@ -10,7 +10,7 @@
 // full rank.
 import * as tf from '@tensorflow/tfjs';
 import { invertUpper } from './eigen.js';
-import type { Random } from '../random.js';
+import type { Random } from '../runtime/random.js';
 
 /** Squared pivot below which a column is treated as dependent on the earlier ones. */
 const DEPENDENT_PIVOT2 = 1e-4;

@@ -7,7 +7,7 @@ import { completeBasis } from './householder.js';
 import { orthonormalize } from './orth.js';
 import { readAndDispose, transposeF32 } from './tfmat.js';
 import { topEigenvectors } from './topeig.js';
-import type { Random } from '../random.js';
+import type { Random } from '../runtime/random.js';
 
 /** Rank-k truncated SVD A ≈ U·diag(s)·Vᵀ of a row-major m×n matrix. */
 export interface TruncatedSvd {

@@ -14,7 +14,7 @@ import { eigenFromTridiagonal, tridiagonalizeSymmetric, type TridiagonalForm } f
 import { orthonormalize } from './orth.js';
 import { blockRayleighRitz, leadingEigenpairs, rightVectors, type SvdDiagnostics, type TruncatedSvd } from './ritz.js';
 import { readAndDispose, transposeF32 } from './tfmat.js';
-import type { Random } from '../random.js';
+import type { Random } from '../runtime/random.js';
 
 /** Limits: subspace iterations, products with G, Chebyshev degree. */
 const MAX_SUBSPACE_ITERATIONS = 12;

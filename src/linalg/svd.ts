@@ -24,7 +24,7 @@ import { denseToBand } from './reduce.js';
 import { DENSE_EIG_MAX, leadingEigenpairs, rightVectors, significant, type SvdDiagnostics, type TruncatedSvd } from './ritz.js';
 import { subspaceSvd } from './subspace.js';
 import { gramTensor, readAndDispose, transposeF32 } from './tfmat.js';
-import { xoshiro128plus, type Random } from '../random.js';
+import { xoshiro128plus, type Random } from '../runtime/random.js';
 
 export type { SvdDiagnostics, TruncatedSvd };
 

@@ -7,7 +7,7 @@
 //   the reflectors grouped 64 at a time (compact WY, tf.matMul on the active backend, float32).
 // Vectors come back in float32 precision, which is all the SVD outputs carry.
 import type { TridiagonalForm } from './eigen.js';
-import type { Random } from '../random.js';
+import type { Random } from '../runtime/random.js';
 import { applyReflectors } from './householder.js';
 
 const CLUSTER = 1e-5;

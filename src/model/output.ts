@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError, firstLine } from '../errors.js';
-import { removeOnInterrupt } from '../interrupt.js';
+import { removeOnInterrupt } from '../runtime/interrupt.js';
 import { readModelJson } from './files.js';
 
 /** The key of lowrank's record in model.json's userDefinedMetadata. */

@@ -10,11 +10,11 @@
  *    the speed the backend showed on the model's own forward pass.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { modelMacs } from '../cost.js';
+import { modelMacs } from '../model/cost.js';
 import { UserError } from '../errors.js';
 import { listLayers, type LayerInfo } from '../model/layers.js';
 import { targetLayer, type Scheme } from '../schemes/index.js';
-import { DEFAULT_CACHE_BYTES } from './data.js';
+import { DEFAULT_CACHE_BYTES } from '../data/store.js';
 import { SHARD_IMAGES } from './shards.js';
 
 /** The wasm backend's heap can grow to 4 GiB (32-bit addresses)… */

@@ -24,9 +24,9 @@
 import * as tf from '@tensorflow/tfjs';
 import type { FactoredForm, WeightValue } from '../schemes/index.js';
 import { solveSymmetric } from '../linalg/solve.js';
-import { mulberry32 } from '../random.js';
-import { conv, matMulT, pad2d, paddingOf } from './ops.js';
-import type { LayerCache, LayerSample } from './data.js';
+import { mulberry32 } from '../runtime/random.js';
+import { conv, matMulT, pad2d, paddingOf } from '../linalg/conv-ops.js';
+import type { LayerCache, LayerSample } from '../data/store.js';
 import { localRunner, nonFiniteActivations, type LayerSource, type ShardPool } from './shards.js';
 
 export interface FitOptions {

@@ -9,9 +9,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import type { Factorization } from '../schemes/index.js';
-import type { ImageStore } from './data.js';
-import { linearResponse } from './ops.js';
-import type { Reporter } from './progress.js';
+import type { ImageStore } from '../data/store.js';
+import { linearResponse } from '../linalg/conv-ops.js';
+import type { Reporter } from '../report/progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
 
 /** A compressed model and the factorizations it carries. */

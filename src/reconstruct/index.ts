@@ -14,23 +14,23 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
-import { backendThreads } from '../backend.js';
-import { buildCompressed } from '../compress.js';
+import { backendThreads } from '../runtime/backend.js';
+import { buildCompressed } from '../plan/plan.js';
 import { UserError } from '../errors.js';
 import {
   inputSizeOf, listImages, shuffled, splitHoldout, type BatchStats, type ClassList, type ImageEntry, type PixelOptions,
 } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
 import type { Factorization, WeightValue } from '../schemes/index.js';
-import { DEFAULT_CACHE_BYTES, FRONTIER_BUDGET, fromImage, ImageStore, LayerCache, type SampleSource } from './data.js';
+import { DEFAULT_CACHE_BYTES, FRONTIER_BUDGET, fromImage, ImageStore, LayerCache, type SampleSource } from '../data/store.js';
 import { layerStepBudget, MAX_SAMPLES } from './budget.js';
 import { AUTO_STEP_MACS, DEFAULT_FIT, fitClosedForm, fitLayer } from './fit.js';
-import { linearResponse } from './ops.js';
-import { silentReporter, type Reporter } from './progress.js';
+import { linearResponse } from '../linalg/conv-ops.js';
+import { silentReporter, type Reporter } from '../report/progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
 import { SHARD_IMAGES, shardPool } from './shards.js';
 
-export { silentReporter, stderrReporter, type Reporter } from './progress.js';
+export { silentReporter, stderrReporter, type Reporter } from '../report/progress.js';
 
 export interface ReconstructOptions {
   /** Folder of sample images (one subfolder per class for accuracy). */

@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
 import { listLayers } from '../model/layers.js';
-import type { ImageStore } from './data.js';
+import type { ImageStore } from '../data/store.js';
 import { asPositionGrid } from './taps.js';
 
 interface Call {

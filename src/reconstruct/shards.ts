@@ -13,10 +13,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { useBackend } from '../backend.js';
+import { useBackend } from '../runtime/backend.js';
 import { UserError } from '../errors.js';
 import { schemeFor, type FactoredForm, type SchemeOptions, type TargetLayer } from '../schemes/index.js';
-import { gatherSamples, type CachedSamples } from './data.js';
+import { gatherSamples, type CachedSamples } from '../data/store.js';
 
 /** Images per shard: small enough to split a 32-image minibatch over two cores… */
 export const SHARD_IMAGES = 16;

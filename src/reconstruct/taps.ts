@@ -6,7 +6,7 @@
  * running the nested model's own sub-model on it.
  */
 import * as tf from '@tensorflow/tfjs';
-import { positionGrid } from '../cost.js';
+import { positionGrid } from '../model/cost.js';
 import { UserError } from '../errors.js';
 import { listLayers } from '../model/layers.js';
 

@@ -16,14 +16,14 @@
  * Factor layouts (the tfjs kernels of the two layers): Conv2D [1,1,C,K], [1,1,K,N]; Dense [C,K], [K,N].
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ConvGeometry } from '../cost.js';
-import { scheme2Factorize, scheme2Kernel } from '../factorize/scheme2.js';
+import type { ConvGeometry } from '../model/cost.js';
+import { scheme2Factorize, scheme2Kernel } from './scheme2-math.js';
 import { matmulF64, matmulTransAF64, orthonormalizeColumnsF64 } from '../linalg/dense.js';
 import { symmetricEigen } from '../linalg/eigen.js';
 import { spectrum } from '../linalg/svd.js';
-import { xoshiro128plus } from '../random.js';
+import { xoshiro128plus } from '../runtime/random.js';
 import { solveSymmetric } from '../linalg/solve.js';
-import { matMulBT, matMulT, toF64 } from '../reconstruct/ops.js';
+import { matMulBT, matMulT, toF64 } from '../linalg/conv-ops.js';
 import { activationOf, biasWeights, conv2dLayer, denseLayer } from './layers.js';
 import { tailErrors, type ClosedFormFit, type FactoredForm, type Scheme, type TargetLayer, type WeightValue } from './scheme.js';
 

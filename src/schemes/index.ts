@@ -7,7 +7,7 @@
  * registered scheme made for the layer (so `--scheme 2` replaces 3×3 convs by scheme 2 and 1×1
  * convs by the channel scheme, and `--scheme channel` touches 1×1 convs and Dense layers only).
  */
-import { layerMacs } from '../cost.js';
+import { layerMacs } from '../model/cost.js';
 import type { LayerInfo } from '../model/layers.js';
 import { channel } from './channel.js';
 import type { Scheme, SchemeOptions } from './scheme.js';
@@ -18,7 +18,7 @@ export * from './scheme.js';
 export { channel } from './channel.js';
 export { scheme1 } from './scheme1.js';
 export { scheme2 } from './scheme2.js';
-export type { Basis } from '../factorize/scheme1.js';
+export type { Basis } from './scheme1-math.js';
 
 interface Registration {
   /** The --scheme value. */

@@ -4,7 +4,7 @@
  * data format, padding, trainability) from the layer it replaces — and nothing else, e.g. not a
  * stray batch_input_shape.
  */
-import type { ConvGeometry } from '../cost.js';
+import type { ConvGeometry } from '../model/cost.js';
 import type { NewLayer, WeightValue } from './scheme.js';
 
 /** Config keys a replacement layer inherits from the layer it replaces. */

@@ -7,9 +7,9 @@
  * (src/schemes/index.ts) and never guess which scheme made what.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { conv2dMacs, convGeometry, type ConvGeometry } from '../cost.js';
-import { relativeError } from '../factorize/reshape.js';
-import type { Basis } from '../factorize/scheme1.js';
+import { conv2dMacs, convGeometry, type ConvGeometry } from '../model/cost.js';
+import { relativeError } from './reshape.js';
+import type { Basis } from './scheme1-math.js';
 import type { LayerInfo } from '../model/layers.js';
 import { topologyLayers } from '../model/topology.js';
 

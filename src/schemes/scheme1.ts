@@ -16,16 +16,16 @@
  * own: the SeparableConv2D stores a basis per channel anyway, so this costs nothing at inference.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ConvGeometry } from '../cost.js';
-import { scheme1Factorize, type Basis, type Scheme1Factors } from '../factorize/scheme1.js';
+import type { ConvGeometry } from '../model/cost.js';
+import { scheme1Factorize, type Basis, type Scheme1Factors } from './scheme1-math.js';
 import { symmetricEigen } from '../linalg/eigen.js';
 import {
   blockDiagonal, crop2d, dwConv, dwFilterGrad, dwInputGrad, matMulBT, matMulT, pad2d, paddingOf, toF64, type Pair,
-} from '../reconstruct/ops.js';
+} from '../linalg/conv-ops.js';
 import { activationOf, biasWeights, conv2dLayer, depthwiseLayer, separableLayer } from './layers.js';
 import type { FactoredForm, Scheme, TargetLayer, WeightValue } from './scheme.js';
 
-export type { Basis } from '../factorize/scheme1.js';
+export type { Basis } from './scheme1-math.js';
 
 function macs(g: ConvGeometry, rank: number, separable: boolean): number {
   const pointwise = g.outH * g.outW * g.C * rank * g.N;

@@ -7,13 +7,13 @@
  * Factor layouts (the tfjs kernels of the two layers): V [kh,1,C,K], H [1,kw,K,N].
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ConvGeometry } from '../cost.js';
-import { scheme2Matrix } from '../factorize/reshape.js';
-import { scheme2Factorize, scheme2Kernel } from '../factorize/scheme2.js';
+import type { ConvGeometry } from '../model/cost.js';
+import { scheme2Matrix } from './reshape.js';
+import { scheme2Factorize, scheme2Kernel } from './scheme2-math.js';
 import { spectrum } from '../linalg/svd.js';
 import {
   blockDiagonal, conv, convFilterGrad, convInputGrad, crop2d, matMulBT, matMulT, pad2d, paddingOf, patchColumns, toF64, type Pair,
-} from '../reconstruct/ops.js';
+} from '../linalg/conv-ops.js';
 import { activationOf, biasWeights, conv2dLayer } from './layers.js';
 import { tailErrors, type FactoredForm, type Scheme, type TargetLayer } from './scheme.js';
 

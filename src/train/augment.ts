@@ -6,7 +6,7 @@
  * Safe for photographs, not for digits or text (a flipped "2" is no "2"): `augmentFor` turns it on
  * by default for 3-channel (colour) inputs only.
  */
-import type { Random } from '../random.js';
+import type { Random } from '../runtime/random.js';
 import type { InputSize } from '../data/images.js';
 
 export const AUGMENT_CHOICES = ['auto', 'on', 'off'] as const;

@@ -26,11 +26,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
-import { mulberry32, type Random } from '../random.js';
+import { mulberry32, type Random } from '../runtime/random.js';
 import { UserError } from '../errors.js';
 import { modelPixels, type ImageEntry, type PixelOptions } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
-import { ImageStore } from '../reconstruct/data.js';
+import { ImageStore } from '../data/store.js';
 import type { ImagePlan, ImageStores, Reporter } from '../reconstruct/index.js';
 import { augmentFor, augmentImage, type AugmentChoice } from './augment.js';
 import { registerWasmGradients } from './wasm-gradients.js';

@@ -13,7 +13,7 @@
  * dilation 1 before any kernel runs); the depthwise kernels here honour dilation all the same.
  */
 import * as tf from '@tensorflow/tfjs';
-import { convFilterGrad, crop2d, dwFilterGrad, dwInputGrad, pad2d, interleaveZeros, type Pair } from '../reconstruct/ops.js';
+import { convFilterGrad, crop2d, dwFilterGrad, dwInputGrad, pad2d, interleaveZeros, type Pair } from '../linalg/conv-ops.js';
 
 type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
 
