@@ -39,6 +39,7 @@ import { imageBatchSize } from '../reconstruct/index.js';
 import { SEARCH_SCORE_IMAGES } from '../plan/sensitivity.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
 import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
+import type { ModelTopology } from '../model/topology.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;
@@ -157,7 +158,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   let data: DataReport | null = null;
   let faithless: string | null = null;
   let tuned: FinetuneReport | null = null;
-  let built: { model: tf.LayersModel; topology: any };
+  let built: { model: tf.LayersModel; topology: ModelTopology };
   let written = filter;
   if (request.data && stores) {
     if (!searched) log(`data reconstruction (${request.data.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images!.holdoutSource === 'eval-data' ? ` from ${request.data.evalData}` : ''}`);
@@ -238,7 +239,7 @@ const minutes = (s: number) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${
  * whether the search runs.
  */
 function planDataWork(
-  model: tf.LayersModel, topology: any, plan: CompressPlan, images: ImagePlan, data: ReconstructOptions, search: boolean, pace: number | null, log: Progress,
+  model: tf.LayersModel, topology: ModelTopology, plan: CompressPlan, images: ImagePlan, data: ReconstructOptions, search: boolean, pace: number | null, log: Progress,
 ): boolean {
   if (data.samples === 'auto') {
     const budget = budgetSamples(model);

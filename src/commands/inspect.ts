@@ -10,6 +10,7 @@ import { measuredReach, measureTimeTable } from '../plan/measured.js';
 import type { Reporter } from '../report/progress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from '../plan/ranks.js';
 import { anySchemeReplaces, breakEvenRank, channel, scheme2, selectSchemes, type Scheme } from '../schemes/index.js';
+import type { ModelTopology } from '../model/topology.js';
 
 export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
 
@@ -150,7 +151,7 @@ export interface SpeedupReach {
  * spatial convs, the channel scheme for 1×1 convs and Dense layers), what holds it back, and the ranks reaching a few whole-model targets — more useful than
  * energy ranks, which often lie above break-even.
  */
-export function speedupReach(layers: LayerInfo[], topology: any, withSpectra = true): SpeedupReach | null {
+export function speedupReach(layers: LayerInfo[], topology: ModelTopology, withSpectra = true): SpeedupReach | null {
   const schemes = selectSchemes({ scheme: '2', basis: 'per-channel', separable: false });
   let chosen: LayerInfo[];
   try {
@@ -191,7 +192,7 @@ export interface TimingReach {
  * table `compress --measured` builds (each layer's replacement timed at a few ranks inside whole
  * models, beside the original), read as the most each layer and the whole model can gain.
  */
-export async function timingReach(model: tf.LayersModel, topology: any, batch: number, reporter: Reporter): Promise<TimingReach | null> {
+export async function timingReach(model: tf.LayersModel, topology: ModelTopology, batch: number, reporter: Reporter): Promise<TimingReach | null> {
   let plan;
   try {
     plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, speedup: 2, measured: true }, topology);

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
+import type { ModelTopology } from './topology.js';
 
 export interface ShardFile {
   path: string;
@@ -25,7 +26,7 @@ export interface ModelFiles {
   /** Bytes of model.json on disk. */
   jsonBytes: number;
   /** The Keras-style topology exactly as the file has it. */
-  topology: any;
+  topology: ModelTopology;
   /** Every weight, in manifest order, with where its bytes start in the concatenated shards. */
   weights: WeightEntry[];
   shards: ShardFile[];

@@ -6,6 +6,7 @@ import { checkFiniteWeight } from './finite.js';
 import * as tf from '@tensorflow/tfjs';
 import { UserError, firstLine } from '../errors.js';
 import { ShardReader, readModelFiles, shownPath, type ModelFiles } from './files.js';
+import type { ModelTopology } from './topology.js';
 
 export interface LoadedModel extends ModelFiles {
   model: tf.LayersModel;
@@ -31,12 +32,13 @@ const INITIALIZERS: Record<string, string[]> = {
  * saved config leaves out: building it is fast (no random numbers for weights that are overwritten
  * at once). Only used to construct models; what lowrank saves is always the original topology.
  */
-export function zeroInitialized(topology: any): any {
+export function zeroInitialized(topology: ModelTopology): ModelTopology {
   const copy = structuredClone(topology);
   const zeros = () => ({ class_name: 'Zeros', config: {} });
-  const visit = (node: any) => {
-    if (Array.isArray(node)) node.forEach(visit);
-    else if (node && typeof node === 'object') {
+  const visit = (value: unknown) => {
+    if (Array.isArray(value)) value.forEach(visit);
+    else if (value && typeof value === 'object') {
+      const node = value as Record<string, unknown> & { class_name?: unknown; config?: Record<string, unknown> };
       if (typeof node.class_name === 'string' && node.config && typeof node.config === 'object') {
         for (const key of INITIALIZERS[node.class_name] ?? []) node.config[key] ??= zeros();
       }
@@ -51,13 +53,14 @@ export function zeroInitialized(topology: any): any {
 }
 
 /** Builds a tfjs LayersModel from a topology (weights zero), turning tfjs' errors into one-line ones. */
-export async function buildModel(topology: any, shown: string): Promise<tf.LayersModel> {
+export async function buildModel(topology: ModelTopology, shown: string): Promise<tf.LayersModel> {
   // Build on the cpu backend: its zeros are lazily committed pages, so a large model's
   // placeholder weights cost no memory before the real ones (on the active backend) replace them.
   const active = tf.getBackend();
   try {
     if (active !== 'cpu') await tf.setBackend('cpu');
-    return await tf.models.modelFromJSON({ modelTopology: zeroInitialized(topology) });
+    // tfjs types modelTopology as loose JSON; the Keras shape is ours to keep.
+    return await tf.models.modelFromJSON({ modelTopology: zeroInitialized(topology) as unknown as tf.io.ModelJSON['modelTopology'] });
   } catch (err) {
     const message = firstLine(err);
     const unknown = /Unknown (layer|activation|initializer|regularizer|constraint)[^:]*: ([A-Za-z0-9_.]*[A-Za-z0-9_])/.exec(message);
@@ -114,8 +117,8 @@ export async function loadModel(input: string): Promise<LoadedModel> {
 }
 
 /** The model's Keras-style topology, as tfjs would save it (without touching the weights). */
-export function modelTopology(model: tf.LayersModel): any {
-  const topology = model.toJSON(null, false) as any;
+export function modelTopology(model: tf.LayersModel): ModelTopology {
+  const topology = model.toJSON(null, false) as unknown as ModelTopology;
   restoreDepthMultipliers(topology, model);
   return topology;
 }
@@ -124,7 +127,7 @@ export function modelTopology(model: tf.LayersModel): any {
  * tfjs 4.x SeparableConv2D.getConfig() omits depth_multiplier, so a saved multiplier > 1 reloads
  * as 1 and the weights no longer fit. Put it back from the live layers.
  */
-function restoreDepthMultipliers(topology: any, model: tf.LayersModel): void {
+function restoreDepthMultipliers(topology: ModelTopology, model: tf.LayersModel): void {
   const multipliers = new Map<string, number>();
   const collect = (m: tf.LayersModel) => {
     for (const layer of m.layers) {
@@ -134,13 +137,14 @@ function restoreDepthMultipliers(topology: any, model: tf.LayersModel): void {
   };
   collect(model);
   if (multipliers.size === 0) return;
-  const visit = (node: any) => {
-    if (Array.isArray(node)) node.forEach(visit);
-    else if (node && typeof node === 'object') {
-      if (node.class_name === 'SeparableConv2D' && node.config && multipliers.has(node.config.name)) {
-        node.config.depth_multiplier = multipliers.get(node.config.name);
+  const visit = (value: unknown) => {
+    if (Array.isArray(value)) value.forEach(visit);
+    else if (value && typeof value === 'object') {
+      const node = value as { class_name?: unknown; config?: Record<string, unknown> & { name?: string } };
+      if (node.class_name === 'SeparableConv2D' && node.config && multipliers.has(node.config.name!)) {
+        node.config.depth_multiplier = multipliers.get(node.config.name!);
       }
-      Object.values(node).forEach(visit);
+      Object.values(value).forEach(visit);
     }
   };
   visit(topology);

@@ -9,11 +9,11 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
 import { buildModel } from './io.js';
 import { listLayers } from './layers.js';
-import { MODEL_CLASSES, entryName, rootOf, sequentialLayers, topologyLayers, type LayerEntry as Entry } from './topology.js';
+import { asModel, entryName, modelLayers, rootOf, topologyLayers, type KerasLayer as Entry, type KerasModel, type ModelTopology } from './topology.js';
 import type { NewLayer } from '../schemes/scheme.js';
 
 /** A deep copy of `topology` with each layer named in `replacements` replaced by its new layers. */
-export function rewriteTopology(topology: any, replacements: Map<string, NewLayer[]>): any {
+export function rewriteTopology(topology: ModelTopology, replacements: Map<string, NewLayer[]>): ModelTopology {
   const copy = structuredClone(topology);
   const existing = new Set(topologyLayers(copy).map(entryName));
   for (const [name, layers] of replacements) {
@@ -31,12 +31,13 @@ export function rewriteTopology(topology: any, replacements: Map<string, NewLaye
   return copy;
 }
 
-function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done: Set<string>): void {
+function rewriteModel(model: KerasModel, replacements: Map<string, NewLayer[]>, done: Set<string>): void {
   if (model.class_name === 'Sequential') {
-    const layers = sequentialLayers(model);
+    const layers = modelLayers(model);
     const out: Entry[] = [];
     for (const [position, entry] of layers.entries()) {
-      if (MODEL_CLASSES.has(entry.class_name)) rewriteModel(entry, replacements, done);
+      const nested = asModel(entry);
+      if (nested) rewriteModel(nested, replacements, done);
       const name = entry.config?.name;
       const replacement = replacements.get(name);
       if (!replacement) {
@@ -58,10 +59,13 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
   }
 
   // Functional: layers with inbound_nodes [[ [name, nodeIndex, tensorIndex, kwargs], ... ], ...].
+  const config = model.config;
+  if (Array.isArray(config)) throw new UserError(`model ${entryName(model as Entry)}: a ${model.class_name} config without a layer list; is the topology a tfjs LayersModel's?`);
   const renamed = new Map<string, string>();
   const out: Entry[] = [];
-  for (const entry of model.config.layers as Entry[]) {
-    if (MODEL_CLASSES.has(entry.class_name)) rewriteModel(entry, replacements, done);
+  for (const entry of config.layers) {
+    const nested = asModel(entry);
+    if (nested) rewriteModel(nested, replacements, done);
     const name = entryName(entry);
     const replacement = replacements.get(name);
     if (!replacement) {
@@ -87,12 +91,12 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
   if (renamed.size) {
     for (const entry of out) {
       for (const node of entry.inbound_nodes ?? []) {
-        for (const ref of node) if (renamed.has(ref[0])) ref[0] = renamed.get(ref[0]);
+        for (const ref of node) ref[0] = renamed.get(ref[0]) ?? ref[0];
       }
     }
-    for (const ref of model.config.output_layers ?? []) if (renamed.has(ref[0])) ref[0] = renamed.get(ref[0]);
+    for (const ref of config.output_layers ?? []) ref[0] = renamed.get(ref[0]) ?? ref[0];
   }
-  model.config.layers = out;
+  config.layers = out;
 }
 
 /**
@@ -100,7 +104,7 @@ function rewriteModel(model: Entry, replacements: Map<string, NewLayer[]>, done:
  * the original's weights, matched by name.
  */
 export async function buildRewrittenModel(
-  original: tf.LayersModel, topology: any, replacements: Map<string, NewLayer[]>,
+  original: tf.LayersModel, topology: ModelTopology, replacements: Map<string, NewLayer[]>,
 ): Promise<tf.LayersModel> {
   const model = await buildModel(topology, 'the rewritten model');
   const originals = new Map(listLayers(original).map((l) => [l.name, l.layer]));

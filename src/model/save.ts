@@ -14,6 +14,7 @@ import { listLayers } from './layers.js';
 import { modelTopology } from './load.js';
 import { METADATA_KEY, checkOutputDir, createPartial, sweepPartials, type OutputCheck } from './output.js';
 import { encodeValues, type Encoding } from './quantize.js';
+import type { ModelTopology } from './topology.js';
 
 /** Converter-sized shards. */
 export const SHARD_BYTES = 4 * 1024 * 1024;
@@ -27,7 +28,7 @@ export interface SaveOptions {
   /** Replace an existing `outDir` (only an empty one or a model lowrank wrote). */
   force?: boolean;
   /** The topology to save; default: the model's own (a model built by lowrank has zero initializers). */
-  topology?: any;
+  topology?: ModelTopology;
   /** Saved as model.json's userDefinedMetadata, with lowrank's record added under `lowrank`. */
   userDefinedMetadata?: Record<string, unknown>;
   /** Every weight of the model in order (see `keptWeights`); default: the model's weights encoded as `encoding`. */

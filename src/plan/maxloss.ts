@@ -19,6 +19,7 @@ import { heldOutTop1, scoreTop1, type HeldOutScore } from '../reconstruct/heldou
 import { fitToData, type DataFit, type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
 import type { Factorization } from '../schemes/index.js';
 import { measureSensitivity, planForTarget } from './sensitivity.js';
+import type { ModelTopology } from '../model/topology.js';
 
 export const DEFAULT_PROBES = 5;
 
@@ -67,7 +68,7 @@ export interface MaxLossSearch {
  * not fit the model's outputs). Throws a UserError when no probe is within `limit`.
  */
 export async function searchMaxLoss(
-  original: tf.LayersModel, topology: any, base: CompressPlan, stores: ImageStores, images: ImagePlan, options: ReconstructOptions,
+  original: tf.LayersModel, topology: ModelTopology, base: CompressPlan, stores: ImageStores, images: ImagePlan, options: ReconstructOptions,
   limit: number, probes: number, labelled: boolean, log: Progress, reporter: Reporter,
 ): Promise<MaxLossSearch> {
   const started = performance.now();

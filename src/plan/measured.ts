@@ -22,6 +22,7 @@ import type { Reporter } from '../report/progress.js';
 import { formatMs } from '../report/format.js';
 import { interpolate, rankLadder } from './sensitivity.js';
 import { targetLayer } from '../schemes/index.js';
+import type { ModelTopology } from '../model/topology.js';
 
 /** Candidate ranks timed per layer (geometric from 1 to its highest saving rank). */
 const TIMED_RANKS = 5;
@@ -68,7 +69,7 @@ const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.le
  * replaced at its step's rank (filter-reconstruction factors), round after round, every layer's
  * call() clocked inside the runs.
  */
-export async function measureTimeTable(original: tf.LayersModel, topology: any, plan: CompressPlan, batch: number, reporter: Reporter): Promise<TimeTable> {
+export async function measureTimeTable(original: tf.LayersModel, topology: ModelTopology, plan: CompressPlan, batch: number, reporter: Reporter): Promise<TimeTable> {
   const start = performance.now();
   const ladders = plan.ranked.map(({ info, scheme }) => rankLadder(rankCap({ info, scheme }), TIMED_RANKS));
   const targets = plan.ranked.map(({ info }) => targetLayer(info, topology));
@@ -192,7 +193,7 @@ export function allocateTime(options: TimeOption[][], budgetMs: number): { choic
 }
 
 /** `plan`'s ranked layers with their filter error from the kernels' spectra. */
-export function spectrumCandidates(plan: CompressPlan, topology: any): Candidate[] {
+export function spectrumCandidates(plan: CompressPlan, topology: ModelTopology): Candidate[] {
   const schemes = new Map(plan.ranked.map((r) => [r.info, r.scheme]));
   return filterCandidates(plan.ranked.map((r) => r.info), (info) => schemes.get(info)!, topology);
 }

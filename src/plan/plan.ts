@@ -24,6 +24,7 @@ import {
 
 export { parseRankSpec, type RankSpec } from './ranks.js';
 import type { RankSpec } from './ranks.js';
+import type { ModelTopology } from '../model/topology.js';
 
 export interface CompressOptions extends SchemeOptions {
   /** The user's ranks; or, with `speedup`, none: ranks are chosen for the target. */
@@ -139,7 +140,7 @@ export function selectLayers(
 
 /** Stage 2 for a speedup target: the ranks with the least summed predicted filter error. */
 function ranksForTarget(
-  layers: LayerInfo[], chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, target: number, topology: any,
+  layers: LayerInfo[], chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, target: number, topology: ModelTopology,
 ): { ranked: RankedLayer[]; skipped: CompressPlan['skipped']; allocation: CompressPlan['allocation'] & {} } {
   const candidates = filterCandidates(chosen, schemeOf, topology);
   const allocation = allocateRanks(layers, candidates, target);
@@ -172,7 +173,7 @@ function fastestRanks(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Schem
 }
 
 /** Stages 1 and 2, with every check that does not need the factors. */
-export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: any): CompressPlan {
+export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: ModelTopology): CompressPlan {
   const schemes = selectSchemes(options);
   const layers = listLayers(model);
   // The command line's combinations of --rank, --speedup, --measured and --max-loss are checked with
@@ -201,7 +202,7 @@ export const planRanks = (plan: CompressPlan) => new Map(plan.ranked.map((r) => 
 export type Progress = (message: string) => void;
 
 /** Stage 3: each ranked layer's filter-reconstruction factors. */
-export function factorize(plan: CompressPlan, topology: any, log: Progress = () => {}): Factorization[] {
+export function factorize(plan: CompressPlan, topology: ModelTopology, log: Progress = () => {}): Factorization[] {
   return plan.ranked.map(({ info, scheme, rank }) => {
     log(`factorizing ${info.name} (${scheme.label}, rank ${rank} of ${scheme.fullRank(convGeometry(info))})`);
     return scheme.factorize(targetLayer(info, topology), rank);
@@ -214,7 +215,7 @@ export function replacementLayers(factorizations: Factorization[]): Map<string, 
 }
 
 /** Stage 5: the rewritten topology and the stock tfjs model it describes. */
-export async function buildCompressed(original: tf.LayersModel, topology: any, factorizations: Factorization[]): Promise<{ model: tf.LayersModel; topology: any }> {
+export async function buildCompressed(original: tf.LayersModel, topology: ModelTopology, factorizations: Factorization[]): Promise<{ model: tf.LayersModel; topology: ModelTopology }> {
   const replacements = replacementLayers(factorizations);
   const rewritten = rewriteTopology(topology, replacements);
   return { model: await buildRewrittenModel(original, rewritten, replacements), topology: rewritten };
@@ -340,7 +341,7 @@ export function withReplacementRecords(metadata: Record<string, any> | undefined
 export interface CompressResult {
   model: tf.LayersModel;
   /** The rewritten topology to save with `model`. */
-  topology: any;
+  topology: ModelTopology;
   plan: CompressPlan;
   factorizations: Factorization[];
   layers: LayerResult[];
@@ -353,7 +354,7 @@ export interface CompressResult {
  * Filter-reconstruction compression of an in-memory model: plan, factorize, build.
  * `topology` is the model's saved topology (a loaded model's own); default: its toJSON().
  */
-export async function compressModel(model: tf.LayersModel, options: CompressOptions & { topology?: any }, log: Progress = () => {}): Promise<CompressResult> {
+export async function compressModel(model: tf.LayersModel, options: CompressOptions & { topology?: ModelTopology }, log: Progress = () => {}): Promise<CompressResult> {
   const topology = options.topology ?? modelTopology(model);
   const plan = planCompression(model, options, topology);
   if (plan.defaulted) log(plan.defaulted);

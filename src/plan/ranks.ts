@@ -7,6 +7,7 @@ import { convGeometry, layerMacs, modelMacs } from '../model/cost.js';
 import { UserError } from '../errors.js';
 import type { LayerInfo } from '../model/layers.js';
 import { breakEvenRank, targetLayer, type Scheme } from '../schemes/index.js';
+import type { ModelTopology } from '../model/topology.js';
 
 /** One rank for every layer, or a rank per layer name. */
 export type RankSpec = number | Map<string, number>;
@@ -109,7 +110,7 @@ export function summedError(candidates: Candidate[], ranks: Map<string, number>)
 }
 
 /** The layers as candidates, each for its scheme, with its filter-error curve. */
-export function filterCandidates(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, topology: any): Candidate[] {
+export function filterCandidates(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, topology: ModelTopology): Candidate[] {
   return chosen.map((info) => {
     const scheme = schemeOf(info);
     return { info, scheme, error: scheme.errorCurve(targetLayer(info, topology)) };

@@ -25,6 +25,7 @@ import { makeTap } from '../reconstruct/taps.js';
 import type { LayerInfo } from '../model/layers.js';
 import { allocateRanks, equalFractionError, formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Candidate, type Replacement } from './ranks.js';
 import { selectSchemes, targetLayer } from '../schemes/index.js';
+import type { ModelTopology } from '../model/topology.js';
 
 /** Images the sensitivity of each (layer, rank) is measured on. */
 export const SENSITIVITY_IMAGES = 256;
@@ -71,7 +72,7 @@ export interface Sensitivity {
  * on the speedup target, so one measurement serves every target (see `planForTarget`).
  */
 export async function measureSensitivity(
-  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, reporter: Reporter,
+  original: tf.LayersModel, topology: ModelTopology, plan: CompressPlan, images: ImageStore, reporter: Reporter,
 ): Promise<Sensitivity> {
   const start = performance.now();
   const sample = images.head(SENSITIVITY_IMAGES);
@@ -247,7 +248,7 @@ export function moveRanks(
  * and the search goes on from whichever of the two scores better, moving rank among its layers.
  */
 export async function planByJointSearch(
-  original: tf.LayersModel, topology: any, plan: CompressPlan, images: ImageStore, options: ReconstructOptions, target: number, reporter: Reporter,
+  original: tf.LayersModel, topology: ModelTopology, plan: CompressPlan, images: ImageStore, options: ReconstructOptions, target: number, reporter: Reporter,
 ): Promise<JointSearch> {
   const started = performance.now();
   const scoreCount = Math.max(1, Math.min(SEARCH_SCORE_IMAGES, Math.floor(images.count / 5)));

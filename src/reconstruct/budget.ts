@@ -16,6 +16,7 @@ import { listLayers, type LayerInfo } from '../model/layers.js';
 import { targetLayer, type Scheme } from '../schemes/index.js';
 import { DEFAULT_CACHE_BYTES } from '../data/store.js';
 import { SHARD_IMAGES } from './shards.js';
+import type { ModelTopology } from '../model/topology.js';
 
 /** The wasm backend's heap can grow to 4 GiB (32-bit addresses)… */
 export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
@@ -42,7 +43,7 @@ export interface LayerCost {
 }
 
 /** The costs of replacing `ranked` layers (each at its rank) on `topology`. */
-export function layerCosts(ranked: { info: LayerInfo; scheme: Scheme; rank: number }[], topology: unknown): LayerCost[] {
+export function layerCosts(ranked: { info: LayerInfo; scheme: Scheme; rank: number }[], topology: ModelTopology): LayerCost[] {
   return ranked.map(({ info, scheme, rank }) => {
     const target = targetLayer(info, topology);
     const form = scheme.factored(target, rank);

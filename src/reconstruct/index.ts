@@ -29,6 +29,7 @@ import { linearResponse } from '../linalg/conv-ops.js';
 import { silentReporter, type Reporter } from '../report/progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
 import { SHARD_IMAGES, shardPool } from './shards.js';
+import type { ModelTopology } from '../model/topology.js';
 
 export { silentReporter, stderrReporter, type Reporter } from '../report/progress.js';
 
@@ -150,7 +151,7 @@ export interface DataFit {
   fitted: Factorization[];
   /** The compressed model carrying them. */
   model: tf.LayersModel;
-  topology: any;
+  topology: ModelTopology;
   layers: LayerFit[];
   seconds: number;
 }
@@ -241,7 +242,7 @@ class SampleFrontiers {
 
 /** Fits every factorization to the fitting images, in network order. */
 export async function fitToData(
-  original: tf.LayersModel, topology: any, start: Factorization[], images: ImageStore, options: ReconstructOptions, reporter: Reporter,
+  original: tf.LayersModel, topology: ModelTopology, start: Factorization[], images: ImageStore, options: ReconstructOptions, reporter: Reporter,
 ): Promise<DataFit> {
   await images.load(); // the frontiers size their batches by the readable images
   const built = await buildCompressed(original, topology, start);

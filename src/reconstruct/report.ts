@@ -10,6 +10,7 @@ import {
   fitToData, type DataFit, type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
 } from './index.js';
 import type { Factorization } from '../schemes/index.js';
+import type { ModelTopology } from '../model/topology.js';
 
 export interface DataReport {
   joint: boolean;
@@ -26,7 +27,7 @@ export interface DataReport {
 
 /** Fits `filter` to the fitting images and reports it beside the filter-only model on the held-out images. */
 export async function dataReconstruction(
-  original: tf.LayersModel, topology: any, filter: Factorization[], stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
+  original: tf.LayersModel, topology: ModelTopology, filter: Factorization[], stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
 ): Promise<DataResult> {
   const fit = await fitToData(original, topology, filter, stores.fit, options, reporter);
   return reportDataFit(original, topology, filter, fit, stores, images, options, reporter);
@@ -35,13 +36,13 @@ export async function dataReconstruction(
 /** A data-fitted model, its factorizations and the report of its fit and held-out evaluation. */
 export interface DataResult {
   report: DataReport;
-  built: { model: tf.LayersModel; topology: any };
+  built: { model: tf.LayersModel; topology: ModelTopology };
   fitted: Factorization[];
 }
 
 /** The held-out evaluation of a finished fit beside the filter factorizations it started from, as a report. */
 export async function reportDataFit(
-  original: tf.LayersModel, topology: any, filter: Factorization[], fit: DataFit, stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
+  original: tf.LayersModel, topology: ModelTopology, filter: Factorization[], fit: DataFit, stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
 ): Promise<DataResult> {
   const filterModel = await buildCompressed(original, topology, filter);
   const heldOut = await evaluateHeldOut(original, { model: filterModel.model, factorizations: filter }, { model: fit.model, factorizations: fit.fitted }, stores.holdout, reporter);

@@ -5,32 +5,33 @@
  * stray batch_input_shape.
  */
 import type { ConvGeometry } from '../model/cost.js';
+import type { KerasLayerConfig } from '../model/topology.js';
 import type { NewLayer, WeightValue } from './scheme.js';
 
 /** Config keys a replacement layer inherits from the layer it replaces. */
 const INHERITED = ['trainable', 'dtype', 'data_format', 'padding'];
 
-function inherit(base: Record<string, any>): Record<string, any> {
-  const out: Record<string, any> = {};
+function inherit(base: KerasLayerConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
   for (const key of INHERITED) if (base[key] !== undefined) out[key] = base[key];
   return out;
 }
 
 /** The config without undefined entries (a saved model may lack e.g. an initializer). */
-function defined(config: Record<string, any>): Record<string, any> {
-  return Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
+function defined(config: KerasLayerConfig): KerasLayerConfig {
+  return Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) as KerasLayerConfig;
 }
 
 export type Pair = [number, number];
 
-export const activationOf = (base: Record<string, any>): string => base.activation ?? 'linear';
+export const activationOf = (base: KerasLayerConfig): string => (base.activation ?? 'linear') as string;
 
 export function biasWeights(bias: Float32Array | null, g: ConvGeometry): WeightValue[] {
   return bias ? [{ shape: [g.N], values: bias }] : [];
 }
 
 export function conv2dLayer(
-  base: Record<string, any>, name: string, filters: number, kernel: Pair, strides: Pair,
+  base: KerasLayerConfig, name: string, filters: number, kernel: Pair, strides: Pair,
   dilation: Pair, useBias: boolean, activation: string | null, weights: WeightValue[],
 ): NewLayer {
   return {
@@ -47,7 +48,7 @@ export function conv2dLayer(
 }
 
 export function depthwiseLayer(
-  base: Record<string, any>, name: string, multiplier: number, kernel: Pair, strides: Pair,
+  base: KerasLayerConfig, name: string, multiplier: number, kernel: Pair, strides: Pair,
   dilation: Pair, weights: WeightValue[],
 ): NewLayer {
   return {
@@ -62,7 +63,7 @@ export function depthwiseLayer(
 }
 
 export function separableLayer(
-  base: Record<string, any>, name: string, g: ConvGeometry, multiplier: number, useBias: boolean, activation: string, weights: WeightValue[],
+  base: KerasLayerConfig, name: string, g: ConvGeometry, multiplier: number, useBias: boolean, activation: string, weights: WeightValue[],
 ): NewLayer {
   return {
     className: 'SeparableConv2D',
@@ -79,7 +80,7 @@ export function separableLayer(
 }
 
 export function denseLayer(
-  base: Record<string, any>, name: string, units: number, useBias: boolean, activation: string | null, weights: WeightValue[],
+  base: KerasLayerConfig, name: string, units: number, useBias: boolean, activation: string | null, weights: WeightValue[],
 ): NewLayer {
   return {
     className: 'Dense',

@@ -3,7 +3,7 @@
  * layer — which layers it applies to, its full and break-even ranks, MACs and parameters at a rank,
  * the filter-reconstruction factorization, the stock tfjs layers that replace the original, and the
  * factored forward pass with its gradients that data reconstruction fits. The pipeline
- * (src/compress.ts), inspect, bench and reconstruction look schemes up in the registry
+ * (src/commands/compress.ts), inspect, bench and reconstruction look schemes up in the registry
  * (src/schemes/index.ts) and never guess which scheme made what.
  */
 import type * as tf from '@tensorflow/tfjs';
@@ -11,7 +11,7 @@ import { conv2dMacs, convGeometry, type ConvGeometry } from '../model/cost.js';
 import { relativeError } from './reshape.js';
 import type { Basis } from './scheme1-math.js';
 import type { LayerInfo } from '../model/layers.js';
-import { topologyLayers } from '../model/topology.js';
+import { topologyLayers, type KerasLayerConfig, type ModelTopology } from '../model/topology.js';
 
 export interface WeightValue {
   shape: number[];
@@ -21,7 +21,7 @@ export interface WeightValue {
 /** One stock tfjs layer of a replacement, in Keras JSON form, with its weights in tfjs order. */
 export interface NewLayer {
   className: string;
-  config: Record<string, any>;
+  config: KerasLayerConfig;
   weights: WeightValue[];
 }
 
@@ -30,7 +30,7 @@ export interface TargetLayer {
   name: string;
   className: string;
   /** The layer's config as saved in model.json (snake_case keys). */
-  config: Record<string, any>;
+  config: KerasLayerConfig;
   geometry: ConvGeometry;
   /** The kernel in tfjs layout [kh, kw, C, N]. */
   kernel: Float32Array;
@@ -154,14 +154,14 @@ export function filterError(f: Factorization): number {
 }
 
 /** The saved (snake_case) config of layer `name` in a topology. */
-function savedConfig(topology: any, name: string): Record<string, any> {
+function savedConfig(topology: ModelTopology, name: string): KerasLayerConfig {
   const found = topologyLayers(topology).find((l) => l.config?.name === name);
   if (!found) throw new Error(`layer ${name} missing from the saved topology`);
   return found.config;
 }
 
 /** The layer as the schemes see it: saved config, geometry and weights. */
-export function targetLayer(info: LayerInfo, topology: any): TargetLayer {
+export function targetLayer(info: LayerInfo, topology: ModelTopology): TargetLayer {
   const weights = info.layer.getWeights();
   const kernel = weights[0].dataSync() as Float32Array;
   return {
