@@ -13,13 +13,13 @@ import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { loadModel, type LoadedModel } from '../model/io.js';
 import { stderrReporter } from '../report/progress.js';
 import { listLayers } from '../model/layers.js';
-import { readReplacementRecords } from '../plan/plan.js';
 import { modelMacs } from '../model/cost.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, addTimingOptions, note, startBackend, type ImageFlags } from './common.js';
 import { parseFlag, parseFlagList } from './flags.js';
 import { checkFlagRules } from './rules.js';
 import { imageSetup } from './images.js';
+import { readReplacementRecords } from '../model/records.js';
 
 interface BenchFlags extends ImageFlags {
   data?: string;

@@ -1,6 +1,5 @@
 import { Option, type Command } from 'commander';
 import chalk from 'chalk';
-import { parseRankSpec, skippedNotes } from '../plan/plan.js';
 import { UserError } from '../errors.js';
 import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport, type MeasuredReport } from '../commands/compress.js';
@@ -21,6 +20,8 @@ import {
 } from './compress-options.js';
 import { parseFlag, parseFlagOrAuto } from './flags.js';
 import { checkFlagRules } from './rules.js';
+import { parseRankSpec } from '../plan/manual.js';
+import { skippedNotes } from '../plan/select.js';
 
 interface CompressFlags extends SchemeFlags {
   rank?: string;

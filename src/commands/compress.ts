@@ -1,45 +1,38 @@
 /**
  * The whole `compress` command without the CLI: load → select layers → choose ranks → factorize →
  * (fit to data, evaluate held out, fine-tune) → build → save once. Every check a user can fail runs before the
- * slow work. Returns a report; src/cli/compress.ts only renders it.
+ * slow work. Returns a report; src/cli/compress.ts only renders it. `compressModel` is the same
+ * without data or files, for a model in memory (filter reconstruction only).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type * as tf from '@tensorflow/tfjs';
 import { heldOutWarnings, probeImages } from '../data/images.js';
 import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { METADATA_FILE } from '../data/metadata.js';
-import type * as tf from '@tensorflow/tfjs';
 import { modelMacs } from '../model/cost.js';
-import {
-  buildCompressed, damageWarnings, factorize, heldOutWarning, layerResults, modelCost, planCompression, planRanks, skippedNotes, withReplacementRecords,
-  type CompressOptions, type CompressPlan, type LayerResult, type Progress,
-} from '../plan/plan.js';
-import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/bench.js';
-import { UserError } from '../errors.js';
-import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
-import { DEFAULT_PROBES, searchMaxLoss, type MaxLossReport, type MaxLossSearch } from '../plan/maxloss.js';
-import {
-  DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, planByMeasuredTime, spectrumCandidates, type MeasuredChoice, type TimeTable,
-} from '../plan/measured.js';
-import { formatRanks } from '../plan/ranks.js';
-import { measureSensitivity, planByJointSearch, sensitivityCandidates } from '../plan/sensitivity.js';
-import {
-  checkOutputDir, dominantEncoding, keptWeights, loadModel, saveModel, type Encoding, type SavedModel,
-} from '../model/io.js';
-import {
-  loadImages, planImages, silentReporter,
-  type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter,
-} from '../reconstruct/index.js';
+import { checkOutputDir, dominantEncoding, keptWeights, loadModel, modelTopology, saveModel, type Encoding, type LoadedModel, type OutputCheck, type SavedModel } from '../model/io.js';
+import { withReplacementRecords } from '../model/records.js';
+import { buildCompressed } from '../model/rewrite.js';
+import type { ModelSource, ModelTopology } from '../model/topology.js';
+import { chooseRanks, planCompression, type RankDecision } from '../plan/choose.js';
+import { SEARCH_SCORE_IMAGES } from '../plan/joint-search.js';
+import { DEFAULT_PROBES, type MaxLossReport, type MaxLossSearch } from '../plan/maxloss.js';
+import { DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, type MeasuredChoice, type TimeTable } from '../plan/measured.js';
+import { factorize, type CompressOptions, type CompressPlan } from '../plan/plan.js';
+import { skippedNotes } from '../plan/select.js';
 import {
   budgetSamples, estimateWork, layerCosts, layerStepBudget, planHeap, searchAffordable,
 } from '../reconstruct/budget.js';
 import { AUTO_STEP_MACS, autoSteps } from '../reconstruct/fit.js';
-import { imageBatchSize } from '../reconstruct/index.js';
-import { SEARCH_SCORE_IMAGES } from '../plan/sensitivity.js';
+import { imageBatchSize, loadImages, planImages, silentReporter, type DataContext, type ImagePlan, type ReconstructOptions } from '../reconstruct/index.js';
+import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
+import type { Log, Reporter } from '../report/progress.js';
+import { damageWarnings, heldOutWarning, layerResults, modelCost, type LayerResult } from '../report/results.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/bench.js';
 import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
-import type { ModelTopology } from '../model/topology.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;
@@ -96,13 +89,73 @@ export interface CompressReport {
 
 const shown = (p: string) => path.relative(process.cwd(), p) || p;
 
-export async function runCompress(request: CompressRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
+/** What compress has loaded and checked before any slow work. */
+interface Prepared {
+  loaded: LoadedModel;
+  outputCheck: OutputCheck;
+  plan: CompressPlan;
+  /** With --data: the fitting and held-out images, and (with --finetune) the validation images set aside. */
+  images: ImagePlan | null;
+  carved: ReturnType<typeof carveValidation> | null;
+  /** Said when the labels do not fit the model's outputs (held-out accuracy is then not reported). */
+  accuracyNote: string | null;
+  /** MACs a second of the model's forward pass on a few fitting images (to estimate the fit's time). */
+  pace: number | null;
+}
+
+export async function runCompress(request: CompressRequest, log: Log = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
+  const prepared = await prepare(request, log);
+  const { loaded, images, accuracyNote } = prepared;
+  const table = await measureIfAsked(request, prepared, reporter);
+  // The joint rank search, when --speedup chooses ranks from data and it is affordable (budget.ts).
+  let jointSearch = request.speedup !== undefined && !table && request.maxLoss === undefined && request.data !== null;
+  if (request.data && images) {
+    jointSearch = planDataWork(loaded, prepared.plan, images, request.data, jointSearch, prepared.pace, log);
+  }
+  const data: DataContext | null = request.data && images
+    ? { stores: await loadImages(loaded.model, images, request.data, reporter), images, options: request.data, reporter }
+    : null;
+  const decision = await chooseRanks(prepared.plan, request, {
+    source: loaded, data, table, jointSearch, probes: request.probes ?? DEFAULT_PROBES, labelled: !accuracyNote, log, reporter,
+  });
+  const { plan, maxLoss: searched } = decision;
+  const filter = searched?.filter ?? factorize(plan, loaded.topology, log);
+  const layers = layerResults(plan, filter);
+  const warnings = damageWarnings(layers, Boolean(request.data));
+  for (const w of warnings) log(`warning: ${w}`);
+  const made = data ? await fitAndTune(request, prepared, data, filter, searched, log) : { built: await buildCompressed(loaded, filter), written: filter, data: null, faithless: null, tuned: null };
+  const timings = await timeResult(request, loaded.model, made.built.model, decision, table, log, reporter);
+  const { saved, encoding } = await save(request, prepared, made.built, made.written, log);
+  return {
+    input: shown(loaded.jsonPath),
+    output: shown(saved.jsonPath),
+    scheme: plan.scheme,
+    layers,
+    skipped: plan.skipped,
+    ...modelCost(plan, layers),
+    allocation: plan.allocation && {
+      target: plan.allocation.target, predictedError: plan.allocation.predictedError, baselineError: plan.allocation.baselineError, basis: plan.allocation.basis,
+    },
+    data: made.data,
+    finetune: made.tuned,
+    ...timings,
+    warnings,
+    heldOutWarning: made.faithless,
+    maxLoss: searched?.report ?? null,
+    saved,
+    fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },
+    newWeights: encoding,
+  };
+}
+
+/** Loads the model, plans the layers and starting ranks, and checks the output folder and the images, all before any slow work. */
+async function prepare(request: CompressRequest, log: Log): Promise<Prepared> {
   // Fine-tuning chooses its epoch on fitting images that neither fit trains on.
   const carved = request.data && request.finetune ? carveValidation(planImages(request.data), request.data.seed) : null;
   const images = carved?.plan ?? (request.data ? planImages(request.data) : null);
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
-  let plan = planCompression(loaded.model, request, loaded.topology);
+  const plan = planCompression(loaded.model, request, loaded.topology);
   if (request.finetune) checkFinetune(loaded.model);
   if (plan.defaulted) log(plan.defaulted);
   for (const line of skippedNotes(plan.skipped.filter((s) => !s.byChoice))) log(line);
@@ -118,78 +171,66 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);
   for (const w of images ? heldOutWarnings(images.fit, images.holdout, images.holdoutSource === 'eval-data') : []) log(`warning: ${w}`);
-  const timingBatch = request.timingBatch ?? DEFAULT_TIMING_BATCH;
-  let table: TimeTable | null = null;
-  if (request.measured) {
-    checkBatchMemory(loaded.model, [timingBatch]);
-    table = await measureTimeTable(loaded.model, loaded.topology, plan, timingBatch, reporter);
-    checkMeasuredTarget(table, request.speedup!);
-  }
-  // The joint rank search, when --speedup chooses ranks from data and it is affordable (budget.ts).
-  let search = request.speedup !== undefined && !table && request.maxLoss === undefined && request.data !== null;
-  if (request.data && images) {
-    search = planDataWork(loaded.model, loaded.topology, plan, images, request.data, search, pace, log);
-  }
-  const stores = request.data && images ? await loadImages(loaded.model, images, request.data, reporter) : null;
-  let searched: MaxLossSearch | null = null;
-  let measured: MeasuredChoice | null = null;
-  if (request.maxLoss !== undefined) {
-    searched = await searchMaxLoss(loaded.model, loaded.topology, plan, stores!, images!, request.data!, request.maxLoss, request.probes ?? DEFAULT_PROBES, !accuracyNote, log, reporter);
-    plan = searched.plan;
-    const c = searched.report.chosen;
-    log(`chose ${c.target}× (${formatRanks(planRanks(plan))}, ${c.theoreticalSpeedup.toFixed(2)}× by MACs): loses ${c.loss.toFixed(2)} points of ${searched.report.measure}, within ${request.maxLoss}`);
-  } else if (table) {
-    const candidates = stores
-      ? sensitivityCandidates(plan, await measureSensitivity(loaded.model, loaded.topology, plan, stores.fit, reporter))
-      : spectrumCandidates(plan, loaded.topology);
-    measured = planByMeasuredTime(plan, table, candidates, request.speedup!);
-    plan = measured.plan;
-    log(`ranks for ≥ ${request.speedup}× in measured time at batch ${timingBatch}: ${formatRanks(planRanks(plan))}, predicted ${measured.predictedSpeedup.toFixed(2)}×`);
-  } else if (request.speedup !== undefined && stores && search) {
-    const search = await planByJointSearch(loaded.model, loaded.topology, plan, stores.fit, request.data!, request.speedup, reporter);
-    plan = search.plan;
-    log(`ranks for ≥ ${request.speedup}× chosen by joint fits of ${search.evaluated.length} allocations: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
-  }
+  return { loaded, outputCheck, plan, images, carved, accuracyNote, pace };
+}
 
-  const filter = searched?.filter ?? factorize(plan, loaded.topology, log);
-  const layers = layerResults(plan, filter);
-  const warnings = damageWarnings(layers, Boolean(request.data));
-  for (const w of warnings) log(`warning: ${w}`);
-  let data: DataReport | null = null;
-  let faithless: string | null = null;
+/** With --measured: the layers' time table, and the target checked against it. */
+async function measureIfAsked(request: CompressRequest, { loaded, plan }: Prepared, reporter: Reporter): Promise<TimeTable | null> {
+  if (!request.measured) return null;
+  const timingBatch = request.timingBatch ?? DEFAULT_TIMING_BATCH;
+  checkBatchMemory(loaded.model, [timingBatch]);
+  const table = await measureTimeTable(loaded, plan, timingBatch, reporter);
+  checkMeasuredTarget(table, request.speedup!);
+  return table;
+}
+
+/** The compressed model made from the data: fitted (unless --max-loss already fitted it), checked on the held-out images, fine-tuned if asked. */
+async function fitAndTune(
+  request: CompressRequest, { loaded, accuracyNote, carved }: Prepared, data: DataContext, filter: Factorization[], searched: MaxLossSearch | null, log: Log,
+): Promise<{ built: ModelSource; written: Factorization[]; data: DataReport; faithless: string | null; tuned: FinetuneReport | null }> {
+  const { stores, images, options } = data;
+  if (!searched) log(`data reconstruction (${options.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images.holdoutSource === 'eval-data' ? ` from ${options.evalData}` : ''}`);
+  const result = searched?.result ?? await dataReconstruction(loaded, filter, data);
+  const { report, built, fitted: written } = result;
+  if (accuracyNote) report.accuracy = null;
+  const faithless = heldOutWarning(report.agreement.data, report.images.holdout, report.accuracy);
+  const chance = report.accuracy && chanceWarning(loaded.model, report.accuracy.original, report.accuracy.labeled);
+  if (chance) log(`warning: ${chance}`);
   let tuned: FinetuneReport | null = null;
-  let built: { model: tf.LayersModel; topology: ModelTopology };
-  let written = filter;
-  if (request.data && stores) {
-    if (!searched) log(`data reconstruction (${request.data.joint ? 'joint' : 'non-joint'}) on ${stores.fit.count} fitting images, ${stores.holdout.count} held out${images!.holdoutSource === 'eval-data' ? ` from ${request.data.evalData}` : ''}`);
-    const result = searched?.result ?? await dataReconstruction(loaded.model, loaded.topology, filter, stores, images!, request.data, reporter);
-    ({ report: data, built, fitted: written } = result);
-    if (accuracyNote) data.accuracy = null;
-    faithless = heldOutWarning(data.agreement.data, data.images.holdout, data.accuracy);
-    const chance = data.accuracy && chanceWarning(loaded.model, data.accuracy.original, data.accuracy.labeled);
-    if (chance) log(`warning: ${chance}`);
-    if (request.finetune) {
-      const factorLayers = written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
-      // Labels that are not the model's classes would teach it wrong ones.
-      const options = accuracyNote ? { ...request.finetune, labelWeight: 0 } : request.finetune;
-      const validation = await loadValidation(carved!.validation, stores, request.data.pixels);
-      tuned = await finetune(loaded.model, built.model, factorLayers, stores, validation, options, reporter);
-    }
-  } else {
-    built = await buildCompressed(loaded.model, loaded.topology, filter);
+  if (request.finetune) {
+    const factorLayers = written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
+    // Labels that are not the model's classes would teach it wrong ones.
+    const tuning = accuracyNote ? { ...request.finetune, labelWeight: 0 } : request.finetune;
+    const validation = await loadValidation(carved!.validation, stores, options.pixels);
+    tuned = await finetune(loaded.model, built.model, factorLayers, stores, validation, tuning, data.reporter);
   }
+  return { built, written, data: report, faithless, tuned };
+}
+
+/** The timings the report carries: with --measured the full bench at the timing batch, with --speedup a short one at batch 1. */
+async function timeResult(
+  request: CompressRequest, original: tf.LayersModel, compressed: tf.LayersModel, decision: RankDecision, table: TimeTable | null, log: Log, reporter: Reporter,
+): Promise<{ measured: MeasuredReport | null; quickTiming: BatchTiming | null }> {
   let measuredReport: MeasuredReport | null = null;
+  const measured = decision.measured;
   if (table && measured) {
-    log(`timing the original against the result at batch ${timingBatch}`);
-    const [bench] = await timeModels(loaded.model, built.model, [timingBatch], DEFAULT_RUNS, DEFAULT_WARMUP, reporter);
+    log(`timing the original against the result at batch ${table.batch}`);
+    const [bench] = await timeModels(original, compressed, [table.batch], DEFAULT_RUNS, DEFAULT_WARMUP, reporter);
     const { predictedMs, predictedSpeedup, predictedError } = measured;
     measuredReport = { target: request.speedup!, table, ranks: Object.fromEntries(measured.ranks), predictedMs, predictedSpeedup, predictedError, bench };
   }
   let quickTiming: BatchTiming | null = null;
   if (request.speedup !== undefined && !request.measured) {
     log(`timing the original against the result at batch 1 (short: ${MIN_RUNS} runs each; lowrank bench times it fully)`);
-    [quickTiming] = await timeModels(loaded.model, built.model, [1], MIN_RUNS, 1, reporter);
+    [quickTiming] = await timeModels(original, compressed, [1], MIN_RUNS, 1, reporter);
   }
+  return { measured: measuredReport, quickTiming };
+}
+
+/** Writes the compressed model once, with the records of what replaced what; disposes both models. */
+async function save(
+  request: CompressRequest, { loaded, outputCheck }: Prepared, built: ModelSource, written: Factorization[], log: Log,
+): Promise<{ saved: SavedModel; encoding: Encoding }> {
   const encoding = request.quantize ?? dominantEncoding(loaded);
   const saved = await saveModel(built.model, request.out, {
     topology: built.topology,
@@ -201,27 +242,7 @@ export async function runCompress(request: CompressRequest, log: Progress = () =
   });
   built.model.dispose();
   loaded.model.dispose();
-  return {
-    input: shown(loaded.jsonPath),
-    output: shown(saved.jsonPath),
-    scheme: plan.scheme,
-    layers,
-    skipped: plan.skipped,
-    ...modelCost(plan, layers),
-    allocation: plan.allocation && {
-      target: plan.allocation.target, predictedError: plan.allocation.predictedError, baselineError: plan.allocation.baselineError, basis: plan.allocation.basis,
-    },
-    data,
-    finetune: tuned,
-    measured: measuredReport,
-    quickTiming,
-    warnings,
-    heldOutWarning: faithless,
-    maxLoss: searched?.report ?? null,
-    saved,
-    fileBytes: { before: loaded.weightBytes + loaded.jsonBytes, after: saved.weightBytes + saved.jsonBytes },
-    newWeights: encoding,
-  };
+  return { saved, encoding };
 }
 
 /** Fitting images set aside to score the joint rank search's fits on (as sensitivity.ts takes them). */
@@ -239,7 +260,7 @@ const minutes = (s: number) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${
  * whether the search runs.
  */
 function planDataWork(
-  model: tf.LayersModel, topology: ModelTopology, plan: CompressPlan, images: ImagePlan, data: ReconstructOptions, search: boolean, pace: number | null, log: Progress,
+  { model, topology }: ModelSource, plan: CompressPlan, images: ImagePlan, data: ReconstructOptions, search: boolean, pace: number | null, log: Log,
 ): boolean {
   if (data.samples === 'auto') {
     const budget = budgetSamples(model);
@@ -271,4 +292,30 @@ function planDataWork(
     log(`estimated time: ${minutes(seconds(work.search + work.fit) + work.evaluate / pace)} (${parts.join(', ')}; ${(pace / 1e9).toFixed(1)} GMAC/s measured on the model's forward pass)`);
   }
   return search;
+}
+
+export interface CompressResult {
+  model: tf.LayersModel;
+  /** The rewritten topology to save with `model`. */
+  topology: ModelTopology;
+  plan: CompressPlan;
+  factorizations: Factorization[];
+  layers: LayerResult[];
+  totalMacsBefore: number;
+  totalMacsAfter: number;
+  theoreticalSpeedup: number;
+}
+
+/**
+ * Filter-reconstruction compression of an in-memory model: plan, factorize, build.
+ * `topology` is the model's saved topology (a loaded model's own); default: its toJSON().
+ */
+export async function compressModel(model: tf.LayersModel, options: CompressOptions & { topology?: ModelTopology }, log: Log = () => {}): Promise<CompressResult> {
+  const topology = options.topology ?? modelTopology(model);
+  const plan = planCompression(model, options, topology);
+  if (plan.defaulted) log(plan.defaulted);
+  const factorizations = factorize(plan, topology, log);
+  const built = await buildCompressed({ model, topology }, factorizations);
+  const layers = layerResults(plan, factorizations);
+  return { ...built, plan, factorizations, layers, ...modelCost(plan, layers) };
 }

@@ -5,12 +5,13 @@ import { energyRank, scheme2Matrix } from '../schemes/reshape.js';
 import { spectrum } from '../linalg/svd.js';
 import type { LayerInfo, Shape } from '../model/layers.js';
 import type * as tf from '@tensorflow/tfjs';
-import { planCompression, selectLayers } from '../plan/plan.js';
 import { measuredReach, measureTimeTable } from '../plan/measured.js';
 import type { Reporter } from '../report/progress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from '../plan/ranks.js';
 import { anySchemeReplaces, breakEvenRank, channel, scheme2, selectSchemes, type Scheme } from '../schemes/index.js';
 import type { ModelTopology } from '../model/topology.js';
+import { planCompression } from '../plan/choose.js';
+import { selectLayers } from '../plan/select.js';
 
 export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
 
@@ -199,7 +200,7 @@ export async function timingReach(model: tf.LayersModel, topology: ModelTopology
   } catch {
     return null; // nothing to replace: the layer table says why
   }
-  const table = await measureTimeTable(model, topology, plan, batch, reporter);
+  const table = await measureTimeTable({ model, topology }, plan, batch, reporter);
   const reach = measuredReach(table);
   return {
     backend: table.backend,

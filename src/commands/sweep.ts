@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import { timeModels } from '../timing/bench.js';
-import { factorize, layerResults, modelCost, planCompression, planRanks, selectLayers, withReplacementRecords, type CompressOptions, type Progress } from '../plan/plan.js';
+import { factorize, planRanks, type CompressOptions } from '../plan/plan.js';
 import { UserError, firstLine } from '../errors.js';
 import { loadModel, saveModel, checkOutputDir, dominantEncoding, keptWeights, type LoadedModel } from '../model/io.js';
 import { readCappedFile } from '../model/files.js';
@@ -22,10 +22,14 @@ import { dataReconstruction } from '../reconstruct/report.js';
 import { maximumSpeedup } from '../plan/ranks.js';
 import { heldOutWarnings } from '../data/images.js';
 import { loadImages, planImages, silentReporter, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
-import type { Phase } from '../report/progress.js';
+import { type Phase, type Log } from '../report/progress.js';
 import { renderChart, SERIES, speedChartSpec, type SpeedChart } from '../report/chart.js';
 import { schemeFor, selectSchemes, type SchemeOptions } from '../schemes/index.js';
 import { measureSensitivity, planForTarget, type Sensitivity } from '../plan/sensitivity.js';
+import { layerResults, modelCost } from '../report/results.js';
+import { planCompression } from '../plan/choose.js';
+import { selectLayers } from '../plan/select.js';
+import { withReplacementRecords } from '../model/records.js';
 
 export const DEFAULT_SPEEDUPS = [2, 3, 4, 6, 8, 12];
 /** Batch sizes every point is timed at; the plot uses the last. */
@@ -224,7 +228,7 @@ function withinPoint(bar: Phase, done: number, target: number): Reporter {
 
 const byTarget = (a: { target: number }, b: { target: number }) => a.target - b.target;
 
-export async function runSweep(request: SweepRequest, log: Progress = () => {}, reporter: Reporter = silentReporter): Promise<SweepReport> {
+export async function runSweep(request: SweepRequest, log: Log = () => {}, reporter: Reporter = silentReporter): Promise<SweepReport> {
   const images = planImages(request.data);
   const loaded = await loadModel(request.input);
   // A new --out gets the usual checks; an existing one must be a sweep's own folder (resumeFrom)
@@ -285,7 +289,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
     const base = planCompression(loaded.model, options, loaded.topology);
     for (const s of base.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
     const stores = await loadImages(loaded.model, images, request.data);
-    const sensitivity = previous?.sensitivity ?? await measureSensitivity(loaded.model, loaded.topology, base, stores.fit, reporter);
+    const sensitivity = previous?.sensitivity ?? await measureSensitivity(loaded, base, stores.fit, reporter);
     // Written before the first point: a folder with a model in it always holds its sweep.json.
     fs.mkdirSync(request.out, { recursive: true });
     const save = () => writeAtomically(path.join(request.out, SWEEP_FILE), `${JSON.stringify(file, null, 2)}\n`);
@@ -298,7 +302,7 @@ export async function runSweep(request: SweepRequest, log: Progress = () => {}, 
       const filter = factorize(plan, loaded.topology);
       const cost = modelCost(plan, layerResults(plan, filter));
       const inner = withinPoint(bar, done, target);
-      const result = await dataReconstruction(loaded.model, loaded.topology, filter, stores, images, request.data, inner);
+      const result = await dataReconstruction(loaded, filter, { stores, images, options: request.data, reporter: inner });
       // The filter-only and data-reconstructed models share one architecture: one timing serves both.
       bar.update(done, `${target}×: timing`);
       const timingStart = performance.now();

@@ -9,8 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
 import { buildModel } from './io.js';
 import { listLayers } from './layers.js';
-import { asModel, entryName, modelLayers, rootOf, topologyLayers, type KerasLayer as Entry, type KerasModel, type ModelTopology } from './topology.js';
-import type { NewLayer } from '../schemes/scheme.js';
+import { asModel, entryName, modelLayers, rootOf, topologyLayers, type KerasLayer as Entry, type KerasModel, type ModelSource, type ModelTopology } from './topology.js';
+import type { Factorization, NewLayer } from '../schemes/scheme.js';
 
 /** A deep copy of `topology` with each layer named in `replacements` replaced by its new layers. */
 export function rewriteTopology(topology: ModelTopology, replacements: Map<string, NewLayer[]>): ModelTopology {
@@ -123,4 +123,16 @@ export async function buildRewrittenModel(
     info.layer.setWeights(source.getWeights());
   }
   return model;
+}
+
+/** The new layers of every factorization, by the name of the layer they replace. */
+export function replacementLayers(factorizations: Factorization[]): Map<string, NewLayer[]> {
+  return new Map(factorizations.map((f) => [f.target.name, f.scheme.layers(f)]));
+}
+
+/** The compressed model: `original`'s topology rewritten with every factorization's new layers, and the stock tfjs model it describes. */
+export async function buildCompressed(original: ModelSource, factorizations: Factorization[]): Promise<ModelSource> {
+  const replacements = replacementLayers(factorizations);
+  const rewritten = rewriteTopology(original.topology, replacements);
+  return { model: await buildRewrittenModel(original.model, rewritten, replacements), topology: rewritten };
 }

@@ -9,17 +9,17 @@
  * probe within P raises the lower end of the range, one beyond P lowers the upper end; the fastest
  * probe within P is kept, and its model is the one written.
  */
-import type * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
-import { factorize, planRanks, type CompressPlan, type Progress } from './plan.js';
+import { factorize, planRanks, type CompressPlan } from './plan.js';
+import type { Log } from '../report/progress.js';
 import { UserError } from '../errors.js';
 import { reportDataFit, type DataResult } from '../reconstruct/report.js';
 import { formatRanks, maximumSpeedup } from './ranks.js';
 import { heldOutTop1, scoreTop1, type HeldOutScore } from '../reconstruct/heldout.js';
-import { fitToData, type DataFit, type ImagePlan, type ImageStores, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
+import { fitToData, type DataContext, type DataFit } from '../reconstruct/index.js';
 import type { Factorization } from '../schemes/index.js';
 import { measureSensitivity, planForTarget } from './sensitivity.js';
-import type { ModelTopology } from '../model/topology.js';
+import type { ModelSource } from '../model/topology.js';
 
 export const DEFAULT_PROBES = 5;
 
@@ -63,14 +63,24 @@ export interface MaxLossSearch {
   result: DataResult;
 }
 
-/**
- * The bisection. `labelled` says whether held-out accuracy may be used (false when the labels do
- * not fit the model's outputs). Throws a UserError when no probe is within `limit`.
- */
-export async function searchMaxLoss(
-  original: tf.LayersModel, topology: ModelTopology, base: CompressPlan, stores: ImageStores, images: ImagePlan, options: ReconstructOptions,
-  limit: number, probes: number, labelled: boolean, log: Progress, reporter: Reporter,
-): Promise<MaxLossSearch> {
+export interface MaxLossOptions {
+  source: ModelSource;
+  /** Every selected layer at rank 1 (fastest.ts): the top of the range searched. */
+  base: CompressPlan;
+  data: DataContext;
+  /** Points of held-out loss allowed. */
+  limit: number;
+  /** Speedup targets the search may try. */
+  probes: number;
+  /** Whether held-out accuracy may be used (false when the labels do not fit the model's outputs). */
+  labelled: boolean;
+  log: Log;
+}
+
+/** The bisection. Throws a UserError when no probe is within `limit`. */
+export async function searchMaxLoss({ source, base, data, limit, probes, labelled, log }: MaxLossOptions): Promise<MaxLossSearch> {
+  const { stores, options, reporter } = data;
+  const original = source.model;
   const started = performance.now();
   const maximum = maximumSpeedup(base.layers, base.ranked).speedup;
   let [lo, hi] = [1, maximum];
@@ -79,7 +89,7 @@ export async function searchMaxLoss(
   if (midpoint() <= 1) {
     throw new UserError(`--max-loss ${limit}: these layers make the model at most ${maximum.toFixed(2)}× faster by MACs, too little to search; select more layers with --layers`);
   }
-  const sensitivity = await measureSensitivity(original, topology, base, stores.fit, reporter);
+  const sensitivity = await measureSensitivity(source, base, stores.fit, reporter);
   // A probe needs only its top-1 against the original's and the labels; the chosen one alone gets
   // the full held-out evaluation (filter-only model and per-layer errors) for the report.
   const holdout = stores.holdout;
@@ -104,8 +114,8 @@ export async function searchMaxLoss(
     } else {
       log(`probe ${i + 1} of at most ${probes}: ${target}× (${ranks})`);
       const start = performance.now();
-      const filter = factorize(plan, topology);
-      const fit = await fitToData(original, topology, filter, stores.fit, options, reporter);
+      const filter = factorize(plan, source.topology);
+      const fit = await fitToData(source, filter, stores.fit, options, reporter);
       const scored = heldOutLoss(scoreTop1(originalTop1, await heldOutTop1(fit.model, holdout), labels), holdout.count);
       measure = scored.measure;
       probe = {
@@ -130,7 +140,7 @@ export async function searchMaxLoss(
     throw new UserError(`--max-loss ${limit}: even the smallest probe, ${smallest.target}× (${formatRanks(Object.entries(smallest.ranks))}), loses ${smallest.loss.toFixed(2)} points of ${measure} on ${stores.holdout.count} held-out images; allow more loss, or more --probes to try speedups closer to 1×`);
   }
   const { probe, plan, filter, fit } = best;
-  const result = await reportDataFit(original, topology, filter, fit, stores, images, options, reporter);
+  const result = await reportDataFit(source, filter, fit, data);
   return {
     plan,
     filter,

@@ -14,7 +14,7 @@
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs';
 import { timeModelsByLayer } from '../timing/bench.js';
-import { buildCompressed, type CompressPlan } from './plan.js';
+import type { CompressPlan } from './plan.js';
 import { layerMacs } from '../model/cost.js';
 import { UserError } from '../errors.js';
 import { filterCandidates, rankCap, type Candidate } from './ranks.js';
@@ -22,7 +22,8 @@ import type { Reporter } from '../report/progress.js';
 import { formatMs } from '../report/format.js';
 import { interpolate, rankLadder } from './sensitivity.js';
 import { targetLayer } from '../schemes/index.js';
-import type { ModelTopology } from '../model/topology.js';
+import type { ModelSource, ModelTopology } from '../model/topology.js';
+import { buildCompressed } from '../model/rewrite.js';
 
 /** Candidate ranks timed per layer (geometric from 1 to its highest saving rank). */
 const TIMED_RANKS = 5;
@@ -69,10 +70,11 @@ const mean = (values: number[]) => values.reduce((s, v) => s + v, 0) / values.le
  * replaced at its step's rank (filter-reconstruction factors), round after round, every layer's
  * call() clocked inside the runs.
  */
-export async function measureTimeTable(original: tf.LayersModel, topology: ModelTopology, plan: CompressPlan, batch: number, reporter: Reporter): Promise<TimeTable> {
+export async function measureTimeTable(source: ModelSource, plan: CompressPlan, batch: number, reporter: Reporter): Promise<TimeTable> {
+  const original = source.model;
   const start = performance.now();
   const ladders = plan.ranked.map(({ info, scheme }) => rankLadder(rankCap({ info, scheme }), TIMED_RANKS));
-  const targets = plan.ranked.map(({ info }) => targetLayer(info, topology));
+  const targets = plan.ranked.map(({ info }) => targetLayer(info, source.topology));
   // Each rung factorized once: a layer whose ladder is shorter stays at its top rung.
   const rungs = plan.ranked.map(({ scheme }, l) => ladders[l].map((rank) => {
     const f = scheme.factorize(targets[l], rank);
@@ -81,7 +83,7 @@ export async function measureTimeTable(original: tf.LayersModel, topology: Model
   const rungAt = (l: number, step: number) => rungs[l][Math.min(step, rungs[l].length - 1)];
   const models: tf.LayersModel[] = [];
   for (let step = 0; step < Math.max(...ladders.map((l) => l.length)); step++) {
-    models.push((await buildCompressed(original, topology, plan.ranked.map((_, l) => rungAt(l, step).f))).model);
+    models.push((await buildCompressed(source, plan.ranked.map((_, l) => rungAt(l, step).f))).model);
   }
   let clocked;
   try {

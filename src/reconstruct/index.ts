@@ -15,7 +15,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import { backendThreads } from '../runtime/backend.js';
-import { buildCompressed } from '../plan/plan.js';
 import { UserError } from '../errors.js';
 import {
   inputSizeOf, listImages, shuffled, splitHoldout, type BatchStats, type ClassList, type ImageEntry, type PixelOptions,
@@ -29,7 +28,8 @@ import { linearResponse } from '../linalg/conv-ops.js';
 import { silentReporter, type Reporter } from '../report/progress.js';
 import { frontierThrough, type Frontier } from './segments.js';
 import { SHARD_IMAGES, shardPool } from './shards.js';
-import type { ModelTopology } from '../model/topology.js';
+import type { ModelSource, ModelTopology } from '../model/topology.js';
+import { buildCompressed } from '../model/rewrite.js';
 
 export { silentReporter, stderrReporter, type Reporter } from '../report/progress.js';
 
@@ -103,6 +103,14 @@ export interface ImageStores {
   fit: ImageStore;
   holdout: ImageStore;
   stats: BatchStats;
+}
+
+/** What the data stages share: the loaded images, where they came from, the --data options, and progress. */
+export interface DataContext {
+  stores: ImageStores;
+  images: ImagePlan;
+  options: ReconstructOptions;
+  reporter: Reporter;
 }
 
 /** Images per batch: 64, or fewer so that one activation of a batch stays within BATCH_ACTIVATION_BYTES. */
@@ -242,10 +250,11 @@ class SampleFrontiers {
 
 /** Fits every factorization to the fitting images, in network order. */
 export async function fitToData(
-  original: tf.LayersModel, topology: ModelTopology, start: Factorization[], images: ImageStore, options: ReconstructOptions, reporter: Reporter,
+  source: ModelSource, start: Factorization[], images: ImageStore, options: ReconstructOptions, reporter: Reporter,
 ): Promise<DataFit> {
+  const original = source.model;
   await images.load(); // the frontiers size their batches by the readable images
-  const built = await buildCompressed(original, topology, start);
+  const built = await buildCompressed(source, start);
   const fitOptions = {
     iterations: options.iterations,
     batch: options.batch,

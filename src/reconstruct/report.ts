@@ -1,16 +1,13 @@
 /**
- * Stage 4 of compress (pipeline.ts), also run by sweep and --max-loss: fit the filter
+ * Stage 4 of compress (src/commands/compress.ts), also run by sweep and --max-loss: fit the filter
  * factorizations to the fitting images, then evaluate the original, the filter-only and the
  * data-fitted models side by side on the held-out images, as a report.
  */
-import type * as tf from '@tensorflow/tfjs';
-import { buildCompressed } from '../plan/plan.js';
 import { evaluateHeldOut, type HeldOutReport } from './heldout.js';
-import {
-  fitToData, type DataFit, type ImagePlan, type ImageStores, type LayerFit, type ReconstructOptions, type Reporter,
-} from './index.js';
+import { fitToData, type DataContext, type DataFit, type LayerFit } from './index.js';
 import type { Factorization } from '../schemes/index.js';
-import type { ModelTopology } from '../model/topology.js';
+import type { ModelSource } from '../model/topology.js';
+import { buildCompressed } from '../model/rewrite.js';
 
 export interface DataReport {
   joint: boolean;
@@ -27,25 +24,25 @@ export interface DataReport {
 
 /** Fits `filter` to the fitting images and reports it beside the filter-only model on the held-out images. */
 export async function dataReconstruction(
-  original: tf.LayersModel, topology: ModelTopology, filter: Factorization[], stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
+  source: ModelSource, filter: Factorization[], data: DataContext,
 ): Promise<DataResult> {
-  const fit = await fitToData(original, topology, filter, stores.fit, options, reporter);
-  return reportDataFit(original, topology, filter, fit, stores, images, options, reporter);
+  const fit = await fitToData(source, filter, data.stores.fit, data.options, data.reporter);
+  return reportDataFit(source, filter, fit, data);
 }
 
 /** A data-fitted model, its factorizations and the report of its fit and held-out evaluation. */
 export interface DataResult {
   report: DataReport;
-  built: { model: tf.LayersModel; topology: ModelTopology };
+  built: ModelSource;
   fitted: Factorization[];
 }
 
 /** The held-out evaluation of a finished fit beside the filter factorizations it started from, as a report. */
 export async function reportDataFit(
-  original: tf.LayersModel, topology: ModelTopology, filter: Factorization[], fit: DataFit, stores: ImageStores, images: ImagePlan, options: ReconstructOptions, reporter: Reporter,
+  source: ModelSource, filter: Factorization[], fit: DataFit, { stores, images, options, reporter }: DataContext,
 ): Promise<DataResult> {
-  const filterModel = await buildCompressed(original, topology, filter);
-  const heldOut = await evaluateHeldOut(original, { model: filterModel.model, factorizations: filter }, { model: fit.model, factorizations: fit.fitted }, stores.holdout, reporter);
+  const filterModel = await buildCompressed(source, filter);
+  const heldOut = await evaluateHeldOut(source.model, { model: filterModel.model, factorizations: filter }, { model: fit.model, factorizations: fit.fitted }, stores.holdout, reporter);
   filterModel.model.dispose();
   return {
     built: { model: fit.model, topology: fit.topology },

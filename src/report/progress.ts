@@ -1,8 +1,12 @@
 /**
- * Progress of data reconstruction on stderr: a cli-progress bar per phase (with ETA) when stderr
+ * Progress of long work: `Log` takes a line for the user (a compress step, a warning), `Reporter`
+ * runs phases with counts. On stderr, a cli-progress bar per phase (with ETA) when stderr
  * is a terminal, a few plain lines otherwise (logs, CI). Never writes to stdout.
  */
 import cliProgress from 'cli-progress';
+
+/** One line for the user about the run (what is done, a warning). */
+export type Log = (message: string) => void;
 
 export interface Phase {
   update(done: number, detail?: string): void;

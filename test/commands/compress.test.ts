@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Matrix, SVD } from 'ml-matrix';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compressModel, type CompressOptions } from '../../src/plan/plan.js';
+import type { CompressOptions } from '../../src/plan/plan.js';
 import { convGeometry } from '../../src/model/cost.js';
 import { scheme2Matrix } from '../../src/schemes/reshape.js';
 import { loadModel, saveModel } from '../../src/model/io.js';
@@ -15,6 +15,7 @@ import { schemeFor, type SchemeOptions } from '../../src/schemes/index.js';
 import {
   CHARCNN, FASHION_TRAIN, NESTED, RESIDUAL, ROOT, SCHEME_VARIANTS, cli, copyModel, errorLine, folderSnapshot, pointwiseModel, runCli, teachableModel, tempDir,
 } from '../helpers.js';
+import { compressModel } from '../../src/commands/compress.js';
 
 before(async () => {
   await useBackend('wasm');

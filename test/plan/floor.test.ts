@@ -7,7 +7,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { damageWarnings, factorize, heldOutWarning, layerResults, planCompression, type CompressPlan } from '../../src/plan/plan.js';
+import { factorize, type CompressPlan } from '../../src/plan/plan.js';
 import { convGeometry, layerMacs } from '../../src/model/cost.js';
 import { measureTimeTable, measuredReach, planByMeasuredTime, spectrumCandidates } from '../../src/plan/measured.js';
 import { loadModel, modelTopology } from '../../src/model/io.js';
@@ -20,6 +20,8 @@ import * as path from 'node:path';
 import { renderReach } from '../../src/cli/inspect.js';
 import { speedupReach } from '../../src/commands/inspect.js';
 import { CHARCNN, cli, tempDir } from '../helpers.js';
+import { damageWarnings, heldOutWarning, layerResults } from '../../src/report/results.js';
+import { planCompression } from '../../src/plan/choose.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -98,7 +100,7 @@ describe('a layer whose replacement saves only ~2 % of its MACs is left as it is
   test('compress --speedup --measured: the time table and its allocation', async () => {
     const plan = planCompression(model, { ...SCHEME, speedup: 1.1, measured: true, layers: LAYERS }, topology);
     leftAlone(plan);
-    const table = await measureTimeTable(model, topology, plan, 1, silentReporter);
+    const table = await measureTimeTable({ model, topology }, plan, 1, silentReporter);
     assert.deepEqual(table.layers.map((l) => l.name), ['big']);
     // A target the timings allow (a model this small may time no faster at all).
     const choice = planByMeasuredTime(plan, table, spectrumCandidates(plan, topology), 0.9 * measuredReach(table).maximum);

@@ -1,7 +1,6 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useBackend } from '../../src/runtime/backend.js';
-import { selectLayers } from '../../src/plan/plan.js';
 import { convGeometry } from '../../src/model/cost.js';
 import { loadModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
@@ -9,6 +8,7 @@ import { allocateRanks, filterCandidates, maximumSpeedup, rankCap, ranksForSpeed
 import { filterError, scheme1, scheme2, selectSchemes, targetLayer, type Scheme } from '../../src/schemes/index.js';
 import { interpolate, rankLadder } from '../../src/plan/sensitivity.js';
 import { CHARCNN, NESTED, RESIDUAL } from '../helpers.js';
+import { selectLayers } from '../../src/plan/select.js';
 
 before(async () => {
   await useBackend('wasm');

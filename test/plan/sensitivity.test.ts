@@ -3,15 +3,15 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { planCompression } from '../../src/plan/plan.js';
 import { DEFAULT_PIXELS } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
 import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from '../../src/plan/ranks.js';
 import { fitToData, loadImages, planImages, silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { scheme2, targetLayer } from '../../src/schemes/index.js';
-import { SEARCH_EVALUATIONS, divergence, moveRanks, planByJointSearch } from '../../src/plan/sensitivity.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, runCli, tempDir } from '../helpers.js';
+import { planCompression } from '../../src/plan/choose.js';
+import { SEARCH_EVALUATIONS, divergence, moveRanks, planByJointSearch } from '../../src/plan/joint-search.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -88,7 +88,7 @@ describe('ranks for a target by joint fits (compress --speedup --data)', () => {
     const stores = await loadImages(model, images, options);
     const target = 8;
     const plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, layers: ['conv2', 'conv3'], speedup: target }, topology);
-    const search = await planByJointSearch(model, topology, plan, stores.fit, options, target, silentReporter);
+    const search = await planByJointSearch({ model, topology }, plan, stores.fit, options, target, silentReporter);
 
     // conv3 (left as it is by the spectrum allocation) is a candidate of the search too.
     const candidates: Replacement[] = ['conv2', 'conv3'].map((name) => ({ info: plan.layers.find((l) => l.name === name)!, scheme: scheme2 }));
@@ -112,7 +112,7 @@ describe('ranks for a target by joint fits (compress --speedup --data)', () => {
     assert.equal(search.images.solve + search.images.score, FIT);
     assert.ok(search.images.score > 0 && search.images.solve > search.images.score);
     const start = search.plan.ranked.map(({ info }) => scheme2.factorize(targetLayer(info, topology), search.chosen.ranks.get(info.name)!));
-    const fit = await fitToData(model, topology, start, stores.fit.head(search.images.solve), options, silentReporter);
+    const fit = await fitToData({ model, topology }, start, stores.fit.head(search.images.solve), options, silentReporter);
     let kl = 0;
     let seen = 0;
     for await (const b of stores.fit.batches(search.images.solve)) {

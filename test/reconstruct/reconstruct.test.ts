@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { Matrix, SVD, solve } from 'ml-matrix';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compressModel, type CompressOptions } from '../../src/plan/plan.js';
+import type { CompressOptions } from '../../src/plan/plan.js';
 import { DEFAULT_PIXELS, imageBatches } from '../../src/data/images.js';
 import { loadModel, saveModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
@@ -14,6 +14,7 @@ import { dataReconstruction, type DataReport } from '../../src/reconstruct/repor
 import { loadImages, planImages, silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import type { SchemeOptions } from '../../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, pointwiseModel, tempDir } from '../helpers.js';
+import { compressModel } from '../../src/commands/compress.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -231,7 +232,7 @@ async function reconstruct(variant: SchemeOptions, rank: CompressOptions['rank']
   const plan = planImages(opts);
   plan.holdout = plan.holdout.filter((_, i) => i % 10 < HELD_OUT / 100); // every class, HELD_OUT images
   const stores = await loadImages(charcnn.model, plan, opts);
-  const { report, built } = await dataReconstruction(charcnn.model, charcnn.topology, result.factorizations, stores, plan, opts, silentReporter);
+  const { report, built } = await dataReconstruction(charcnn, result.factorizations, { stores, images: plan, options: opts, reporter: silentReporter });
   const weights = built.model.getWeights().map((w) => w.dataSync() as Float32Array);
   built.model.dispose();
   charcnn.model.dispose();
@@ -314,7 +315,7 @@ async function fitOneLayer(options: Parameters<typeof compressModel>[1]) {
   const plan = planImages(opts);
   plan.holdout = plan.holdout.slice(0, 10);
   const stores = await loadImages(charcnn, plan, opts);
-  const { report, built } = await dataReconstruction(charcnn, loaded.topology, result.factorizations, stores, plan, opts, silentReporter);
+  const { report, built } = await dataReconstruction({ model: charcnn, topology: loaded.topology }, result.factorizations, { stores, images: plan, options: opts, reporter: silentReporter });
   return { charcnn, result, plan, report, built };
 }
 

@@ -6,13 +6,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compressModel } from '../../src/plan/plan.js';
 import { loadModel } from '../../src/model/io.js';
 import type { CachedSamples } from '../../src/data/store.js';
 import { ShardPool, localRunner, shardImages, shardsOf, type StepRunner, type StepSums } from '../../src/reconstruct/shards.js';
 import { schemeFor, type Factorization } from '../../src/schemes/index.js';
 import { mulberry32 } from '../../src/runtime/random.js';
 import { CHARCNN, SCHEME_VARIANTS } from '../helpers.js';
+import { compressModel } from '../../src/commands/compress.js';
 
 const IMAGES = 40;
 

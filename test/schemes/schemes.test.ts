@@ -7,12 +7,13 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Matrix, SVD } from 'ml-matrix';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compressModel, selectLayers } from '../../src/plan/plan.js';
 import { convGeometry, layerMacs } from '../../src/model/cost.js';
 import { loadModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
 import { filterError, schemeFor, selectSchemes, targetLayer } from '../../src/schemes/index.js';
 import { CHARCNN, NESTED, RESIDUAL, SCHEME_VARIANTS } from '../helpers.js';
+import { compressModel } from '../../src/commands/compress.js';
+import { selectLayers } from '../../src/plan/select.js';
 
 before(async () => {
   await useBackend('wasm');

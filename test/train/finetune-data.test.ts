@@ -9,7 +9,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compressModel } from '../../src/plan/plan.js';
 import { DEFAULT_PIXELS, decodeRaw } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { mulberry32 } from '../../src/runtime/random.js';
@@ -18,6 +17,7 @@ import { loadImages, planImages, silentReporter, type ImageStores, type Reconstr
 import { augmentFor, augmentImage, maxShift } from '../../src/train/augment.js';
 import { carveValidation, finetune, loadValidation, type FinetuneOptions } from '../../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, tempDir } from '../helpers.js';
+import { compressModel } from '../../src/commands/compress.js';
 
 const CIFAR = path.join(FIXTURES, 'cifar', 'model.json');
 const CIFAR_TRAIN = path.join(FIXTURES, 'cifar10', 'train');

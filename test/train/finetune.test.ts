@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compressModel, factorize, planCompression } from '../../src/plan/plan.js';
+import { factorize } from '../../src/plan/plan.js';
 import { DEFAULT_PIXELS } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { dataReconstruction } from '../../src/reconstruct/report.js';
@@ -19,6 +19,8 @@ import type { ImageStore } from '../../src/data/store.js';
 import { loadImages, planImages, silentReporter, type ImagePlan, type ImageStores, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { DEFAULT_LABEL_WEIGHT, carveValidation, finetune, loadValidation } from '../../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
+import { compressModel } from '../../src/commands/compress.js';
+import { planCompression } from '../../src/plan/choose.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -91,7 +93,7 @@ describe('fine-tuning by distillation', () => {
     const plan = planCompression(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: new Map([['conv2', 4], ['conv3', 8]]), layers: ['conv2', 'conv3'] }, topology);
     const { s, validation, images } = await prepare(teacher, o);
     assert.deepEqual([s.fit.count, validation.count], [135, 15]);
-    const data = await dataReconstruction(teacher, topology, factorize(plan, topology), s, images, o, silentReporter);
+    const data = await dataReconstruction({ model: teacher, topology }, factorize(plan, topology), { stores: s, images, options: o, reporter: silentReporter });
     // The logits: the input of the fixture's final softmax.
     const target = await outputs(teacher, s, 'flatten');
     const layerWise = relativeError(await outputs(data.built.model, s, 'flatten'), target);

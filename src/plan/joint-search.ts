@@ -1,0 +1,197 @@
+/**
+ * `compress --speedup X --data …`: ranks chosen by fitting whole allocations at the target jointly,
+ * as the run will fit them, each scored on fitting images the fit did not see (never the held-out
+ * ones); rank moves between layers while the score improves. Layers interact under the joint fit (a
+ * later layer corrects an earlier one's error), which no per-layer measurement (sensitivity.ts) sees.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { performance } from 'node:perf_hooks';
+import type { ImageStore } from '../data/store.js';
+import type { LayerInfo } from '../model/layers.js';
+import type { ModelSource } from '../model/topology.js';
+import { fitToData, silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
+import type { Reporter } from '../report/progress.js';
+import { selectSchemes, targetLayer } from '../schemes/index.js';
+import type { CompressPlan } from './plan.js';
+import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from './ranks.js';
+import { leftByChoice } from './select.js';
+import { outputs } from './sensitivity.js';
+
+/**
+ * Fitting images set aside to score each allocation of the joint search on; it is fitted on all the
+ * others. Few are kept back because the fit needs the rest: a layer whose output is one position
+ * (the character CNN's conv3) gets one equation per image, so a fit on fewer images favours low
+ * ranks there that the real fit on all of them would not.
+ */
+export const SEARCH_SCORE_IMAGES = 200;
+/** Allocations the joint search fits at most for one target, equal fractions included. */
+export const SEARCH_EVALUATIONS = 5;
+/** A move's first step, as a fraction of the rank of the layer that pays; halved when no move helps. */
+const FIRST_STEP = 1 / 8;
+
+/** One allocation as the joint search measured it. */
+export interface JointPoint {
+  ranks: Map<string, number>;
+  theoreticalSpeedup: number;
+  /** How far the fitted model's output is from the original's on the scoring images (see `divergence`). */
+  divergence: number;
+}
+
+export interface JointSearch {
+  plan: CompressPlan;
+  chosen: JointPoint;
+  /** The equal-fraction ranks (`ranksForSpeedup`), always the first evaluated. */
+  equal: JointPoint;
+  /** Every allocation fitted, in the order tried. */
+  evaluated: JointPoint[];
+  images: { solve: number; score: number };
+  seconds: number;
+}
+
+/** True when the model's first output is a softmax: its outputs are class probabilities. */
+function endsInSoftmax(model: tf.LayersModel): boolean {
+  const last = model.outputs[0].sourceLayer as tf.layers.Layer;
+  return (last.getConfig() as Record<string, unknown>).activation === 'softmax';
+}
+
+/**
+ * How far `approx` is from `reference` (batches of one row per image): for probabilities the mean
+ * KL(p‖q), which every image contributes to smoothly (unlike top-1, which a few images flip), else
+ * the relative error ‖f − f̂‖/‖f‖.
+ */
+export function divergence(reference: tf.Tensor[], approx: tf.Tensor[], probabilities: boolean): number {
+  let sum = 0;
+  let norm = 0;
+  let rows = 0;
+  reference.forEach((p, k) => tf.tidy(() => {
+    const q = approx[k];
+    if (probabilities) {
+      const tiny = 1e-30;
+      sum += p.mul(p.maximum(tiny).log().sub(q.maximum(tiny).log())).sum().dataSync()[0];
+      rows += p.shape[0];
+    } else {
+      sum += p.sub(q).square().sum().dataSync()[0];
+      norm += p.square().sum().dataSync()[0];
+    }
+  }));
+  return probabilities ? sum / Math.max(rows, 1) : Math.sqrt(sum / Math.max(norm, 1e-30));
+}
+
+/**
+ * `ranks` with rank moved from layer `pay` to layer `gain`: `pay` lowered by `step` (and further if
+ * `gain` needs it to rise by one rank at all), then `gain` raised as far as `target`× allows. Null
+ * when `pay` cannot give that much or `gain` is at its cap.
+ */
+export function moveRanks(
+  layers: LayerInfo[], candidates: Replacement[], ranks: Map<string, number>, gain: Replacement, pay: Replacement, step: number, target: number,
+): Map<string, number> | null {
+  const next = new Map(ranks);
+  const rank = (c: Replacement) => next.get(c.info.name)!;
+  const meets = () => theoreticalSpeedup(layers, candidates, next) >= target;
+  if (rank(gain) >= rankCap(gain) || rank(pay) - step < 1) return null;
+  next.set(pay.info.name, rank(pay) - step);
+  next.set(gain.info.name, rank(gain) + 1);
+  while (!meets()) {
+    if (rank(pay) <= 1) return null;
+    next.set(pay.info.name, rank(pay) - 1);
+  }
+  while (rank(gain) < rankCap(gain)) {
+    next.set(gain.info.name, rank(gain) + 1);
+    if (meets()) continue;
+    next.set(gain.info.name, rank(gain) - 1);
+    break;
+  }
+  return next;
+}
+
+/**
+ * Ranks for `target`× chosen by fitting whole allocations jointly, as the run then fits them: every
+ * allocation tried gets the run's own data fit (its Adam steps and exact solves, layer after layer
+ * through the already fitted ones, so a later layer makes up for an earlier one's error), on all
+ * fitting images but the last SEARCH_SCORE_IMAGES (a fifth of them at most), and is scored by
+ * `divergence` on those. Only the full fit ranks allocations as the run will: with the exact solves
+ * alone the search preferred conv2=22,conv3=43 to equal fractions at 8× on the character CNN, and
+ * after the full fit equal fractions had the lower held-out divergence. Starting from equal fractions, it moves rank between
+ * layers (`moveRanks`), taking the first move that scores better (the last good one tried first)
+ * and halving the step when none does, within SEARCH_EVALUATIONS fits. The held-out images are
+ * never looked at. Layers the spectrum allocation leaves as they are (spectrum.ts)
+ * are candidates too: the second allocation fitted leaves them so (equal fractions over the rest),
+ * and the search goes on from whichever of the two scores better, moving rank among its layers.
+ */
+export async function planByJointSearch(
+  source: ModelSource, plan: CompressPlan, images: ImageStore, options: ReconstructOptions, target: number, reporter: Reporter,
+): Promise<JointSearch> {
+  const started = performance.now();
+  const scoreCount = Math.max(1, Math.min(SEARCH_SCORE_IMAGES, Math.floor(images.count / 5)));
+  const solve = images.head(images.count - scoreCount);
+  await solve.load();
+  const batches: tf.Tensor4D[] = [];
+  for await (const b of images.batches(solve.count)) batches.push(b.x);
+  const reference = await outputs(source.model, batches);
+  const probabilities = endsInSoftmax(source.model);
+  // The layers the spectrum allocation left as they are are candidates too: fitted to data, their
+  // replacement may pay after all. Leaving them is one allocation the search scores.
+  const schemes = selectSchemes(plan.scheme.recipe);
+  const left = plan.skipped.filter((s) => s.byChoice).map((s) => plan.layers.find((l) => l.name === s.name)!);
+  const candidates: Replacement[] = [...plan.ranked.map(({ info, scheme }) => ({ info, scheme })), ...left.map((info) => ({ info, scheme: schemes.of(info) }))]
+    .sort((a, b) => plan.layers.indexOf(a.info) - plan.layers.indexOf(b.info));
+  const targets = new Map(candidates.map((c) => [c, targetLayer(c.info, source.topology)]));
+  const progress = reporter.phase('choosing ranks by joint fits', SEARCH_EVALUATIONS, 'fits');
+  const evaluated = new Map<string, JointPoint>();
+  const evaluate = async (ranks: Map<string, number>): Promise<JointPoint> => {
+    const start = candidates.filter((c) => ranks.has(c.info.name)).map((c) => c.scheme.factorize(targets.get(c)!, ranks.get(c.info.name)!));
+    const fit = await fitToData(source, start, solve, options, silentReporter);
+    const approx = await outputs(fit.model, batches);
+    const point = { ranks, theoreticalSpeedup: theoreticalSpeedup(plan.layers, candidates, ranks), divergence: divergence(reference, approx, probabilities) };
+    tf.dispose(approx);
+    fit.model.dispose();
+    evaluated.set(formatRanks(ranks), point);
+    progress.update(evaluated.size);
+    return point;
+  };
+  const equal = await evaluate(ranksForSpeedup(plan.layers, candidates, target)!.ranks);
+  let best = equal;
+  const kept = left.length ? ranksForSpeedup(plan.layers, candidates.filter((c) => !left.includes(c.info)), target) : null;
+  if (kept) {
+    const point = await evaluate(kept.ranks);
+    if (point.divergence < best.divergence) best = point;
+  }
+  let step = FIRST_STEP;
+  const active = candidates.filter((c) => best.ranks.has(c.info.name));
+  const pairs = active.flatMap((pay) => active.filter((gain) => gain !== pay).map((gain) => [pay, gain]));
+  let lastGood: Replacement[] | null = null;
+  while (evaluated.size < SEARCH_EVALUATIONS) {
+    const ordered: Replacement[][] = lastGood ? [lastGood, ...pairs.filter((p) => p !== lastGood)] : pairs;
+    const steps = new Map(active.map((c) => [c, Math.max(1, Math.round(step * best.ranks.get(c.info.name)!))]));
+    let improved = false;
+    for (const pair of ordered) {
+      const [pay, gain] = pair;
+      const moved = moveRanks(plan.layers, candidates, best.ranks, gain, pay, steps.get(pay)!, target);
+      if (!moved || evaluated.has(formatRanks(moved))) continue;
+      if (evaluated.size >= SEARCH_EVALUATIONS) break;
+      const point = await evaluate(moved);
+      if (point.divergence < best.divergence) {
+        [best, improved, lastGood] = [point, true, pair];
+        break;
+      }
+    }
+    if (improved) continue;
+    if ([...steps.values()].every((s) => s === 1)) break;
+    step /= 2;
+  }
+  progress.finish();
+  tf.dispose([...batches, ...reference]);
+  return {
+    plan: {
+      ...plan,
+      ranked: active.map(({ info, scheme }) => ({ info, scheme, rank: best.ranks.get(info.name)!, slower: false })),
+      skipped: plan.skipped.filter((s) => !best.ranks.has(s.name)).map((s) => (s.byChoice ? { ...s, reason: leftByChoice(target, 'output divergence in joint fits') } : s)),
+      allocation: { ranks: best.ranks, theoreticalSpeedup: best.theoreticalSpeedup, predictedError: best.divergence, target, baselineError: equal.divergence, basis: 'measured' },
+    },
+    chosen: best,
+    equal,
+    evaluated: [...evaluated.values()],
+    images: { solve: solve.count, score: reference.reduce((s, y) => s + y.shape[0], 0) },
+    seconds: (performance.now() - started) / 1000,
+  };
+}
