@@ -4,7 +4,7 @@
  */
 import { Command, Option } from 'commander';
 import { DEFAULT_RECONSTRUCT, type ReconstructOptions } from '../reconstruct/index.js';
-import { SCHEME_NAMES, schemeHelp, type SchemeOptions } from '../schemes/index.js';
+import { DEFAULT_SCHEME, SCHEME_NAMES, schemeHelp, type SchemeOptions } from '../schemes/index.js';
 import { addImageOptions, type ImageFlags } from './common.js';
 import { parseFlag, parseFlagOrAuto } from './flags.js';
 import { imageSetup } from './images.js';
@@ -18,9 +18,9 @@ export interface SchemeFlags {
 
 export function addSchemeOptions(command: Command): Command {
   return command
-    .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default('2'))
+    .addOption(new Option('--scheme <name>', schemeHelp()).choices(SCHEME_NAMES).default(DEFAULT_SCHEME.scheme))
     .option('--layers <names>', 'comma-separated layers to replace (default: every Conv2D larger than 1×1 except the first conv, every 1×1 Conv2D and Dense layer except the last layer)')
-    .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default('per-channel'))
+    .addOption(new Option('--basis <kind>', 'scheme 1: a basis per input channel, or one shared by all channels (the paper)').choices(['per-channel', 'shared']).default(DEFAULT_SCHEME.basis))
     .option('--separable', 'scheme 1: make each basis filter rank-1 (kh×1 then 1×kw depthwise convs)');
 }
 

@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import {
-  NEAR_ONE, inspectLayers, speedupReach, timingReach, type InspectReport, type LayerReport, type Scheme2Summary, type SpeedupReach, type TimingReach,
+  NEAR_ONE, inspectLayers, speedupReach, timingReach, type InspectReport, type LayerReport, type SpeedupReach, type TimingReach,
 } from '../commands/inspect.js';
 import { stderrReporter } from '../reconstruct/index.js';
+import { RANK_SUMMARIES, RANK_SUMMARY_KEYS, type RankSummary, type RankSummaryKey } from '../schemes/summary.js';
 import { loadModel } from '../model/io.js';
 import { listLayers } from '../model/layers.js';
 import { formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
@@ -77,7 +78,7 @@ export function renderInspect(model: string, report: InspectReport): string {
     [['total', '', '', '', '', '', formatCount(report.totalMacs), '100%', formatCount(report.totalParams)]],
   );
   const parts = [`${chalk.bold(model)}: MACs and parameters per example`, table];
-  const ranksTable = (title: string, rows: [string, Scheme2Summary][]) => {
+  const ranksTable = (title: string, rows: [string, RankSummary][]) => {
     if (!rows.length) return;
     parts.push(
       '',
@@ -91,10 +92,9 @@ export function renderInspect(model: string, report: InspectReport): string {
       ),
     );
   };
-  const ranks = (pick: (l: LayerReport) => Scheme2Summary | null) => report.layers.flatMap((l): [string, Scheme2Summary][] => (pick(l) ? [[l.name, pick(l)!]] : []));
+  const ranks = (key: RankSummaryKey) => report.layers.flatMap((l): [string, RankSummary][] => (l[key] ? [[l.name, l[key]!]] : []));
   const energy = 'full rank, largest rank that still saves MACs, ranks keeping 90/95/99 % of the kernel energy';
-  ranksTable(`Scheme 2 ranks (kh×1 then 1×kw): ${energy}`, ranks((l) => l.scheme2));
-  ranksTable(`Channel scheme ranks (1×1 convs and Dense layers, C→K then K→N): ${energy}`, ranks((l) => l.channel));
+  for (const key of RANK_SUMMARY_KEYS) ranksTable(`${RANK_SUMMARIES[key].title}: ${energy}`, ranks(key));
   parts.push('', coverageLine(report));
   return parts.join('\n');
 }

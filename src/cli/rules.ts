@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { readModelFiles } from '../model/files.js';
+import { layerKind } from '../model/layers.js';
 
 /** What a rule sees: the command's flags, by commander's attribute name (`evalData` for --eval-data). */
 export interface FlagView {
@@ -169,9 +170,8 @@ function namedLayerClasses(modelPath: string, layers: string): Map<string, 'spat
     else if (node && typeof node === 'object') {
       const { class_name: cls, config } = node as { class_name?: unknown; config?: { name?: unknown; kernel_size?: unknown } };
       if (typeof cls === 'string' && config && typeof config.name === 'string' && wanted.has(config.name)) {
-        const kernel = Array.isArray(config.kernel_size) ? config.kernel_size.reduce((a: number, b: number) => a * b, 1) : Number(config.kernel_size ?? 1);
-        if (cls === 'Dense' || (cls === 'Conv2D' && kernel === 1)) found.set(config.name, 'pointwise');
-        else if (cls === 'Conv2D') found.set(config.name, 'spatial conv');
+        const kind = layerKind(cls, config.kernel_size);
+        if (kind) found.set(config.name, kind);
       }
       Object.values(node).forEach(visit);
     }

@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
+import { firstOutput, top1 } from '../model/outputs.js';
 import { imageBatches, inputSizeOf, type BatchStats, type ImageEntry, type PixelOptions } from '../data/images.js';
 
 export interface ClassAccuracy {
@@ -62,12 +63,8 @@ export async function evaluateModel(
   const predicted = new Array<number>(outputs).fill(0);
   let images = 0;
   for await (const b of imageBatches(entries, size, batch, pixels, stats)) {
-    const top = tf.tidy(() => {
-      const y = model.predict(b.x) as tf.Tensor | tf.Tensor[];
-      return (Array.isArray(y) ? y[0] : y).reshape([b.x.shape[0], -1]).argMax(1);
-    });
-    const classOf = (await top.data()) as Int32Array;
-    tf.dispose([top, b.x]);
+    const classOf = tf.tidy(() => top1(firstOutput(model, b.x), b.x.shape[0]));
+    tf.dispose(b.x);
     classOf.forEach((p, i) => {
       predicted[p]++;
       const label = b.labels[i];

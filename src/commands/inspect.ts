@@ -1,27 +1,18 @@
 /** The per-layer cost report behind `lowrank inspect`. */
-import { convGeometry, layerMacs, modelMacs, type ConvGeometry } from '../model/cost.js';
-import { UserError } from '../errors.js';
-import { energyRank, scheme2Matrix } from '../schemes/reshape.js';
-import { spectrum } from '../linalg/svd.js';
-import type { LayerInfo, Shape } from '../model/layers.js';
+import { layerMacs, modelMacs } from '../model/cost.js';
+import { CONV_CLASSES, type LayerInfo, type Shape } from '../model/layers.js';
 import type * as tf from '@tensorflow/tfjs';
 import { measuredReach, measureTimeTable } from '../plan/measured.js';
 import type { Reporter } from '../report/progress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from '../plan/ranks.js';
-import { anySchemeReplaces, breakEvenRank, channel, scheme2, selectSchemes, type Scheme } from '../schemes/index.js';
+import { DEFAULT_SCHEME, anySchemeReplaces, selectSchemes } from '../schemes/index.js';
+import { rankSummaries, type RankSummary, type RankSummaryKey } from '../schemes/summary.js';
 import type { ModelTopology } from '../model/topology.js';
 import { planCompression } from '../plan/choose.js';
 import { selectLayers } from '../plan/select.js';
 
-export const ENERGY_FRACTIONS = ['0.9', '0.95', '0.99'] as const;
-
-export interface Scheme2Summary {
-  fullRank: number;
-  breakEvenRank: number;
-  energyRanks: Record<(typeof ENERGY_FRACTIONS)[number], number>;
-}
-
-export interface LayerReport {
+/** One layer of the model, with the rank summary of each scheme made for it (schemes/summary.ts). */
+export interface LayerReport extends Record<RankSummaryKey, RankSummary | null> {
   name: string;
   className: string;
   kernelSize: number[] | null;
@@ -32,9 +23,6 @@ export interface LayerReport {
   macs: number | null;
   macShare: number | null;
   params: number;
-  scheme2: Scheme2Summary | null;
-  /** Ranks of the channel scheme, for 1×1 convs and Dense layers. */
-  channel: Scheme2Summary | null;
   /** Whether some scheme can replace the layer (false for e.g. DepthwiseConv2D and shared layers). */
   replaceable: boolean;
   /** Whether `compress` without --layers considers the layer (before checking the rank against it). */
@@ -50,58 +38,19 @@ export interface InspectReport {
   unreplaceable: { share: number; byClass: Record<string, number> };
 }
 
-const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose', 'Conv1D', 'Conv3D']);
-
 const lastDim = (s: Shape | undefined): number | null => (s ? (s[s.length - 1] ?? null) : null);
-
-/** Whether Scheme 2 applies: a 2-D convolution with a kernel larger than 1×1. */
-export function isFactorizableConv(layer: LayerInfo): boolean {
-  if (layer.className !== 'Conv2D') return false;
-  const k = layer.config.kernelSize as number[];
-  return k[0] * k[1] > 1;
-}
-
-/** Whether the channel scheme is made for the layer: a 1×1 conv or a Dense layer. */
-export function isPointwise(layer: LayerInfo): boolean {
-  return channel.refuses(layer) === null;
-}
-
-/**
- * Full and break-even ranks of a scheme that truncates the SVD of the (C·kh) × (kw·N) kernel
- * matrix (scheme 2; the channel scheme at kh = kw = 1), with the ranks keeping fractions of its energy.
- */
-export async function svdRankSummary(layer: LayerInfo, scheme: Scheme, g: ConvGeometry = convGeometry(layer)): Promise<Scheme2Summary> {
-  const kernel = layer.layer.getWeights()[0].dataSync() as Float32Array;
-  const dims = { kh: g.kh, kw: g.kw, C: g.C, N: g.N };
-  const sigma2 = spectrum(scheme2Matrix(kernel, dims), g.C * g.kh, g.kw * g.N);
-  const energyRanks = Object.fromEntries(ENERGY_FRACTIONS.map((f) => [f, energyRank(sigma2, Number(f))])) as Scheme2Summary['energyRanks'];
-  return { fullRank: scheme.fullRank(g), breakEvenRank: breakEvenRank(scheme, g), energyRanks };
-}
-
-export const scheme2Summary = (layer: LayerInfo): Promise<Scheme2Summary> => svdRankSummary(layer, scheme2);
-
-/** The layer's geometry, or null when its shapes leave it undefined (e.g. a Dense layer on variable-length input). */
-function knownGeometry(layer: LayerInfo): ConvGeometry | null {
-  try {
-    return convGeometry(layer);
-  } catch (e) {
-    if (e instanceof UserError) return null;
-    throw e;
-  }
-}
 
 export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Promise<InspectReport> {
   const macs = layers.map(layerMacs);
   const { total: totalMacs, unknown } = modelMacs(layers);
   const reports: LayerReport[] = [];
-  const defaults = selectSchemes({ scheme: '2', basis: 'per-channel', separable: false });
+  const defaults = selectSchemes(DEFAULT_SCHEME);
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     const c = layer.config;
     const isConv = CONV_CLASSES.has(layer.className);
     const first = layer.calls[0];
     const outputShapes = (first?.outputShapes ?? []).map((s) => s.slice(1));
-    const pointwise = withSpectra && isPointwise(layer) && layer.calls.length === 1 ? knownGeometry(layer) : null;
     reports.push({
       name: layer.name,
       className: layer.className,
@@ -113,8 +62,7 @@ export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Pr
       macs: macs[i],
       macShare: macs[i] === null ? null : totalMacs > 0 ? macs[i]! / totalMacs : 0,
       params: layer.params,
-      scheme2: withSpectra && isFactorizableConv(layer) ? await scheme2Summary(layer) : null,
-      channel: pointwise ? await svdRankSummary(layer, channel, pointwise) : null,
+      ...await rankSummaries(layer, withSpectra),
       replaceable: layer.calls.length === 1 && anySchemeReplaces(layer),
       defaultCandidate: defaults.defaultRule(layer, layers)?.picked ?? false,
     });
@@ -148,12 +96,12 @@ export interface SpeedupReach {
 }
 
 /**
- * "How fast can this get?": the maximum theoretical speedup of the default selection (Scheme 2 for
- * spatial convs, the channel scheme for 1×1 convs and Dense layers), what holds it back, and the ranks reaching a few whole-model targets — more useful than
+ * "How fast can this get?": the maximum theoretical speedup of the default selection (the default
+ * scheme's, schemes/index.ts), what holds it back, and the ranks reaching a few whole-model targets — more useful than
  * energy ranks, which often lie above break-even.
  */
 export function speedupReach(layers: LayerInfo[], topology: ModelTopology, withSpectra = true): SpeedupReach | null {
-  const schemes = selectSchemes({ scheme: '2', basis: 'per-channel', separable: false });
+  const schemes = selectSchemes(DEFAULT_SCHEME);
   let chosen: LayerInfo[];
   try {
     chosen = selectLayers(layers, schemes, undefined, undefined).chosen;
@@ -196,7 +144,7 @@ export interface TimingReach {
 export async function timingReach(model: tf.LayersModel, topology: ModelTopology, batch: number, reporter: Reporter): Promise<TimingReach | null> {
   let plan;
   try {
-    plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, speedup: 2, measured: true }, topology);
+    plan = planCompression(model, { ...DEFAULT_SCHEME, speedup: 2, measured: true }, topology);
   } catch {
     return null; // nothing to replace: the layer table says why
   }

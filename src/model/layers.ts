@@ -52,3 +52,25 @@ export function listLayers(model: tf.LayersModel, enclosing: string[] = []): Lay
   }
   return out;
 }
+
+/** Layer classes that convolve: the ones inspect lists kernels for and bench times as rows. */
+export const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv2DTranspose', 'Conv1D', 'Conv3D']);
+
+/** Kernel height × width from a config's kernel size (tfjs and Keras save an array); null without one. */
+function kernelArea(kernelSize: unknown): number | null {
+  return Array.isArray(kernelSize) ? kernelSize.reduce((a: number, b: number) => a * b, 1) : null;
+}
+
+/**
+ * What the schemes tell layers apart by: a Conv2D with a kernel larger than 1×1 ('spatial conv'),
+ * a 1×1 Conv2D or a Dense layer ('pointwise'), or neither (null). Takes the class and kernel size
+ * so that a saved topology's entries (kernel_size) and live layers (kernelSize) are judged alike.
+ */
+export function layerKind(className: string, kernelSize: unknown): 'spatial conv' | 'pointwise' | null {
+  if (className === 'Dense') return 'pointwise';
+  if (className !== 'Conv2D') return null;
+  return kernelArea(kernelSize) === 1 ? 'pointwise' : 'spatial conv';
+}
+
+export const isSpatialConv = (l: LayerInfo): boolean => layerKind(l.className, l.config.kernelSize) === 'spatial conv';
+export const isPointwise = (l: LayerInfo): boolean => layerKind(l.className, l.config.kernelSize) === 'pointwise';

@@ -6,6 +6,7 @@
  * top-1 accuracy of the three models; with or without labels, how often each compressed model's top-1
  * agrees with the original's.
  */
+import { firstOutput, top1 } from '../model/outputs.js';
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import type { Factorization } from '../schemes/index.js';
@@ -30,8 +31,6 @@ export interface HeldOutReport {
   seconds: number;
 }
 
-const top1 = (output: tf.Tensor, n: number): Int32Array => tf.tidy(() => output.reshape([n, -1]).argMax(1).dataSync() as Int32Array);
-
 /** Each image's top-1 output of `model`, in the store's order. */
 export async function heldOutTop1(model: tf.LayersModel, images: ImageStore): Promise<Int32Array> {
   await images.load();
@@ -39,7 +38,7 @@ export async function heldOutTop1(model: tf.LayersModel, images: ImageStore): Pr
   let at = 0;
   for (let b = 0; b < images.batchCount; b++) {
     const { x } = await images.batch(b);
-    const top = tf.tidy(() => top1([model.predict(x)].flat()[0] as tf.Tensor, x.shape[0]));
+    const top = tf.tidy(() => top1(firstOutput(model, x), x.shape[0]));
     x.dispose();
     out.set(top, at);
     at += top.length;

@@ -19,7 +19,7 @@ export interface LayerResult {
   paramsAfter: number;
   filterError: number;
   newLayers: string[];
-  /** Alternating-least-squares sweeps (Scheme 1 separable). */
+  /** Alternating-least-squares sweeps, for schemes that iterate. */
   iterations?: number;
 }
 

@@ -24,11 +24,10 @@ import { spectrum } from '../linalg/svd.js';
 import { xoshiro128plus } from '../runtime/random.js';
 import { solveSymmetric } from '../linalg/solve.js';
 import { matMulBT, matMulT, toF64 } from '../linalg/conv-ops.js';
+import { isPointwise } from '../model/layers.js';
 import { activationOf, biasWeights, conv2dLayer, denseLayer } from './layers.js';
 import { tailErrors, type ClosedFormFit, type FactoredForm, type Scheme, type TargetLayer, type WeightValue } from './scheme.js';
 
-const isPointwise = (className: string, kernelSize: unknown): boolean =>
-  className === 'Dense' || (className === 'Conv2D' && Array.isArray(kernelSize) && kernelSize[0] * kernelSize[1] === 1);
 
 const macs = (g: ConvGeometry, rank: number): number => g.outH * g.outW * rank * (g.C + g.N);
 
@@ -37,12 +36,16 @@ function factorShapes(target: TargetLayer, rank: number): [number[], number[]] {
   return target.className === 'Dense' ? [[C, rank], [rank, N]] : [[1, 1, C, rank], [1, 1, rank, N]];
 }
 
+/** Name suffixes of the C→K and K→N layers. */
+const PIECES = ['_a', '_b'];
+
 export const channel: Scheme = {
+  pieceSuffixes: PIECES,
   id: 'channel',
   recipe: { scheme: 'channel', basis: 'per-channel', separable: false },
   label: 'channel (C→K then K→N)',
   refuses(layer) {
-    if (isPointwise(layer.className, layer.config.kernelSize)) return null;
+    if (isPointwise(layer)) return null;
     const k = layer.config.kernelSize;
     const what = Array.isArray(k) ? `${k.join('×')} ${layer.className}` : layer.className;
     return `it is a ${what}; the channel scheme replaces 1×1 Conv2D and Dense layers (use --scheme 1 or 2 for larger kernels)`;
@@ -71,7 +74,7 @@ export const channel: Scheme = {
   layers({ target, rank, factors, bias }) {
     const g = target.geometry;
     const base = target.config;
-    const [a, b] = [`${target.name}_a`, `${target.name}_b`];
+    const [a, b] = PIECES.map((s) => `${target.name}${s}`);
     if (target.className === 'Dense') {
       return [
         denseLayer(base, a, rank, false, null, [factors[0]]),

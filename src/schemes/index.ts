@@ -8,7 +8,7 @@
  * convs by the channel scheme, and `--scheme channel` touches 1×1 convs and Dense layers only).
  */
 import { layerMacs } from '../model/cost.js';
-import type { LayerInfo } from '../model/layers.js';
+import { isPointwise, isSpatialConv, type LayerInfo } from '../model/layers.js';
 import { channel } from './channel.js';
 import type { Scheme, SchemeOptions } from './scheme.js';
 import { scheme1 } from './scheme1.js';
@@ -32,12 +32,6 @@ interface Registration {
   byDefault: { rule(layers: LayerInfo[]): string; picks(layer: LayerInfo, layers: LayerInfo[]): boolean };
 }
 
-const kernelArea = (l: LayerInfo): number => {
-  const k = l.config.kernelSize as number[];
-  return k[0] * k[1];
-};
-const isSpatialConv = (l: LayerInfo): boolean => l.className === 'Conv2D' && kernelArea(l) > 1;
-const isPointwise = (l: LayerInfo): boolean => l.className === 'Dense' || (l.className === 'Conv2D' && kernelArea(l) === 1);
 /** The first conv works on raw pixels; the last layer with MACs makes the outputs (a classifier's rank caps its logits'). */
 const firstConv = (layers: LayerInfo[]) => layers.find((l) => l.className === 'Conv2D');
 const lastLayer = (layers: LayerInfo[]) => [...layers].reverse().find((l) => (layerMacs(l) ?? 0) > 0);
@@ -59,6 +53,9 @@ const REGISTRY: Registration[] = [
 ];
 
 export const SCHEME_NAMES = REGISTRY.map((r) => r.name);
+
+/** The scheme a run uses when --scheme is not given, with its default options. */
+export const DEFAULT_SCHEME: SchemeOptions = { scheme: '2', basis: 'per-channel', separable: false };
 
 export const schemeHelp = (): string => REGISTRY.map((r) => `${r.name}: ${r.help}`).join('; ');
 
@@ -100,6 +97,15 @@ export function selectSchemes(options: SchemeOptions): SchemeSelection {
       return entry.madeFor(layer) ? { rule: entry.byDefault.rule(layers), picked: entry.byDefault.picks(layer, layers) } : null;
     },
   };
+}
+
+/**
+ * Every name suffix a registered scheme (any variant) gives the new layers of a replaced layer: how
+ * bench finds a replacement in a model written without lowrank's record of what replaced what.
+ */
+export function pieceSuffixes(): string[] {
+  const variants = REGISTRY.flatMap((r) => [false, true].map((separable) => r.create({ ...DEFAULT_SCHEME, scheme: r.name, separable })));
+  return [...new Set(variants.flatMap((s) => s.pieceSuffixes))];
 }
 
 /** Whether any registered scheme (with its default options) can replace `layer`. */

@@ -126,6 +126,8 @@ export interface Scheme {
   kernelOf(target: TargetLayer, factors: WeightValue[]): Float32Array;
   /** The stock layers that replace the target, named after it, carrying the factors and bias. */
   layers(f: Factorization): NewLayer[];
+  /** What `layers` appends to the target's name for each new layer, in order ([] when the one new layer keeps the name). */
+  pieceSuffixes: string[];
   /** The factored form for data fitting. */
   factored(target: TargetLayer, rank: number): FactoredForm;
 }

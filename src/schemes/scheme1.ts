@@ -90,8 +90,12 @@ function basisAt(factors: WeightValue[], g: ConvGeometry, M: number, separable: 
   return (i, j, c, m) => factors[0].values[(i * C + c) * M + m] * factors[1].values[j * C * M + c * M + m];
 }
 
+/** Name suffixes of the separable variant's vertical, horizontal and pointwise layers (the plain variant keeps the name). */
+const SEPARABLE_PIECES = ['_v', '_h', '_p'];
+
 export function scheme1(basis: Basis, separable: boolean): Scheme {
   const scheme: Scheme = {
+    pieceSuffixes: separable ? SEPARABLE_PIECES : [],
     id: 'scheme1',
     recipe: { scheme: '1', basis, separable },
     label: `scheme 1 (${basis} basis${separable ? ', separable' : ''})`,
@@ -174,9 +178,9 @@ export function scheme1(basis: Basis, separable: boolean): Scheme {
         return [separableLayer(base, target.name, g, rank, g.useBias, activationOf(base), [factors[0], factors[1], ...biasWeights(bias, g)])];
       }
       return [
-        depthwiseLayer(base, `${target.name}_v`, rank, [g.kh, 1], [g.sh, 1], [g.dh, 1], [factors[0]]),
-        depthwiseLayer(base, `${target.name}_h`, 1, [1, g.kw], [1, g.sw], [1, g.dw], [factors[1]]),
-        conv2dLayer(base, `${target.name}_p`, g.N, [1, 1], [1, 1], [1, 1], g.useBias, activationOf(base), [factors[2], ...biasWeights(bias, g)]),
+        depthwiseLayer(base, `${target.name}${SEPARABLE_PIECES[0]}`, rank, [g.kh, 1], [g.sh, 1], [g.dh, 1], [factors[0]]),
+        depthwiseLayer(base, `${target.name}${SEPARABLE_PIECES[1]}`, 1, [1, g.kw], [1, g.sw], [1, g.dw], [factors[1]]),
+        conv2dLayer(base, `${target.name}${SEPARABLE_PIECES[2]}`, g.N, [1, 1], [1, 1], [1, 1], g.useBias, activationOf(base), [factors[2], ...biasWeights(bias, g)]),
       ];
     },
 

@@ -26,7 +26,11 @@ function macs(g: ConvGeometry, rank: number): number {
   return vertical + horizontal;
 }
 
+/** Name suffixes of the vertical and horizontal convs. */
+const PIECES = ['_v', '_h'];
+
 export const scheme2: Scheme = {
+  pieceSuffixes: PIECES,
   id: 'scheme2',
   recipe: { scheme: '2', basis: 'per-channel', separable: false },
   label: 'scheme 2 (kh×1 then 1×kw)',
@@ -58,8 +62,8 @@ export const scheme2: Scheme = {
     const g = target.geometry;
     const base = target.config;
     return [
-      conv2dLayer(base, `${target.name}_v`, rank, [g.kh, 1], [g.sh, 1], [g.dh, 1], false, null, [factors[0]]),
-      conv2dLayer(base, `${target.name}_h`, g.N, [1, g.kw], [1, g.sw], [1, g.dw], g.useBias, activationOf(base),
+      conv2dLayer(base, `${target.name}${PIECES[0]}`, rank, [g.kh, 1], [g.sh, 1], [g.dh, 1], false, null, [factors[0]]),
+      conv2dLayer(base, `${target.name}${PIECES[1]}`, g.N, [1, g.kw], [1, g.sw], [1, g.dw], g.useBias, activationOf(base),
         [factors[1], ...biasWeights(bias, g)]),
     ];
   },

@@ -10,7 +10,9 @@ import { UserError } from '../errors.js';
 import { yieldToSignals } from '../runtime/interrupt.js';
 import { imageBatches, modelImageSize, type BatchStats, type ImageEntry, type PixelOptions } from '../data/images.js';
 import { checkFiniteActivations, nonFiniteSummary } from '../model/finite.js';
-import { listLayers, type LayerInfo, type Shape } from '../model/layers.js';
+import { CONV_CLASSES, listLayers, type LayerInfo, type Shape } from '../model/layers.js';
+import { pieceSuffixes } from '../schemes/index.js';
+import { top1 } from '../model/outputs.js';
 import { silentReporter, type Phase, type Reporter } from '../report/progress.js';
 import { formatBytes } from '../report/format.js';
 
@@ -306,9 +308,8 @@ class AgreementCounter {
       diff.dispose();
     }
     const n = x.shape[0];
-    const flat = (y: tf.Tensor) => y.reshape([n, -1]);
-    const pa = tf.tidy(() => flat(ya[0]).argMax(1).dataSync() as Int32Array);
-    const pb = tf.tidy(() => flat(yb[0]).argMax(1).dataSync() as Int32Array);
+    const pa = top1(ya[0], n);
+    const pb = top1(yb[0], n);
     for (let i = 0; i < n; i++) {
       this.examples++;
       if (pa[i] === pb[i]) this.agree++;
@@ -417,19 +418,19 @@ export interface LayerTiming {
   overhead: { before: Overhead; after: Overhead };
 }
 
-const CONV_CLASSES = new Set(['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D']);
-const PIECE_SUFFIXES = ['_v', '_h', '_p'];
 
 /**
  * B's layers that stand for A's layer `name`: as B's record of what replaced what says (written by
- * compress), else — for models written elsewhere — the same name, or name_v/_h/_p pieces in order.
+ * compress), else — for models written elsewhere — the same name, or the pieces a registered
+ * scheme names after it (schemes/index.ts, `pieceSuffixes`), in model order.
  */
 function blockOf(name: string, after: LayerInfo[], replaced: Map<string, string[]> | null = null): LayerInfo[] {
   const recorded = replaced?.get(name);
   if (recorded) return recorded.map((n) => after.find((l) => l.name === n)).filter((l): l is LayerInfo => l !== undefined);
   const same = after.find((l) => l.name === name);
   if (same) return [same];
-  return after.filter((l) => PIECE_SUFFIXES.some((s) => l.name === name + s));
+  const suffixes = pieceSuffixes();
+  return after.filter((l) => suffixes.some((s) => l.name === name + s));
 }
 
 /**
