@@ -6,12 +6,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Browser } from 'playwright-core';
-import { predictHere, randomInput, timeBatches, type Agreement, type BatchTiming, type PairPredict } from '../timing/bench.js';
 import type { LoadedModel } from '../model/io.js';
 import { silentReporter, type Reporter } from '../report/progress.js';
 import { openContext } from './chromium.js';
 import { PageDriver, pageHtml, toBase64, type ModelName, type PageTensor } from './page.js';
 import { startServer, type StaticServer } from './server.js';
+import { predictHere, type Agreement, type PairPredict } from '../timing/agreement.js';
+import { randomInput, timeBatches, type BatchTiming } from '../timing/loop.js';
 
 /** The backends --backends may name. */
 export const BROWSER_BACKENDS = ['wasm', 'webgl', 'webgpu'] as const;

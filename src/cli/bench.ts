@@ -1,25 +1,22 @@
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
-import {
-  MIN_RUNS, NOISE_MARGIN, checkBatchMemory, checkComparable, compareOnImages, compareOnRandom, timeLayers, timeModels,
-  type Agreement, type BatchTiming, type LayerTiming, type PairPredict, type Ratio,
-} from '../timing/bench.js';
-import { BROWSER_BACKENDS, benchInBrowser, type BrowserBackend, type BrowserRuns } from '../browser/bench.js';
+import { BROWSER_BACKENDS, benchInBrowser, type BrowserBackend } from '../browser/bench.js';
 import { findChromium, withChromium } from '../browser/chromium.js';
 import { UserError } from '../errors.js';
 import { listImages, probeImages, skippedNote, type BatchStats } from '../data/images.js';
 import { accuracyProblem, chanceWarning } from '../data/labels.js';
-import { loadModel, type LoadedModel } from '../model/io.js';
+import { loadModel } from '../model/io.js';
 import { stderrReporter } from '../report/progress.js';
-import { listLayers } from '../model/layers.js';
-import { modelMacs } from '../model/cost.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
 import { addImageOptions, addTimingOptions, note, startBackend, type ImageFlags } from './common.js';
 import { parseFlag, parseFlagList } from './flags.js';
 import { checkFlagRules } from './rules.js';
 import { imageSetup } from './images.js';
-import { readReplacementRecords } from '../model/records.js';
+import { MIN_RUNS, checkBatchMemory, checkComparable } from '../timing/loop.js';
+import { NOISE_MARGIN, type Ratio } from '../timing/stats.js';
+import { compareOnImages, compareOnRandom, type Agreement, type PairPredict } from '../timing/agreement.js';
+import { benchHere, browserReport, type BenchReport } from '../commands/bench.js';
 
 interface BenchFlags extends ImageFlags {
   data?: string;
@@ -101,60 +98,10 @@ export function registerBench(program: Command): void {
     }
     const agreement = await agreementOn();
     note(`lowrank: ${timing}`);
-    const timings = await timeModels(a.model, b.model, batches, runs, warmup, reporter);
-    const largest = timings[timings.length - 1];
-    const replaced = readReplacementRecords(b.userDefinedMetadata);
-    let perLayer: LayerTiming | undefined;
-    if (flags.perLayer) {
-      perLayer = await timeLayers(a.model, b.model, largest.batch, runs, warmup, replaced, reporter);
-    }
-    let atBatch1: LayerTiming | undefined;
-    if (batches.includes(1)) {
-      if (perLayer?.batch !== 1) note('lowrank: timing layers at batch 1 (fixed overhead)');
-      atBatch1 = perLayer?.batch === 1 ? perLayer : await timeLayers(a.model, b.model, 1, runs, warmup, replaced);
-    }
-    const report = benchReport(backend, a, b, timings, agreement, perLayer, atBatch1);
+    const report = await benchHere(backend, a, b, agreement, { batches, runs, warmup, perLayer: Boolean(flags.perLayer), reporter, log: note });
     if (flags.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     else process.stdout.write(`${renderBench(report)}\n`);
   });
-}
-
-function side(m: LoadedModel, accuracy: number | null) {
-  return {
-    path: path.relative(process.cwd(), m.jsonPath),
-    macs: modelMacs(listLayers(m.model)).total,
-    params: m.model.countParams(),
-    bytes: m.weightBytes,
-    ...(accuracy !== null ? { accuracy } : {}),
-  };
-}
-
-/** A per-layer table with the model time of the same batch in the speed table, timed apart from it. */
-function withModelTimes(t: LayerTiming, batches: BatchTiming[]) {
-  const model = batches.find((x) => x.batch === t.batch)!;
-  return { ...t, modelBeforeMs: model.before.medianMs, modelAfterMs: model.after.medianMs };
-}
-
-export function benchReport(
-  backend: string, a: LoadedModel, b: LoadedModel, batches: BatchTiming[], g: Agreement, perLayer?: LayerTiming, atBatch1?: LayerTiming,
-) {
-  const before = side(a, g.accuracyBefore);
-  const after = side(b, g.accuracyAfter);
-  return {
-    backend,
-    before,
-    after,
-    theoreticalSpeedup: before.macs / after.macs,
-    batches,
-    agreement: g.agreement,
-    maxAbsDiff: g.maxAbsDiff,
-    meanAbsDiff: g.meanAbsDiff,
-    examples: g.examples,
-    randomInputs: g.randomInputs,
-    ...(g.accuracyBefore !== null && g.accuracyAfter !== null ? { accuracyDelta: g.accuracyAfter - g.accuracyBefore } : {}),
-    ...(perLayer ? { perLayer: withModelTimes(perLayer, batches) } : {}),
-    ...(atBatch1 ? { overheadAtBatch1: atBatch1.overhead } : {}),
-  };
 }
 
 /** Per-layer runs whose model time is further than this from the speed table's get a warning. */
@@ -168,14 +115,6 @@ function formatSpeedup(r: Ratio, interval: boolean): string {
   if (r.verdict === 'within noise') return `${interval ? formatRatio(r.speedup) : '—'} (within noise)${range}`;
   if (r.verdict === 'slower') return `${chalk.red(`${formatRatio(r.speedup)} (slower)`)}${range}`;
   return `${chalk.bold(formatRatio(r.speedup))}${range}`;
-}
-
-type BenchReport = ReturnType<typeof benchReport>;
-
-/** The Node bench's report once per browser backend, with what it ran on and how far its outputs are from this process's. */
-function browserReport(a: LoadedModel, b: LoadedModel, runs: BrowserRuns) {
-  const backends = runs.backends.map((r) => ('unavailable' in r ? r : { ...benchReport(r.backend, a, b, r.batches, r.agreement), detail: r.detail, nodeMaxAbsDiff: r.nodeMaxAbsDiff }));
-  return { browser: { version: runs.version, backends } };
 }
 
 function renderBrowserBench(r: ReturnType<typeof browserReport>): string {

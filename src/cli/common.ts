@@ -3,11 +3,11 @@ import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { backendThreads, useBackend, type BackendChoice } from '../runtime/backend.js';
-import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, MIN_TIMED_MS } from '../timing/bench.js';
 import { UserError } from '../errors.js';
 import type { PixelOptions } from '../data/images.js';
 import { numberFlag, parseFlag } from './flags.js';
 import { RESIZE_METHODS, type ResizeMethod } from '../data/preprocess.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, MIN_TIMED_MS } from '../timing/loop.js';
 
 /** Options every command takes (see main.ts). */
 export interface GlobalOptions {

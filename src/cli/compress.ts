@@ -5,7 +5,6 @@ import { skippedNote } from '../data/images.js';
 import { runCompress, type CompressReport, type MeasuredReport } from '../commands/compress.js';
 import type { MaxLossReport } from '../plan/maxloss.js';
 import { stderrReporter } from '../reconstruct/index.js';
-import type { BatchTiming } from '../timing/bench.js';
 import { DEFAULT_PROBES } from '../plan/maxloss.js';
 import { DEFAULT_TIMING_BATCH, measuredReach } from '../plan/measured.js';
 import { QUANTIZE_CHOICES, encodingOfFlag } from '../model/io.js';
@@ -22,6 +21,7 @@ import { parseFlag, parseFlagOrAuto } from './flags.js';
 import { checkFlagRules } from './rules.js';
 import { parseRankSpec } from '../plan/manual.js';
 import { skippedNotes } from '../plan/select.js';
+import type { BatchTiming } from '../timing/loop.js';
 
 interface CompressFlags extends SchemeFlags {
   rank?: string;

@@ -4,8 +4,8 @@
  * one-line error naming the flag. docs/guarantees.md lists the same bounds for users.
  */
 import { MAX_THREADS } from '../runtime/backend.js';
-import { MAX_BENCH_BATCH } from '../timing/bench.js';
 import { UserError } from '../errors.js';
+import { MAX_BENCH_BATCH } from '../timing/loop.js';
 
 interface Bounds {
   /** Whole numbers only. */

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';
 import {
-  NEAR_ONE, inspectLayers, speedupReach, timingReach, type InspectReport, type LayerReport, type SpeedupReach, type TimingReach,
+  NEAR_ONE, inspectLayers, speedupReach, timingReach, type InspectReport, type SpeedupReach, type TimingReach,
 } from '../commands/inspect.js';
 import { stderrReporter } from '../reconstruct/index.js';
 import { RANK_SUMMARIES, RANK_SUMMARY_KEYS, type RankSummary, type RankSummaryKey } from '../schemes/summary.js';

@@ -31,8 +31,8 @@ import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import type { Log, Reporter } from '../report/progress.js';
 import { damageWarnings, heldOutWarning, layerResults, modelCost, type LayerResult } from '../report/results.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
-import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/bench.js';
 import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
+import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/loop.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;

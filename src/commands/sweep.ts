@@ -12,7 +12,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
-import { timeModels } from '../timing/bench.js';
 import { factorize, planRanks, type CompressOptions } from '../plan/plan.js';
 import { UserError, firstLine } from '../errors.js';
 import { loadModel, saveModel, checkOutputDir, dominantEncoding, keptWeights, type LoadedModel } from '../model/io.js';
@@ -30,6 +29,7 @@ import { layerResults, modelCost } from '../report/results.js';
 import { planCompression } from '../plan/choose.js';
 import { selectLayers } from '../plan/select.js';
 import { withReplacementRecords } from '../model/records.js';
+import { timeModels } from '../timing/loop.js';
 
 export const DEFAULT_SPEEDUPS = [2, 3, 4, 6, 8, 12];
 /** Batch sizes every point is timed at; the plot uses the last. */

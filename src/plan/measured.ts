@@ -13,7 +13,6 @@
  */
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs';
-import { timeModelsByLayer } from '../timing/bench.js';
 import type { CompressPlan } from './plan.js';
 import { layerMacs } from '../model/cost.js';
 import { UserError } from '../errors.js';
@@ -24,6 +23,7 @@ import { interpolate, rankLadder } from './sensitivity.js';
 import { targetLayer } from '../schemes/index.js';
 import type { ModelSource, ModelTopology } from '../model/topology.js';
 import { buildCompressed } from '../model/rewrite.js';
+import { timeModelsByLayer } from '../timing/layers.js';
 
 /** Candidate ranks timed per layer (geometric from 1 to its highest saving rank). */
 const TIMED_RANKS = 5;

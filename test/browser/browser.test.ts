@@ -11,7 +11,6 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Browser } from 'playwright-core';
 import { useBackend } from '../../src/runtime/backend.js';
-import { compareOnImages } from '../../src/timing/bench.js';
 import { findChromium, launchChromium, openContext } from '../../src/browser/chromium.js';
 import { PageDriver, pageHtml, toBase64 } from '../../src/browser/page.js';
 import { startServer, type StaticServer } from '../../src/browser/server.js';
@@ -19,6 +18,7 @@ import { DEFAULT_PIXELS, listImages } from '../../src/data/images.js';
 import { UserError } from '../../src/errors.js';
 import { loadModel, readModelFiles, type LoadedModel } from '../../src/model/io.js';
 import { CHARCNN, FASHION_TEST, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
+import { compareOnImages } from '../../src/timing/agreement.js';
 
 before(async () => {
   await useBackend('wasm');

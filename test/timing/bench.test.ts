@@ -5,10 +5,11 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { MIN_RUNS, NOISE_MARGIN, medianInterval } from '../../src/timing/bench.js';
 import { loadModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
 import { CHARCNN, FASHION_TEST, NESTED, RESIDUAL, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
+import { MIN_RUNS } from '../../src/timing/loop.js';
+import { NOISE_MARGIN, medianInterval } from '../../src/timing/stats.js';
 
 before(async () => {
   await useBackend('wasm');
