@@ -11,6 +11,7 @@ import { layerMacs } from '../model/cost.js';
 import { isPointwise, isSpatialConv, type LayerInfo } from '../model/layers.js';
 import { channel } from './channel.js';
 import type { Scheme, SchemeOptions } from './scheme.js';
+import type { Basis } from './scheme1-math.js';
 import { scheme1 } from './scheme1.js';
 import { scheme2 } from './scheme2.js';
 
@@ -20,7 +21,8 @@ export { scheme1 } from './scheme1.js';
 export { scheme2 } from './scheme2.js';
 export type { Basis } from './scheme1-math.js';
 
-interface Registration {
+/** One line of the registry. */
+export interface SchemeRegistration {
   /** The --scheme value. */
   name: string;
   /** One line for --help. */
@@ -30,6 +32,8 @@ interface Registration {
   madeFor(layer: LayerInfo): boolean;
   /** Which of them a run without --layers replaces (given every layer of the model), and the rule in words. */
   byDefault: { rule(layers: LayerInfo[]): string; picks(layer: LayerInfo, layers: LayerInfo[]): boolean };
+  /** Its variants (the options besides the name that change what it builds), for tests over every scheme. */
+  variants: { title: string; basis: Basis; separable: boolean }[];
 }
 
 /** The first conv works on raw pixels; the last layer with MACs makes the outputs (a classifier's rank caps its logits'). */
@@ -40,26 +44,49 @@ const SPATIAL_DEFAULT = {
   picks: (l: LayerInfo, layers: LayerInfo[]) => l !== firstConv(layers),
 };
 
-const REGISTRY: Registration[] = [
-  { name: '1', help: 'basis filters per input channel + 1×1 (SeparableConv2D)', create: (o) => scheme1(o.basis, o.separable), madeFor: isSpatialConv, byDefault: SPATIAL_DEFAULT },
-  { name: '2', help: 'kh×1 conv then 1×kw conv', create: () => scheme2, madeFor: isSpatialConv, byDefault: SPATIAL_DEFAULT },
+const REGISTRY: SchemeRegistration[] = [
+  {
+    name: '1', help: 'basis filters per input channel + 1×1 (SeparableConv2D)', create: (o) => scheme1(o.basis, o.separable), madeFor: isSpatialConv, byDefault: SPATIAL_DEFAULT,
+    variants: [
+      { title: 'scheme 1 per-channel', basis: 'per-channel', separable: false },
+      { title: 'scheme 1 shared', basis: 'shared', separable: false },
+      { title: 'scheme 1 separable', basis: 'per-channel', separable: true },
+    ],
+  },
+  {
+    name: '2', help: 'kh×1 conv then 1×kw conv', create: () => scheme2, madeFor: isSpatialConv, byDefault: SPATIAL_DEFAULT,
+    variants: [{ title: 'scheme 2', basis: 'per-channel', separable: false }],
+  },
   {
     name: 'channel', help: '1×1 convs and Dense layers: C→K then K→N (used for them under 1 and 2 too)', create: () => channel, madeFor: isPointwise,
     byDefault: {
       rule: (layers) => `every 1×1 Conv2D and Dense layer where the rank saves MACs, except the last layer${lastLayer(layers) ? `, ${lastLayer(layers)!.name}, which makes the outputs` : ''}`,
       picks: (l, layers) => l !== lastLayer(layers),
     },
+    variants: [{ title: 'channel', basis: 'per-channel', separable: false }],
   },
 ];
 
 export const SCHEME_NAMES = REGISTRY.map((r) => r.name);
+
+/** Adds a scheme after the built-in ones (a test registers its own this way); its name joins SCHEME_NAMES. */
+export function registerScheme(registration: SchemeRegistration): void {
+  if (REGISTRY.some((r) => r.name === registration.name)) throw new Error(`scheme '${registration.name}' is registered already`);
+  REGISTRY.push(registration);
+  SCHEME_NAMES.push(registration.name);
+}
+
+/** Every variant of every registered scheme, with the layers it is made for. */
+export function schemeVariants(): (SchemeOptions & { title: string; madeFor(layer: LayerInfo): boolean })[] {
+  return REGISTRY.flatMap((r) => r.variants.map(({ title, basis, separable }) => ({ title, scheme: r.name, basis, separable, madeFor: r.madeFor })));
+}
 
 /** The scheme a run uses when --scheme is not given, with its default options. */
 export const DEFAULT_SCHEME: SchemeOptions = { scheme: '2', basis: 'per-channel', separable: false };
 
 export const schemeHelp = (): string => REGISTRY.map((r) => `${r.name}: ${r.help}`).join('; ');
 
-function registration(name: string): Registration {
+function registration(name: string): SchemeRegistration {
   const entry = REGISTRY.find((r) => r.name === String(name));
   if (!entry) throw new Error(`unknown scheme '${name}' (registered: ${SCHEME_NAMES.join(', ')})`);
   return entry;
@@ -82,9 +109,9 @@ export interface SchemeSelection {
 
 export function selectSchemes(options: SchemeOptions): SchemeSelection {
   const named = registration(options.scheme);
-  const created = new Map<Registration, Scheme>();
-  const create = (r: Registration) => created.get(r) ?? created.set(r, r.create(options)).get(r)!;
-  const entryOf = (layer: LayerInfo): Registration => {
+  const created = new Map<SchemeRegistration, Scheme>();
+  const create = (r: SchemeRegistration) => created.get(r) ?? created.set(r, r.create(options)).get(r)!;
+  const entryOf = (layer: LayerInfo): SchemeRegistration => {
     if (named.madeFor(layer)) return named;
     const made = REGISTRY.filter((r) => r.madeFor(layer));
     return made.length === 1 ? made[0] : named;
@@ -104,7 +131,7 @@ export function selectSchemes(options: SchemeOptions): SchemeSelection {
  * bench finds a replacement in a model written without lowrank's record of what replaced what.
  */
 export function pieceSuffixes(): string[] {
-  const variants = REGISTRY.flatMap((r) => [false, true].map((separable) => r.create({ ...DEFAULT_SCHEME, scheme: r.name, separable })));
+  const variants = REGISTRY.flatMap((r) => r.variants.map(({ basis, separable }) => r.create({ scheme: r.name, basis, separable })));
   return [...new Set(variants.flatMap((s) => s.pieceSuffixes))];
 }
 
