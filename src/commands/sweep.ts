@@ -12,16 +12,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
-import { factorize, planRanks, type CompressOptions } from '../plan/plan.js';
+import { factorize, planRanks, type CompressOptions, type CompressPlan } from '../plan/plan.js';
 import { UserError, firstLine } from '../errors.js';
-import { loadModel, saveModel, checkOutputDir, dominantEncoding, keptWeights, type LoadedModel } from '../model/io.js';
+import { loadModel, saveModel, checkOutputDir, dominantEncoding, keptWeights, type LoadedModel, type OutputCheck } from '../model/io.js';
 import { readCappedFile } from '../model/files.js';
 import { listLayers } from '../model/layers.js';
-import { dataReconstruction } from '../reconstruct/report.js';
+import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import { maximumSpeedup } from '../plan/ranks.js';
 import { heldOutWarnings } from '../data/images.js';
-import { loadImages, planImages, silentReporter, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
-import { type Phase, type Log } from '../report/progress.js';
+import { loadImages, planImages, silentReporter, type DataContext, type ImagePlan, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
+import type { Log, Phase } from '../report/progress.js';
 import { renderChart, SERIES, speedChartSpec, type SpeedChart } from '../report/chart.js';
 import { schemeFor, selectSchemes, type SchemeOptions } from '../schemes/index.js';
 import { measureSensitivity, planForTarget, type Sensitivity } from '../plan/sensitivity.js';
@@ -231,49 +231,11 @@ const byTarget = (a: { target: number }, b: { target: number }) => a.target - b.
 export async function runSweep(request: SweepRequest, log: Log = () => {}, reporter: Reporter = silentReporter): Promise<SweepReport> {
   const images = planImages(request.data);
   const loaded = await loadModel(request.input);
-  // A new --out gets the usual checks; an existing one must be a sweep's own folder (resumeFrom)
-  // that does not hold the input (a model --keep wrote there, swept again).
-  if (!fs.existsSync(request.out)) checkOutputDir(request.out, false, [loaded.jsonPath, path.dirname(loaded.jsonPath)]);
-  else if (path.relative(fs.realpathSync(request.out), fs.realpathSync(loaded.jsonPath)).split(path.sep)[0] !== '..') {
-    throw new UserError(`--out ${request.out} holds the input model; the input is never modified: give another --out`);
-  }
-  const settings: SweepSettings = {
-    model: modelFingerprint(loaded),
-    backend: request.backend,
-    scheme: request.scheme,
-    basis: request.basis,
-    separable: request.separable,
-    layers: request.layers ?? null,
-    data: path.resolve(request.data.data),
-    evalData: request.data.evalData ? path.resolve(request.data.evalData) : null,
-    holdout: request.data.evalData ? null : request.data.holdout,
-    samples: request.data.samples,
-    joint: request.data.joint,
-    iterations: request.data.iterations,
-    batch: request.data.batch,
-    seed: request.data.seed,
-    pixels: request.data.pixels,
-    classes: images.classes,
-    keep: request.keep,
-    runs: request.runs,
-    warmup: request.warmup,
-  };
+  checkSweepOut(request.out, loaded);
+  const settings = sweepSettings(request, loaded, images);
   const previous = resumeFrom(request.out, settings);
   for (const w of heldOutWarnings(images.fit, images.holdout, images.holdoutSource === 'eval-data')) log(`warning: ${w}`);
-
-  // Which targets the selected layers can reach at all: the rest are reported and skipped.
-  const schemes = selectSchemes(request);
-  const layers = listLayers(loaded.model);
-  const { chosen, defaulted } = selectLayers(layers, schemes, request.layers, undefined);
-  if (defaulted) log(defaulted);
-  const max = maximumSpeedup(layers, chosen.map((info) => ({ info, scheme: schemes.of(info) })));
-  const targets = [...new Set(request.speedups)].sort((a, b) => a - b);
-  const unreachable = targets.filter((t) => t > max.speedup).map((target) => ({ target, maximum: max.speedup, heldBack: max.heldBack }));
-  for (const u of unreachable) log(`warning: cannot reach ${u.target}×: these layers make the model at most ${u.maximum.toFixed(2)}× faster by MACs (${u.heldBack}); skipped`);
-  const reachable = targets.filter((t) => t <= max.speedup);
-  if (reachable.length === 0) {
-    throw new UserError(`none of --speedups ${targets.join(',')} can be reached: these layers make the model at most ${max.speedup.toFixed(2)}× faster by MACs (${max.heldBack}); ask for less, or select more layers with --layers`);
-  }
+  const { reachable, unreachable } = reachableTargets(request, loaded, log);
 
   const points = previous ? [...previous.points] : [];
   const pending = reachable.filter((t) => !points.some((p) => p.target === t));
@@ -297,41 +259,10 @@ export async function runSweep(request: SweepRequest, log: Log = () => {}, repor
     save();
     const bar = reporter.phase('sweep', pending.length, 'points');
     for (const [done, target] of pending.entries()) {
-      const started = performance.now();
       const plan = planForTarget(base, sensitivity, target);
-      const filter = factorize(plan, loaded.topology);
-      const cost = modelCost(plan, layerResults(plan, filter));
-      const inner = withinPoint(bar, done, target);
-      const result = await dataReconstruction(loaded, filter, { stores, images, options: request.data, reporter: inner });
-      // The filter-only and data-reconstructed models share one architecture: one timing serves both.
-      bar.update(done, `${target}×: timing`);
-      const timingStart = performance.now();
-      const timings = await timeModels(loaded.model, result.built.model, SWEEP_BATCHES, request.runs, request.warmup);
-      const timingSeconds = (performance.now() - timingStart) / 1000;
-      let model: string | null = null;
-      if (request.keep) {
-        model = pointFolder(target);
-        // The new weights in the input's precision, the others byte for byte, as compress writes them.
-        const changed = result.fitted.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
-        await saveModel(result.built.model, path.join(request.out, model), {
-          force: true, check: keptChecks.get(target), topology: result.built.topology,
-          userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, result.fitted),
-          weights: keptWeights(result.built.model, loaded, changed, dominantEncoding(loaded)),
-        });
-      }
-      result.built.model.dispose();
-      const accuracy = result.report.accuracy;
-      points.push({
-        target,
-        ranks: Object.fromEntries(planRanks(plan)),
-        theoreticalSpeedup: cost.theoreticalSpeedup,
-        measured: timings.map((t) => ({ batch: t.batch, speedup: t.speedup, beforeMs: t.before.medianMs, afterMs: t.after.medianMs })),
-        accuracy: accuracy && { original: accuracy.original, filter: accuracy.filter, data: accuracy.data },
-        agreement: result.report.agreement,
-        seconds: { ...result.report.seconds, timing: timingSeconds, point: (performance.now() - started) / 1000 },
-        model,
-        finishedAt: new Date().toISOString(),
-      });
+      const data: DataContext = { stores, images, options: request.data, reporter: withinPoint(bar, done, target) };
+      const { point, accuracy } = await sweepPoint(request, loaded, plan, data, keptChecks.get(target), () => bar.update(done, `${target}×: timing`));
+      points.push(point);
       points.sort(byTarget);
       const counts = { fit: stores.fit.count, holdout: stores.holdout.count, labeled: accuracy?.labeled ?? 0 };
       file = { ...file, images: counts, sensitivity, points };
@@ -342,6 +273,100 @@ export async function runSweep(request: SweepRequest, log: Log = () => {}, repor
   }
   loaded.model.dispose();
   return { ...file, unreachable, computed: pending };
+}
+
+/**
+ * A new --out gets the usual checks; an existing one must be a sweep's own folder (resumeFrom)
+ * that does not hold the input (a model --keep wrote there, swept again).
+ */
+function checkSweepOut(out: string, loaded: LoadedModel): void {
+  if (!fs.existsSync(out)) checkOutputDir(out, false, [loaded.jsonPath, path.dirname(loaded.jsonPath)]);
+  else if (path.relative(fs.realpathSync(out), fs.realpathSync(loaded.jsonPath)).split(path.sep)[0] !== '..') {
+    throw new UserError(`--out ${out} holds the input model; the input is never modified: give another --out`);
+  }
+}
+
+/** What a sweep was run with, recorded in sweep.json so that a resumed run can tell it continues the same sweep. */
+function sweepSettings(request: SweepRequest, loaded: LoadedModel, images: ImagePlan): SweepSettings {
+  return {
+    model: modelFingerprint(loaded),
+    backend: request.backend,
+    scheme: request.scheme,
+    basis: request.basis,
+    separable: request.separable,
+    layers: request.layers ?? null,
+    data: path.resolve(request.data.data),
+    evalData: request.data.evalData ? path.resolve(request.data.evalData) : null,
+    holdout: request.data.evalData ? null : request.data.holdout,
+    samples: request.data.samples,
+    joint: request.data.joint,
+    iterations: request.data.iterations,
+    batch: request.data.batch,
+    seed: request.data.seed,
+    pixels: request.data.pixels,
+    classes: images.classes,
+    keep: request.keep,
+    runs: request.runs,
+    warmup: request.warmup,
+  };
+}
+
+/** Which targets the selected layers can reach at all: the rest are reported and skipped (none reachable: refused). */
+function reachableTargets(request: SweepRequest, loaded: LoadedModel, log: Log): { reachable: number[]; unreachable: Unreachable[] } {
+  const schemes = selectSchemes(request);
+  const layers = listLayers(loaded.model);
+  const { chosen, defaulted } = selectLayers(layers, schemes, request.layers, undefined);
+  if (defaulted) log(defaulted);
+  const max = maximumSpeedup(layers, chosen.map((info) => ({ info, scheme: schemes.of(info) })));
+  const targets = [...new Set(request.speedups)].sort((a, b) => a - b);
+  const unreachable = targets.filter((t) => t > max.speedup).map((target) => ({ target, maximum: max.speedup, heldBack: max.heldBack }));
+  for (const u of unreachable) log(`warning: cannot reach ${u.target}×: these layers make the model at most ${u.maximum.toFixed(2)}× faster by MACs (${u.heldBack}); skipped`);
+  const reachable = targets.filter((t) => t <= max.speedup);
+  if (reachable.length === 0) {
+    throw new UserError(`none of --speedups ${targets.join(',')} can be reached: these layers make the model at most ${max.speedup.toFixed(2)}× faster by MACs (${max.heldBack}); ask for less, or select more layers with --layers`);
+  }
+  return { reachable, unreachable };
+}
+
+/** One point of the sweep: the plan's factors fitted to the data, timed against the original, and (with --keep) written. */
+async function sweepPoint(
+  request: SweepRequest, loaded: LoadedModel, plan: CompressPlan, data: DataContext, keptCheck: OutputCheck | undefined, timing: () => void,
+): Promise<{ point: SweepPoint; accuracy: DataReport['accuracy'] }> {
+  const started = performance.now();
+  const target = plan.allocation!.target;
+  const filter = factorize(plan, loaded.topology);
+  const cost = modelCost(plan, layerResults(plan, filter));
+  const result = await dataReconstruction(loaded, filter, data);
+  // The filter-only and data-reconstructed models share one architecture: one timing serves both.
+  timing();
+  const timingStart = performance.now();
+  const timings = await timeModels(loaded.model, result.built.model, SWEEP_BATCHES, request.runs, request.warmup);
+  const timingSeconds = (performance.now() - timingStart) / 1000;
+  let model: string | null = null;
+  if (request.keep) {
+    model = pointFolder(target);
+    // The new weights in the input's precision, the others byte for byte, as compress writes them.
+    const changed = result.fitted.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
+    await saveModel(result.built.model, path.join(request.out, model), {
+      force: true, check: keptCheck, topology: result.built.topology,
+      userDefinedMetadata: withReplacementRecords(loaded.userDefinedMetadata, result.fitted),
+      weights: keptWeights(result.built.model, loaded, changed, dominantEncoding(loaded)),
+    });
+  }
+  result.built.model.dispose();
+  const accuracy = result.report.accuracy;
+  const point: SweepPoint = {
+    target,
+    ranks: Object.fromEntries(planRanks(plan)),
+    theoreticalSpeedup: cost.theoreticalSpeedup,
+    measured: timings.map((t) => ({ batch: t.batch, speedup: t.speedup, beforeMs: t.before.medianMs, afterMs: t.after.medianMs })),
+    accuracy: accuracy && { original: accuracy.original, filter: accuracy.filter, data: accuracy.data },
+    agreement: result.report.agreement,
+    seconds: { ...result.report.seconds, timing: timingSeconds, point: (performance.now() - started) / 1000 },
+    model,
+    finishedAt: new Date().toISOString(),
+  };
+  return { point, accuracy };
 }
 
 /** The measured speedup of a point at batch size `batch` (the plot's x: the largest batch). */

@@ -165,85 +165,138 @@ function minibatches(n: number, batch: number, seed: number): () => number[] {
 }
 
 /**
- * Fits one layer. `workers`: where the Adam steps' shards run (with the layer they rebuild the
- * factored form from), or null to run them in this thread.
+ * Fits one layer: Adam steps on the factors (1), then an exact solve of the last factor and the
+ * offset over every fitting image (2), kept only when it beats the start on the fitting images.
+ * `workers`: where the Adam steps' shards run (with the layer they rebuild the factored form from),
+ * or null to run them in this thread.
  */
 export async function fitLayer(
   fl: FactoredForm, initial: WeightValue[], cache: LayerCache, hasBias: boolean, options: FitOptions, progress: FitProgress,
   workers: { pool: ShardPool; layer: LayerSource } | null = null,
 ): Promise<FitResult> {
-  const g = fl.g;
-  const N = g.N;
+  const N = fl.g.N;
   const start = initial.map((w) => tf.tensor(w.values, w.shape));
+  const prior = options.kappa * inputEnergy(fl, cache, options.batch);
 
-  // μ from the cached inputs.
+  // 1. Adam.
+  const batchSize = Math.min(options.batch, cache.n);
+  const iterations = options.iterations === 'auto' ? autoSteps(fl, batchSize, options.stepMacs) : options.iterations;
+  const { factors, offset } = iterations > 0
+    ? await adamSteps(fl, initial, start, cache, hasBias, { ...options, batch: batchSize, iterations, prior }, progress, workers)
+    : { factors: start.map((t) => t.clone()), offset: hasBias ? tf.zeros([N]) as tf.Tensor1D : null };
+
+  // 2. Exact solve of the last factor (and offset) over every fitting image, with the start's and
+  //    the Adam result's errors measured in the same pass; the solution's error in a second one.
+  const normal = await normalEquations(fl, cache, factors, start, offset, hasBias, options.batch, progress);
+  const { solvedLast, solvedOffset, solvedFactors } = solveLastFactor(fl, factors, normal, prior, hasBias);
+  // The solution's data error is measured directly, in a second pass: from the accumulated sums,
+  // yy − 2⟨A, rhs⟩ + ⟨A, gram·A⟩ cancels catastrophically when the fit is close (rank 400 of the
+  // character CNN's conv2 on 150 images: 0 for a true 0.15%), and keep-or-revert below needs it.
+  const sseSolved = await dataError(fl, cache, solvedFactors, solvedOffset, options.batch, progress);
+
+  let result: { factors: tf.Tensor[]; offset: Float32Array | null; sse: number } = {
+    factors: solvedFactors, offset: solvedOffset, sse: sseSolved,
+  };
+  // Never worse than the start on the fitting images: keep the filter reconstruction otherwise.
+  const kept: 'data' | 'filter' = result.sse < normal.sseStart ? 'data' : 'filter';
+  if (kept === 'filter') result = { factors: start, offset: hasBias ? new Float32Array(N) : null, sse: normal.sseStart };
+  const keep = new Set(result.factors);
+  tf.dispose([...start, ...factors, solvedLast, ...(offset ? [offset] : [])].filter((t) => !keep.has(t)));
+  const rel = (sse: number) => Math.sqrt(sse / Math.max(normal.yy, 1e-30));
+  return {
+    factors: result.factors,
+    offset: result.offset,
+    fitError: { filter: rel(normal.sseStart), data: rel(result.sse) },
+    kept,
+    iterations,
+  };
+}
+
+/** μ, the mean energy per patch entry of the layer's cached inputs: the filter prior's scale. */
+function inputEnergy(fl: FactoredForm, cache: LayerCache, batch: number): number {
+  const g = fl.g;
   let energy = 0;
   let rows = 0;
-  for (let i = 0; i < cache.n; i += options.batch) {
-    const { x, y } = cache.slice(i, Math.min(options.batch, cache.n - i));
+  for (let i = 0; i < cache.n; i += batch) {
+    const { x, y } = cache.slice(i, Math.min(batch, cache.n - i));
     const e = patchEnergy(fl, x);
     tf.dispose([x, y]);
     energy += e.sum;
     rows += e.rows;
   }
   if (!Number.isFinite(energy)) throw nonFiniteActivations();
-  const mu = energy / Math.max(1, rows) / (g.kh * g.kw * g.C);
-  const prior = options.kappa * mu;
+  return energy / Math.max(1, rows) / (g.kh * g.kw * g.C);
+}
 
-  // 1. Adam.
-  const batchSize = Math.min(options.batch, cache.n);
-  const iterations = options.iterations === 'auto' ? autoSteps(fl, batchSize, options.stepMacs) : options.iterations;
-  let factors: tf.Tensor[];
-  let offset: tf.Tensor1D | null;
-  if (iterations > 0) {
-    const next = minibatches(cache.n, batchSize, options.seed);
-    const yScale = Math.sqrt(cache.targetMeanSquare()) || 1;
-    const shapes = [...start.map((t) => t.shape), ...(hasBias ? [[N]] : [])];
-    const runner = workers ? workers.pool.runner(fl, workers.layer, cache.samples, shapes, hasBias) : localRunner(fl, cache.samples, shapes, hasBias);
-    // Parameters and Adam's moments as plain arrays: the update is a few element-wise passes, and
-    // the shards read the parameters from the runner's (shared) arrays.
-    const params = runner.values;
-    initial.forEach((w, p) => params[p].set(w.values));
-    const rates = [...start.map((t) => options.lr * rms(t)), options.lr * yScale];
-    const m = params.map((v) => new Float32Array(v.length));
-    const v = params.map((x) => new Float32Array(x.length));
-    const warmup = Math.max(1, Math.round(iterations * 0.05));
-    let smoothed = NaN;
-    let priorGrads: Float32Array[] | null = null;
-    const refresh = priorInterval(fl, batchSize);
-    try {
-      for (let t = 1; t <= iterations; t++) {
-        const sums = runner.step(next());
-        // The prior's gradient at the same parameters, computed here while the workers run.
-        if (prior > 0 && (t - 1) % refresh === 0) {
-          const fs = start.map((s, p) => tf.tensor(params[p], s.shape));
-          const reg = fl.filterObjective(fs);
-          priorGrads = reg.grads.map((g) => g.dataSync() as Float32Array);
-          tf.dispose([...fs, reg.value, ...reg.grads]);
-        }
-        const { sse, yy, rows, grads } = await sums;
-        const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
-        for (let p = 0; p < params.length; p++) {
-          const reg = priorGrads && p < start.length ? priorGrads[p] : null;
-          adamUpdate(params[p], grads[p], 1 / rows, reg, prior / 2, m[p], v[p], t, rates[p] * schedule);
-        }
-        const ratio = sse / yy;
-        smoothed = Number.isNaN(smoothed) ? ratio : 0.9 * smoothed + 0.1 * ratio;
-        progress.iteration(t, iterations, Math.sqrt(smoothed));
-        if (t % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+/** Adam on minibatches of the cached samples (sharded over `workers` when given), with a warm-up and cosine schedule. */
+async function adamSteps(
+  fl: FactoredForm, initial: WeightValue[], start: tf.Tensor[], cache: LayerCache, hasBias: boolean,
+  options: FitOptions & { batch: number; iterations: number; prior: number }, progress: FitProgress,
+  workers: { pool: ShardPool; layer: LayerSource } | null,
+): Promise<{ factors: tf.Tensor[]; offset: tf.Tensor1D | null }> {
+  const { batch: batchSize, iterations, prior } = options;
+  const N = fl.g.N;
+  const next = minibatches(cache.n, batchSize, options.seed);
+  const yScale = Math.sqrt(cache.targetMeanSquare()) || 1;
+  const shapes = [...start.map((t) => t.shape), ...(hasBias ? [[N]] : [])];
+  const runner = workers ? workers.pool.runner(fl, workers.layer, cache.samples, shapes, hasBias) : localRunner(fl, cache.samples, shapes, hasBias);
+  // Parameters and Adam's moments as plain arrays: the update is a few element-wise passes, and
+  // the shards read the parameters from the runner's (shared) arrays.
+  const params = runner.values;
+  initial.forEach((w, p) => params[p].set(w.values));
+  const rates = [...start.map((t) => options.lr * rms(t)), options.lr * yScale];
+  const m = params.map((v) => new Float32Array(v.length));
+  const v = params.map((x) => new Float32Array(x.length));
+  const warmup = Math.max(1, Math.round(iterations * 0.05));
+  let smoothed = NaN;
+  let priorGrads: Float32Array[] | null = null;
+  const refresh = priorInterval(fl, batchSize);
+  try {
+    for (let t = 1; t <= iterations; t++) {
+      const sums = runner.step(next());
+      // The prior's gradient at the same parameters, computed here while the workers run.
+      if (prior > 0 && (t - 1) % refresh === 0) {
+        const fs = start.map((s, p) => tf.tensor(params[p], s.shape));
+        const reg = fl.filterObjective(fs);
+        priorGrads = reg.grads.map((g) => g.dataSync() as Float32Array);
+        tf.dispose([...fs, reg.value, ...reg.grads]);
       }
-    } finally {
-      runner.dispose();
+      const { sse, yy, rows, grads } = await sums;
+      const schedule = Math.min(1, t / warmup) * 0.5 * (1 + Math.cos((Math.PI * (t - 1)) / iterations));
+      for (let p = 0; p < params.length; p++) {
+        const reg = priorGrads && p < start.length ? priorGrads[p] : null;
+        adamUpdate(params[p], grads[p], 1 / rows, reg, prior / 2, m[p], v[p], t, rates[p] * schedule);
+      }
+      const ratio = sse / yy;
+      smoothed = Number.isNaN(smoothed) ? ratio : 0.9 * smoothed + 0.1 * ratio;
+      progress.iteration(t, iterations, Math.sqrt(smoothed));
+      if (t % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
-    factors = start.map((t, p) => tf.tensor(params[p], t.shape));
-    offset = hasBias ? tf.tensor1d(params[start.length]) : null;
-  } else {
-    factors = start.map((t) => t.clone());
-    offset = hasBias ? tf.zeros([N]) : null;
+  } finally {
+    runner.dispose();
   }
+  return {
+    factors: start.map((t, p) => tf.tensor(params[p], t.shape)),
+    offset: hasBias ? tf.tensor1d(params[start.length]) : null,
+  };
+}
 
-  // 2. Exact solve of the last factor (and offset) over every fitting image, with the start's and
-  //    the Adam result's errors measured in the same pass; the solution's error in a second one.
+/** Sums over every fitting image for the last factor's least squares, and the data errors they come with. */
+interface NormalSums {
+  /** Gram matrix and right-hand sides of [design, 1] (the 1 with a bias). */
+  gram: Float64Array;
+  rhs: Float64Array;
+  /** ‖Y‖², and the start's squared error. */
+  yy: number;
+  sseStart: number;
+  /** Output rows summed over. */
+  total: number;
+}
+
+async function normalEquations(
+  fl: FactoredForm, cache: LayerCache, factors: tf.Tensor[], start: tf.Tensor[], offset: tf.Tensor1D | null, hasBias: boolean, batch: number, progress: FitProgress,
+): Promise<NormalSums> {
+  const N = fl.g.N;
   const n = fl.lastFanIn;
   const dim = n + (hasBias ? 1 : 0);
   const gram = new Float64Array(dim * dim);
@@ -253,7 +306,7 @@ export async function fitLayer(
   let total = 0;
   let done = 0;
   const zeros = offset ? tf.zerosLike(offset) : null;
-  for await (const s of cache.all(options.batch)) {
+  for await (const s of cache.all(batch)) {
     const r = s.y.shape[0];
     const [gramB, rhsB, colB, ySumB, stats] = tf.tidy(() => {
       const d = fl.design(s.x, factors);
@@ -285,8 +338,16 @@ export async function fitLayer(
   }
   zeros?.dispose();
   if (!Number.isFinite(yy) || !Number.isFinite(sseStart)) throw nonFiniteActivations();
+  return { gram, rhs, yy, sseStart, total };
+}
 
-  // Normal equations of ½Σ‖Y − DA − o‖² + ½·κμR·‖W − Ŵ(A)‖².
+/** The normal equations of ½Σ‖Y − DA − o‖² + ½·κμR·‖W − Ŵ(A)‖² solved for the last factor A (and o). */
+function solveLastFactor(
+  fl: FactoredForm, factors: tf.Tensor[], { gram, rhs, total }: NormalSums, prior: number, hasBias: boolean,
+): { solvedLast: tf.Tensor; solvedOffset: Float32Array | null; solvedFactors: tf.Tensor[] } {
+  const N = fl.g.N;
+  const n = fl.lastFanIn;
+  const dim = n + (hasBias ? 1 : 0);
   const weight = prior * total;
   const reg = fl.filterNormal(factors);
   const a = Float64Array.from(gram);
@@ -299,38 +360,23 @@ export async function fitLayer(
   const lastShape = factors[fl.last].shape;
   const solvedLast = tf.tensor(Float32Array.from(solution.subarray(0, n * N)), lastShape);
   const solvedOffset = hasBias ? Float32Array.from(solution.subarray(n * N, dim * N)) : null;
-  const solvedFactors = factors.map((t, i) => (i === fl.last ? solvedLast : t));
-  // The solution's data error is measured directly, in a second pass: from the accumulated sums,
-  // yy − 2⟨A, rhs⟩ + ⟨A, gram·A⟩ cancels catastrophically when the fit is close (rank 400 of the
-  // character CNN's conv2 on 150 images: 0 for a true 0.15%), and keep-or-revert below needs it.
-  let sseSolved = 0;
+  return { solvedLast, solvedOffset, solvedFactors: factors.map((t, i) => (i === fl.last ? solvedLast : t)) };
+}
+
+/** Squared data error of `factors` (and `offset`) over every fitting image. */
+async function dataError(fl: FactoredForm, cache: LayerCache, factors: tf.Tensor[], offset: Float32Array | null, batch: number, progress: FitProgress): Promise<number> {
+  let sse = 0;
   let checked = 0;
-  const solvedOffsetTensor = solvedOffset ? tf.tensor1d(solvedOffset) : null;
-  for await (const s of cache.all(options.batch)) {
-    sseSolved += tf.tidy(() => squaredError(fl, s, solvedFactors, solvedOffsetTensor).dataSync()[0]);
+  const offsetTensor = offset ? tf.tensor1d(offset) : null;
+  for await (const s of cache.all(batch)) {
+    sse += tf.tidy(() => squaredError(fl, s, factors, offsetTensor).dataSync()[0]);
     checked += s.x.shape[0];
     tf.dispose([s.x, s.y]);
     progress.check?.(checked, cache.total);
     await new Promise((resolve) => setImmediate(resolve));
   }
-  solvedOffsetTensor?.dispose();
-
-  let result: { factors: tf.Tensor[]; offset: Float32Array | null; sse: number } = {
-    factors: solvedFactors, offset: solvedOffset, sse: sseSolved,
-  };
-  // Never worse than the start on the fitting images: keep the filter reconstruction otherwise.
-  const kept: 'data' | 'filter' = result.sse < sseStart ? 'data' : 'filter';
-  if (kept === 'filter') result = { factors: start, offset: hasBias ? new Float32Array(N) : null, sse: sseStart };
-  const keep = new Set(result.factors);
-  tf.dispose([...start, ...factors, solvedLast, ...(offset ? [offset] : [])].filter((t) => !keep.has(t)));
-  const rel = (sse: number) => Math.sqrt(sse / Math.max(yy, 1e-30));
-  return {
-    factors: result.factors,
-    offset: result.offset,
-    fitError: { filter: rel(sseStart), data: rel(result.sse) },
-    kept,
-    iterations,
-  };
+  offsetTensor?.dispose();
+  return sse;
 }
 
 /**
