@@ -26,13 +26,14 @@ import {
   budgetSamples, estimateWork, layerCosts, layerStepBudget, planHeap, searchAffordable,
 } from '../reconstruct/budget.js';
 import { AUTO_STEP_MACS, autoSteps } from '../reconstruct/fit.js';
-import { imageBatchSize, loadImages, planImages, silentReporter, type DataContext, type ImagePlan, type ReconstructOptions } from '../reconstruct/index.js';
+import { silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
 import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import type { Log, Reporter } from '../report/progress.js';
 import { damageWarnings, heldOutWarning, layerResults, modelCost, type LayerResult } from '../report/results.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
 import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
 import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/loop.js';
+import { imageBatchSize, loadImages, planImages, type DataContext, type ImagePlan } from '../data/plan.js';
 
 export interface CompressRequest extends CompressOptions {
   input: string;

@@ -20,7 +20,7 @@ import { listLayers } from '../model/layers.js';
 import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import { maximumSpeedup } from '../plan/ranks.js';
 import { heldOutWarnings } from '../data/images.js';
-import { loadImages, planImages, silentReporter, type DataContext, type ImagePlan, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
+import { silentReporter, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
 import type { Log, Phase } from '../report/progress.js';
 import { renderChart, SERIES, speedChartSpec, type SpeedChart } from '../report/chart.js';
 import { schemeFor, selectSchemes, type SchemeOptions } from '../schemes/index.js';
@@ -30,6 +30,7 @@ import { planCompression } from '../plan/choose.js';
 import { selectLayers } from '../plan/select.js';
 import { withReplacementRecords } from '../model/records.js';
 import { timeModels } from '../timing/loop.js';
+import { loadImages, planImages, type DataContext, type ImagePlan } from '../data/plan.js';
 
 export const DEFAULT_SPEEDUPS = [2, 3, 4, 6, 8, 12];
 /** Batch sizes every point is timed at; the plot uses the last. */

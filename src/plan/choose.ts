@@ -11,7 +11,6 @@
 import type * as tf from '@tensorflow/tfjs';
 import { listLayers } from '../model/layers.js';
 import type { ModelSource, ModelTopology } from '../model/topology.js';
-import type { DataContext } from '../reconstruct/index.js';
 import type { Log, Reporter } from '../report/progress.js';
 import { selectSchemes } from '../schemes/index.js';
 import { fastestRanks } from './fastest.js';
@@ -25,6 +24,7 @@ import { selectLayers } from './select.js';
 import { measureSensitivity, sensitivityCandidates } from './sensitivity.js';
 import { spectrumRanks } from './spectrum.js';
 import { UserError } from '../errors.js';
+import type { DataContext } from '../data/plan.js';
 
 /** Stages 1 and 2 up to the starting ranks, with every check that does not need the factors. */
 export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: ModelTopology): CompressPlan {

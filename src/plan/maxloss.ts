@@ -16,10 +16,11 @@ import { UserError } from '../errors.js';
 import { reportDataFit, type DataResult } from '../reconstruct/report.js';
 import { formatRanks, maximumSpeedup } from './ranks.js';
 import { heldOutTop1, scoreTop1, type HeldOutScore } from '../reconstruct/heldout.js';
-import { fitToData, type DataContext, type DataFit } from '../reconstruct/index.js';
+import { fitToData, type DataFit } from '../reconstruct/index.js';
 import type { Factorization } from '../schemes/index.js';
 import { measureSensitivity, planForTarget } from './sensitivity.js';
 import type { ModelSource } from '../model/topology.js';
+import type { DataContext } from '../data/plan.js';
 
 export const DEFAULT_PROBES = 5;
 

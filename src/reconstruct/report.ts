@@ -4,10 +4,11 @@
  * data-fitted models side by side on the held-out images, as a report.
  */
 import { evaluateHeldOut, type HeldOutReport } from './heldout.js';
-import { fitToData, type DataContext, type DataFit, type LayerFit } from './index.js';
+import { fitToData, type DataFit, type LayerFit } from './index.js';
 import type { Factorization } from '../schemes/index.js';
 import type { ModelSource } from '../model/topology.js';
 import { buildCompressed } from '../model/rewrite.js';
+import type { DataContext } from '../data/plan.js';
 
 export interface DataReport {
   joint: boolean;

@@ -31,9 +31,10 @@ import { UserError } from '../errors.js';
 import { modelPixels, type ImageEntry, type PixelOptions } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
 import { ImageStore } from '../data/store.js';
-import type { ImagePlan, ImageStores, Reporter } from '../reconstruct/index.js';
+import type { Reporter } from '../reconstruct/index.js';
 import { augmentFor, augmentImage, type AugmentChoice } from './augment.js';
 import { registerWasmGradients } from './wasm-gradients.js';
+import type { ImagePlan, ImageStores } from '../data/plan.js';
 
 export interface FinetuneOptions {
   /** Training epochs, or 'auto' (see autoEpochs). */

@@ -7,11 +7,12 @@ import { DEFAULT_PIXELS } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
 import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from '../../src/plan/ranks.js';
-import { fitToData, loadImages, planImages, silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
+import { fitToData, silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { scheme2, targetLayer } from '../../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, runCli, tempDir } from '../helpers.js';
 import { planCompression } from '../../src/plan/choose.js';
 import { SEARCH_EVALUATIONS, divergence, moveRanks, planByJointSearch } from '../../src/plan/joint-search.js';
+import { loadImages, planImages } from '../../src/data/plan.js';
 
 before(async () => {
   await useBackend('wasm');

@@ -11,10 +11,11 @@ import { DEFAULT_PIXELS, imageBatches } from '../../src/data/images.js';
 import { loadModel, saveModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
 import { dataReconstruction, type DataReport } from '../../src/reconstruct/report.js';
-import { loadImages, planImages, silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
+import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import type { SchemeOptions } from '../../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, pointwiseModel, tempDir } from '../helpers.js';
 import { compressModel } from '../../src/commands/compress.js';
+import { loadImages, planImages } from '../../src/data/plan.js';
 
 before(async () => {
   await useBackend('wasm');

@@ -13,11 +13,12 @@ import { DEFAULT_PIXELS, decodeRaw } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { mulberry32 } from '../../src/runtime/random.js';
 import type { ImageStore } from '../../src/data/store.js';
-import { loadImages, planImages, silentReporter, type ImageStores, type ReconstructOptions } from '../../src/reconstruct/index.js';
+import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { augmentFor, augmentImage, maxShift } from '../../src/train/augment.js';
 import { carveValidation, finetune, loadValidation, type FinetuneOptions } from '../../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, tempDir } from '../helpers.js';
 import { compressModel } from '../../src/commands/compress.js';
+import { loadImages, planImages, type ImageStores } from '../../src/data/plan.js';
 
 const CIFAR = path.join(FIXTURES, 'cifar', 'model.json');
 const CIFAR_TRAIN = path.join(FIXTURES, 'cifar10', 'train');

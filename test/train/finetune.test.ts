@@ -16,11 +16,12 @@ import { DEFAULT_PIXELS } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { dataReconstruction } from '../../src/reconstruct/report.js';
 import type { ImageStore } from '../../src/data/store.js';
-import { loadImages, planImages, silentReporter, type ImagePlan, type ImageStores, type ReconstructOptions } from '../../src/reconstruct/index.js';
+import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { DEFAULT_LABEL_WEIGHT, carveValidation, finetune, loadValidation } from '../../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
 import { compressModel } from '../../src/commands/compress.js';
 import { planCompression } from '../../src/plan/choose.js';
+import { loadImages, planImages, type ImagePlan, type ImageStores } from '../../src/data/plan.js';
 
 before(async () => {
   await useBackend('wasm');
