@@ -1,7 +1,7 @@
 /**
  * The bench inside a browser: both models loaded by stock tfjs in a headless Chromium page, timed
  * and compared there with the Node bench's own timing loop, statistics and agreement counting
- * (src/bench.ts), once per backend. Node keeps its own copy of both models for the checks that
+ * (src/timing/), once per backend. Node keeps its own copy of both models for the checks that
  * explain a bad output, and to tell how far the browser's outputs are from its own.
  */
 import * as tf from '@tensorflow/tfjs';

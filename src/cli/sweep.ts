@@ -1,4 +1,4 @@
-/** `lowrank sweep`: accuracy against measured speedup over a list of targets (src/sweep.ts does the work). */
+/** `lowrank sweep`: accuracy against measured speedup over a list of targets (src/commands/sweep.ts does the work). */
 import type { Command } from 'commander';
 import chalk from 'chalk';
 import * as path from 'node:path';

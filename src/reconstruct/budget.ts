@@ -151,7 +151,7 @@ export function layerStepBudget(layers: number, perLayer: number): number {
 }
 
 /**
- * The joint rank search (sensitivity.ts planByJointSearch) fits SEARCH_FITS whole allocations: it
+ * The joint rank search (plan/joint-search.ts, planByJointSearch) fits SEARCH_FITS whole allocations: it
  * runs when those fits stay within SEARCH_MACS and the layers are few enough for a handful of moves
  * between pairs of them to mean something; otherwise the ranks come from the layers' filter spectra.
  */

@@ -29,7 +29,7 @@ function callInput(layer: tf.layers.Layer): tf.SymbolicTensor {
   return node.inputTensors[0];
 }
 
-/** A layer input as (B, H, W, C) over its positions (cost.ts positionGrid): a Dense layer's [B, C] is [B, 1, 1, C]. */
+/** A layer input as (B, H, W, C) over its positions (model/cost.ts positionGrid): a Dense layer's [B, C] is [B, 1, 1, C]. */
 export function asPositionGrid(t: tf.Tensor): tf.Tensor4D {
   const [h, w] = positionGrid(t.shape) as [number, number];
   return t.reshape([t.shape[0], h, w, t.shape[t.shape.length - 1]]);

@@ -3,7 +3,7 @@
  * with C inputs and N outputs is a C×N matrix W applied at every position; it becomes two stock
  * layers of the same kind, `<name>_a` C→K (no bias, linear, the original stride) and `<name>_b`
  * K→N (the original bias and activation). Its filter-reconstruction optimum is the rank-K
- * truncated SVD of W (src/factorize/scheme2.ts at kh = kw = 1).
+ * truncated SVD of W (scheme2-math.ts at kh = kw = 1).
  *
  * Data reconstruction has a closed form, so no iterative fit: with x̃ the layer's input in the
  * network being fitted and y = Wᵀx its original response, the rank-K M minimising

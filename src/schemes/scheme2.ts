@@ -2,7 +2,7 @@
  * Scheme 2 (Jaderberg et al. 2014): a kh×kw conv C→N becomes a kh×1 conv C→K (strides (sh,1), no
  * bias) followed by a 1×kw conv K→N (strides (1,sw), the original bias and activation), named
  * `<name>_v` and `<name>_h`. Its filter-reconstruction optimum is the rank-K truncated SVD of the
- * kernel reshaped to (C·kh)×(kw·N) (src/factorize/scheme2.ts).
+ * kernel reshaped to (C·kh)×(kw·N) (scheme2-math.ts).
  *
  * Factor layouts (the tfjs kernels of the two layers): V [kh,1,C,K], H [1,kw,K,N].
  */

@@ -1,6 +1,6 @@
 /**
  * The backward kernels a whole-network backward pass of stock layers needs and the wasm backend of
- * tfjs 4.22 lacks, built from forward operations (src/reconstruct/ops.ts) and registered under
+ * tfjs 4.22 lacks, built from forward operations (src/linalg/conv-ops.ts) and registered under
  * the standard kernel names, so tf.grad, tf.variableGrads and the stock optimizers work on wasm.
  *
  * Missing on wasm (found by running tf.grad through each layer type): Conv2DBackpropFilter
