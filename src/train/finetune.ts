@@ -30,6 +30,7 @@ import { mulberry32, type Random } from '../runtime/random.js';
 import { UserError } from '../errors.js';
 import { modelPixels, type ImageEntry, type PixelOptions } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
+import { top1 } from '../model/outputs.js';
 import { ImageStore } from '../data/store.js';
 import type { Reporter } from '../reconstruct/index.js';
 import { augmentFor, augmentImage, type AugmentChoice } from './augment.js';
@@ -287,7 +288,7 @@ async function topClasses(teacher: Teacher, store: ImageStore, indices: number[]
   for (const pick of chunks(indices, batch)) {
     const { x } = await readImages(store, pick, null);
     const t = teacher.targets(x, pick);
-    const top = tf.tidy(() => t.argMax(1).dataSync() as Int32Array);
+    const top = top1(t);
     pick.forEach((i, k) => (out[i] = top[k]));
     tf.dispose([x, t]);
   }
