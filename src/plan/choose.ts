@@ -9,6 +9,7 @@
  * --speedup with --data (joint-search.ts); otherwise the starting ranks stand.
  */
 import type * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.js';
 import { listLayers } from '../model/layers.js';
 import type { ModelSource, ModelTopology } from '../model/topology.js';
 import type { Log, Reporter } from '../report/progress.js';
@@ -23,7 +24,6 @@ import { formatRanks } from './ranks.js';
 import { selectLayers } from './select.js';
 import { measureSensitivity, sensitivityCandidates } from './sensitivity.js';
 import { spectrumRanks } from './spectrum.js';
-import { UserError } from '../errors.js';
 import type { DataContext } from '../data/plan.js';
 
 /** Stages 1 and 2 up to the starting ranks, with every check that does not need the factors. */
