@@ -165,7 +165,7 @@ describe('output appears atomically, and only once (items 3–4)', () => {
     const out = path.join(tempDir(), 'out');
     const script = `
       import * as tf from '@tensorflow/tfjs';
-      import { exitCleanlyOnSignals } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'interrupt.js'))};
+      import { exitCleanlyOnSignals } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'runtime', 'interrupt.js'))};
       import { saveModel } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'model', 'io.js'))};
       exitCleanlyOnSignals();
       const layers = [tf.layers.dense({ inputShape: [1000], units: 1000, kernelInitializer: 'zeros' })];
