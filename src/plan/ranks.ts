@@ -22,7 +22,7 @@ export interface RankedLayer {
 export interface Candidate {
   info: LayerInfo;
   scheme: Scheme;
-  /** Predicted error at each rank 0…full rank (index = rank): what the allocation minimises the sum of. */
+  /** Predicted relative error at each rank 0…full rank (index = rank); an allocation minimises the sum of its `signalLoss`. */
   error: ArrayLike<number>;
 }
 
@@ -44,6 +44,25 @@ export interface Allocation extends RankChoice {
 /** Σ of each candidate's predicted error at its rank in `ranks` (candidates not named count 0). */
 export function summedError(candidates: Candidate[], ranks: Map<string, number>): number {
   return candidates.reduce((s, c) => (ranks.has(c.info.name) ? s + c.error[ranks.get(c.info.name)!] : s), 0);
+}
+
+/** The largest relative error `signalLoss` tells apart: above it a layer keeps next to nothing. */
+const MAX_LOSS_ERROR = 1 - 1e-6;
+
+/**
+ * The currency allocations minimise the sum of: −log(1 − e²) for a layer at relative error e. Such
+ * a layer passes on 1 − e² of its output's energy, and layers in series compound, so the sum is
+ * −log of the share the whole chain keeps. Under a plain Σ e a layer at e = 0.99 costs twice one at
+ * 0.5, and flat spectra (1×1 convs) made ranks like 1 of 320 look cheap; here it costs 14 times
+ * as much. For small errors it is e², so balanced allocations are ranked much as before.
+ */
+export function signalLoss(e: number): number {
+  return -Math.log(1 - Math.min(Math.max(e, 0), MAX_LOSS_ERROR) ** 2);
+}
+
+/** Σ of each candidate's `signalLoss` at its rank in `ranks` (candidates not named count 0). */
+export function summedLoss(candidates: Candidate[], ranks: Map<string, number>): number {
+  return candidates.reduce((s, c) => (ranks.has(c.info.name) ? s + signalLoss(c.error[ranks.get(c.info.name)!]) : s), 0);
 }
 
 /** The layers as candidates, each for its scheme, with its filter-error curve. */
@@ -128,6 +147,7 @@ interface Options {
   /** MACs of the original layer and of its replacement per unit of rank. */
   original: number;
   perRank: number;
+  /** `signalLoss` of the candidate's predicted error at each rank. */
   error: ArrayLike<number>;
 }
 
@@ -212,11 +232,12 @@ function withStaying(options: Options[], fixed: number, budget: number): number[
 }
 
 /**
- * Per-layer ranks reaching at least `target`× with the least summed predicted error. Leaving a
- * layer as it is (no error, no saving) is an option for every layer, and no layer is replaced at a
- * rank saving under MIN_LAYER_SAVING of its MACs (`rankCap`). Of two allocations, the one with the
- * smaller summed error is returned: `withStaying` (the one that can leave layers alone) and
- * `descend` (every layer replaced; it can be better when error curves are far from convex).
+ * Per-layer ranks reaching at least `target`× with the least summed `signalLoss` of the predicted
+ * errors. Leaving a layer as it is (no error, no saving) is an option for every layer, and no layer
+ * is replaced at a rank saving under MIN_LAYER_SAVING of its MACs (`rankCap`). Of three
+ * allocations, the one with the smallest summed loss is returned: `withStaying` (the one that can
+ * leave layers alone), `descend` (every layer replaced; it can be better when error curves are far
+ * from convex) and equal fractions (`ranksForSpeedup`), so it is never worse than the baseline.
  * Layers left as they are have no entry in `ranks`. Null when even rank 1 everywhere falls short
  * (see `maximumSpeedup`).
  */
@@ -225,14 +246,16 @@ export function allocateRanks(layers: LayerInfo[], candidates: Candidate[], targ
   const { before } = macsAt(layers, candidates, new Map());
   const budget = (before / target) * (1 + 1e-12);
   const options: Options[] = usable.map((c) => ({
-    cap: rankCap(c), original: layerMacs(c.info) ?? 0, perRank: c.scheme.macs(convGeometry(c.info), 1), error: c.error,
+    cap: rankCap(c), original: layerMacs(c.info) ?? 0, perRank: c.scheme.macs(convGeometry(c.info), 1), error: Float64Array.from(c.error, signalLoss),
   }));
   const fixed = before - options.reduce((s, o) => s + o.original, 0);
   if (fixed + options.reduce((s, o) => s + o.perRank, 0) > budget) return null;
   const toMap = (ranks: number[]) => new Map(usable.flatMap((c, i): [string, number][] => (ranks[i] > 0 ? [[c.info.name, ranks[i]]] : [])));
   const all = toMap(descend(options, fixed, budget));
   const some = toMap(withStaying(options, fixed, budget));
-  const ranks = summedError(usable, some) < summedError(usable, all) - 1e-12 ? some : all;
+  // Both are greedy: on far from convex curves equal fractions can beat them, so they compete too.
+  const equal = ranksForSpeedup(layers, candidates, target)?.ranks;
+  const ranks = [some, ...(equal ? [equal] : [])].reduce((best, r) => (summedLoss(usable, r) < summedLoss(usable, best) - 1e-12 ? r : best), all);
   return { ranks, theoreticalSpeedup: before / macsAt(layers, candidates, ranks).after, predictedError: summedError(usable, ranks) };
 }
 
