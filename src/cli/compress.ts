@@ -78,7 +78,7 @@ export function registerCompress(program: Command): void {
     .option('--epochs <n>', 'fine-tuning epochs; auto: sized to the number of images, stopping when the loss on a validation tenth of the fitting images stops improving', 'auto')
     .addOption(new Option('--finetune-layers <which>', 'fine-tune the new factor layers only, or every layer').choices([...FINETUNE_LAYERS]).default('factors'))
     .option('--label-weight <w>', 'fine-tuning: weight of the cross-entropy on the class-folder labels beside distillation (0: distillation only)', String(DEFAULT_LABEL_WEIGHT))
-    .addOption(new Option('--augment <when>', 'fine-tuning: random shifts and horizontal flips of the fitting images (auto: for colour inputs, not for grayscale digits or text)').choices([...AUGMENT_CHOICES]).default('auto'));
+    .addOption(new Option('--augment <when>', 'fine-tuning: random shifts and horizontal flips of the fitting images (auto: for colour inputs and fewer than 2,000 images, not for grayscale digits or text)').choices([...AUGMENT_CHOICES]).default('auto'));
   addDataOptions(addSchemeOptions(command), 'fit the replaced layers to these images (data reconstruction); one subfolder per class for accuracy')
     .action(async (modelPath: string, flags: CompressFlags & DataFlags & FinetuneFlags, cmd: Command) => {
       const warnings = checkFlagRules(cmd, modelPath);
@@ -300,7 +300,7 @@ export function renderCompress(r: CompressReport): string {
     const outcome = f.kept === 'finetuned'
       ? `kept epoch ${f.bestEpoch} of ${f.epochs}, chosen on ${f.validationImages} fitting images set aside`
       : `no epoch of ${f.epochs} beat the layer-wise reconstruction on ${f.validationImages} fitting images set aside: kept it`;
-    const how = [f.target, f.labelWeight > 0 ? `labels weighted ${f.labelWeight}` : 'no labels', f.augmented ? 'augmented' : 'not augmented'].join(', ');
+    const how = [f.target, f.labelWeight > 0 ? `labels weighted ${f.labelWeight}` : 'no labels', f.augmented ? 'augmented' : 'not augmented', `step ${f.step.toPrecision(2)} of each weight's rms`].join(', ');
     lines.push(`fine-tuning (${how}, ${f.trainImages} images, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }
   return [...lines, ...searches, ...ending].join('\n');

@@ -23,7 +23,7 @@ import { DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, type Measu
 import { factorize, type CompressOptions, type CompressPlan } from '../plan/plan.js';
 import { skippedNotes } from '../plan/select.js';
 import {
-  budgetSamples, estimateWork, layerCosts, layerStepBudget, planHeap, searchAffordable,
+  budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planHeap, searchAffordable,
 } from '../reconstruct/budget.js';
 import { AUTO_STEP_MACS, autoSteps } from '../reconstruct/fit.js';
 import { silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
@@ -31,7 +31,7 @@ import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import type { Log, Reporter } from '../report/progress.js';
 import { damageWarnings, heldOutWarning, layerResults, modelCost, type LayerResult } from '../report/results.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
-import { carveValidation, checkFinetune, finetune, loadValidation, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
+import { carveValidation, checkFinetune, finetune, loadFinetuneImages, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
 import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/loop.js';
 import { imageBatchSize, loadImages, planImages, type DataContext, type ImagePlan } from '../data/plan.js';
 
@@ -165,9 +165,8 @@ async function prepare(request: CompressRequest, log: Log): Promise<Prepared> {
   }
   let pace: number | null = null;
   if (request.data && images) {
-    const started = performance.now();
-    const probed = await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
-    pace = (probed * modelMacs(plan.layers).total) / Math.max(1e-3, (performance.now() - started) / 1000);
+    await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
+    pace = await forwardPace(loaded.model, modelMacs(plan.layers).total, imageBatchSize(loaded.model));
   }
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);
@@ -202,8 +201,9 @@ async function fitAndTune(
     const factorLayers = written.flatMap((f) => f.scheme.layers(f).map((l) => l.config.name));
     // Labels that are not the model's classes would teach it wrong ones.
     const tuning = accuracyNote ? { ...request.finetune, labelWeight: 0 } : request.finetune;
-    const validation = await loadValidation(carved!.validation, stores, options.pixels);
-    tuned = await finetune(loaded.model, built.model, factorLayers, stores, validation, tuning, data.reporter);
+    // Fine-tuning trains on every fitting image not set aside, beyond the fit's --samples.
+    const images = await loadFinetuneImages(data.images, carved!.validation, stores, options.pixels, data.reporter);
+    tuned = await finetune(loaded.model, built.model, factorLayers, images, tuning, data.reporter);
   }
   return { built, written, data: report, faithless, tuned };
 }

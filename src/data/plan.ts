@@ -13,7 +13,10 @@ import { inputSizeOf, listImages, shuffled, splitHoldout, type BatchStats, type 
 import { ImageStore } from './store.js';
 
 export interface ImagePlan {
+  /** The images the layer-wise fit uses: the first --samples of `pool`. */
   fit: ImageEntry[];
+  /** Every fitting candidate, shuffled (fine-tuning trains on all of them). */
+  pool: ImageEntry[];
   holdout: ImageEntry[];
   /** 'eval-data' when the held-out images come from their own folder. */
   holdoutSource: 'holdout' | 'eval-data';
@@ -40,9 +43,10 @@ export function planImages(options: ReconstructOptions): ImagePlan {
   } else {
     ({ fit, holdout } = splitHoldout(data.entries, options.holdout, options.seed));
   }
+  const pool = fit;
   const samples = options.samples === 'auto' ? MAX_SAMPLES : options.samples;
   if (fit.length > samples) fit = fit.slice(0, samples);
-  return { fit, holdout, holdoutSource: options.evalData ? 'eval-data' : 'holdout', classes };
+  return { fit, pool, holdout, holdoutSource: options.evalData ? 'eval-data' : 'holdout', classes };
 }
 
 /** The decoded fitting and held-out images (decoded once, kept while small). */

@@ -9,7 +9,8 @@
  *    big models, whether the joint rank search is affordable, and the time it all should take at
  *    the speed the backend showed on the model's own forward pass.
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
+import { performance } from 'node:perf_hooks';
 import { modelMacs } from '../model/cost.js';
 import { UserError } from '../errors.js';
 import { listLayers, type LayerInfo } from '../model/layers.js';
@@ -186,6 +187,32 @@ export function estimateWork(
     search: search ? SEARCH_FITS * (fitOn(images.fit - images.score) + images.score * compressed) + images.score * original : 0,
     evaluate: images.holdout * (original + 2 * compressed),
   };
+}
+
+/** At most this many multiply-accumulates in one timed pass of `forwardPace` (~1–5 s on 2 cores). */
+const PACE_PASS_MACS = 10e9;
+
+/**
+ * Multiply-accumulates a second of the model's forward pass in batches (as the fits run it), timed
+ * on a blank batch of up to `batch` images: the second of two passes, since the first sets up the
+ * backend's kernels for that shape. A pass stays under PACE_PASS_MACS.
+ */
+export async function forwardPace(model: tf.LayersModel, macsPerImage: number, batch: number): Promise<number> {
+  const n = Math.max(1, Math.min(batch, Math.floor(PACE_PASS_MACS / Math.max(1, macsPerImage))));
+  const x = tf.zeros([n, ...model.inputs[0].shape.slice(1).map((d) => d ?? 1)]);
+  const pass = async () => {
+    const ys = [model.predict(x)].flat();
+    await Promise.all(ys.map((y) => y.data()));
+    tf.dispose(ys);
+  };
+  try {
+    await pass();
+    const started = performance.now();
+    await pass();
+    return (n * macsPerImage) / Math.max(1e-3, (performance.now() - started) / 1000);
+  } finally {
+    x.dispose();
+  }
 }
 
 /** Whether the joint rank search is affordable for these layers, and why not. */

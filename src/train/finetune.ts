@@ -10,11 +10,12 @@
  * - Labels: with logits and labelled fitting images, the loss adds labelWeight × the softmax
  *   cross-entropy of the student's logits on the labels (DEFAULT_LABEL_WEIGHT).
  * - Augmentation (augment.ts): random shifts and horizontal flips of the training images, the
- *   teacher seeing the same augmented image; by default on for colour inputs only.
+ *   teacher seeing the same augmented image; by default on for colour inputs and few images.
  * - Trained: the new factor layers ('factors', the default) or every trainable weight ('all').
  *   Layers run in inference mode (batch norm uses its moving statistics, dropout is off).
- * - Optimizer: the stock tfjs Adam, one per weight, whose step is FINETUNE_LR × the weight's rms
- *   (so it needs no tuning per model), warmed up over the first half epoch and cosine-decayed over
+ * - Optimizer: the stock tfjs Adam, one per weight, whose step is a fraction of the weight's rms
+ *   (so it needs no tuning per model) that shrinks as the student starts closer to the teacher
+ *   (finetuneStep), warmed up over the first half epoch and cosine-decayed over
  *   the planned epochs; 'auto' plans about IMAGE_PASSES images' worth of epochs (autoEpochs).
  * - Model selection: a validation split carved from the fitting images before data reconstruction
  *   (carveValidation) is never fitted on; after every epoch its loss picks the epoch kept (and stops
@@ -32,7 +33,7 @@ import { modelPixels, type ImageEntry, type PixelOptions } from '../data/images.
 import { listLayers } from '../model/layers.js';
 import { top1 } from '../model/outputs.js';
 import { ImageStore } from '../data/store.js';
-import type { Reporter } from '../reconstruct/index.js';
+import { silentReporter, type Reporter } from '../reconstruct/index.js';
 import { augmentFor, augmentImage, type AugmentChoice } from './augment.js';
 import { registerWasmGradients } from './wasm-gradients.js';
 import type { ImagePlan, ImageStores } from '../data/plan.js';
@@ -72,8 +73,22 @@ export const PATIENCE = 2;
 /** Share of the fitting images set aside to choose the epoch, and at most this many. */
 export const VALIDATION_FRACTION = 0.1;
 export const MAX_VALIDATION = 1000;
-/** Adam step as a fraction of each weight's rms. */
+/**
+ * Adam step as a fraction of each weight's rms, at most FINETUNE_LR: the full step when the
+ * student starts at least FULL_STEP_ERROR (relative logit error on the validation images) from the
+ * teacher, less in proportion to the squared error below that. A close start (data
+ * reconstruction's 5 % on the CIFAR-10 fixture at 2×) lost ground for whole epochs at the full step,
+ * and kept its accuracy only at a tenth of it; a far one (16 % on the Fashion-MNIST fixture at 16×)
+ * needs the full step to recover.
+ */
 export const FINETUNE_LR = 0.03;
+export const FULL_STEP_ERROR = 0.16;
+export const MIN_FINETUNE_LR = 0.001;
+
+/** The Adam step (fraction of a weight's rms) for a student starting at relative logit error `error`. */
+export function finetuneStep(error: number): number {
+  return Math.max(MIN_FINETUNE_LR, FINETUNE_LR * Math.min(1, (error / FULL_STEP_ERROR) ** 2));
+}
 const TARGET_BUDGET = 64 * 1024 * 1024;
 
 export interface FinetuneReport {
@@ -91,6 +106,8 @@ export interface FinetuneReport {
   /** The cross-entropy weight used (0 when the fitting images carry no usable labels), and whether images were augmented. */
   labelWeight: number;
   augmented: boolean;
+  /** Adam's peak step as a fraction of each weight's rms (finetuneStep of the starting validation error). */
+  step: number;
   /** Validation loss (what chose the epoch), before → after. */
   validation: { loss: { data: number; finetuned: number } };
   /** Held-out relative output error ‖s − t‖/‖t‖ and top-1 agreement with the original, before → after. */
@@ -107,24 +124,49 @@ export function autoEpochs(trainImages: number): number {
 
 /**
  * Sets aside the fitting images that choose fine-tuning's epoch, before either fit sees them: a
- * seeded VALIDATION_FRACTION of the fitting images (at least one, at most MAX_VALIDATION). Returns
- * the plan with the others to fit on.
+ * seeded VALIDATION_FRACTION of every fitting candidate (`plan.pool`; at least one, at most
+ * MAX_VALIDATION). Returns the plan without them: the layer-wise fit keeps as many images as it had
+ * (fewer when it had them all), and fine-tuning trains on the whole rest of the pool.
  */
 export function carveValidation(plan: ImagePlan, seed: number): { plan: ImagePlan; validation: ImageEntry[] } {
-  const count = plan.fit.length;
+  const count = plan.pool.length;
   const n = Math.min(MAX_VALIDATION, count - 2, Math.max(1, Math.round(count * VALIDATION_FRACTION)));
   if (n < 1) throw new UserError(`--finetune: ${count} fitting images; fine-tuning sets some aside to choose its epoch and needs at least 3`);
   const order = mulberry32(seed + 7919).shuffle(Array.from({ length: count }, (_, i) => i));
   const chosen = new Set(order.slice(0, n));
-  return { plan: { ...plan, fit: plan.fit.filter((_, i) => !chosen.has(i)) }, validation: plan.fit.filter((_, i) => chosen.has(i)) };
+  const pool = plan.pool.filter((_, i) => !chosen.has(i));
+  return { plan: { ...plan, pool, fit: pool.slice(0, Math.min(plan.fit.length, pool.length)) }, validation: plan.pool.filter((_, i) => chosen.has(i)) };
 }
 
-/** The validation images, decoded like the fitting images. */
-export async function loadValidation(entries: ImageEntry[], stores: ImageStores, pixels: PixelOptions): Promise<ImageStore> {
-  const store = new ImageStore(entries, stores.fit.inputSize, pixels, stores.fit.batchSize, stores.stats);
-  await store.load();
-  if (store.count < 1) throw new UserError('--finetune: none of the fitting images set aside to choose the epoch is readable; give PNG or JPEG files');
-  return store;
+/** What fine-tuning reads: the images it trains on, the ones that choose its epoch, and the held-out ones it only measures. */
+export interface FinetuneImages {
+  train: ImageStore;
+  validation: ImageStore;
+  holdout: ImageStore;
+}
+
+/**
+ * Fine-tuning's images, decoded like the fitting images: every fitting candidate not set aside
+ * (`plan.pool`, which can be many more than the layer-wise fit's --samples; the fit's own store when
+ * they are the same images) and the validation images.
+ */
+export async function loadFinetuneImages(
+  plan: ImagePlan, validation: ImageEntry[], stores: ImageStores, pixels: PixelOptions, reporter: Reporter = silentReporter,
+): Promise<FinetuneImages> {
+  const sameAsFit = plan.pool.length === plan.fit.length;
+  const decoding = reporter.phase('decoding fine-tuning images', validation.length + (sameAsFit ? 0 : plan.pool.length), 'images');
+  let done = 0;
+  const decoded = async (entries: ImageEntry[]) => {
+    const store = new ImageStore(entries, stores.fit.inputSize, pixels, stores.fit.batchSize, stores.stats);
+    await store.load((n) => decoding.update(done + n));
+    done += entries.length;
+    return store;
+  };
+  const valid = await decoded(validation);
+  if (valid.count < 1) throw new UserError('--finetune: none of the fitting images set aside to choose the epoch is readable; give PNG or JPEG files');
+  const train = sameAsFit ? stores.fit : await decoded(plan.pool);
+  decoding.finish();
+  return { train, validation: valid, holdout: stores.holdout };
 }
 
 /** Refuses, before any slow work, models tfjs cannot take gradients of. */
@@ -308,32 +350,30 @@ function setRate(optimizer: tf.AdamOptimizer, rate: number): void {
  * lowest loss on `validation` (or as they came, when no epoch beat them there).
  */
 export async function finetune(
-  teacher: tf.LayersModel, student: tf.LayersModel, factorLayers: string[], stores: ImageStores, validationStore: ImageStore, options: FinetuneOptions, reporter: Reporter,
+  teacher: tf.LayersModel, student: tf.LayersModel, factorLayers: string[], images: FinetuneImages, options: FinetuneOptions, reporter: Reporter,
 ): Promise<FinetuneReport> {
+  const { train: trainStore, validation: validationStore, holdout: heldStore } = images;
   const start = performance.now();
   if (tf.getBackend() === 'wasm') registerWasmGradients();
   const teacherLogits = logitsOf(teacher);
   const studentLogits = logitsOf(student);
-  const train = Array.from({ length: stores.fit.count }, (_, i) => i);
+  const train = Array.from({ length: trainStore.count }, (_, i) => i);
   const validation = Array.from({ length: validationStore.count }, (_, i) => i);
-  const augmented = augmentFor(options.augment, stores.fit.inputSize);
-  const labeled = Array.from({ length: stores.fit.batchCount }, (_, i) => stores.fit.labels(i)).some((ls) => ls.some((l) => l !== null));
+  const augmented = augmentFor(options.augment, trainStore.inputSize, train.length);
+  const labeled = Array.from({ length: trainStore.batchCount }, (_, i) => trainStore.labels(i)).some((ls) => ls.some((l) => l !== null));
   const validationTeacher = cachedTeacher(teacherLogits.fn, validationStore.count);
   // Cross-entropy needs logits (a softmax output) and labels.
   const labelWeight = studentLogits.target === 'logits' && labeled ? options.labelWeight : 0;
-  const fitTeacher = cachedTeacher(teacherLogits.fn, stores.fit.count);
-  const heldTeacher = cachedTeacher(teacherLogits.fn, stores.holdout.count);
-  const held = Array.from({ length: stores.holdout.count }, (_, i) => i);
-  const heldTop = await topClasses(heldTeacher, stores.holdout, held, options.batch);
+  const fitTeacher = cachedTeacher(teacherLogits.fn, trainStore.count);
+  const heldTeacher = cachedTeacher(teacherLogits.fn, heldStore.count);
+  const held = Array.from({ length: heldStore.count }, (_, i) => i);
+  const heldTop = await topClasses(heldTeacher, heldStore, held, options.batch);
   const validationTop = await topClasses(validationTeacher, validationStore, validation, options.batch);
 
   const chosen = options.layers === 'all' ? student.layers : factorLayers.map((name) => student.getLayer(name));
   const layerWeights = chosen.map((l) => l.trainableWeights.map((w) => w.read() as tf.Variable));
   const variables = layerWeights.flat();
   if (variables.length === 0) throw new UserError('--finetune: the model has no trainable weight to fine-tune');
-  // A weight that is all zeros (a fresh bias) steps relative to its layer's first weight.
-  const rates = layerWeights.flatMap((ws) => ws.map((w) => FINETUNE_LR * (rms(w) || rms(ws[0]) || 1)));
-  const optimizers = rates.map((r) => tf.train.adam(r));
   const snapshot = () => variables.map((v) => v.dataSync().slice() as Float32Array);
 
   const planned = options.epochs === 'auto' ? autoEpochs(train.length) : options.epochs;
@@ -344,8 +384,13 @@ export async function finetune(
   const augmentRandom = augmented ? mulberry32(options.seed + 15485863) : null;
   const onValidation = () => evaluate(studentLogits.fn, validationTeacher, validationTop, validationStore, validation, options.batch);
 
-  const heldBefore = await evaluate(studentLogits.fn, heldTeacher, heldTop, stores.holdout, held, options.batch);
-  const baseline = selectionLoss(await onValidation(), labelWeight);
+  const heldBefore = await evaluate(studentLogits.fn, heldTeacher, heldTop, heldStore, held, options.batch);
+  const initial = await onValidation();
+  const baseline = selectionLoss(initial, labelWeight);
+  // A weight that is all zeros (a fresh bias) steps relative to its layer's first weight.
+  const stepFraction = finetuneStep(initial.error);
+  const rates = layerWeights.flatMap((ws) => ws.map((w) => stepFraction * (rms(w) || rms(ws[0]) || 1)));
+  const optimizers = rates.map((r) => tf.train.adam(r));
   let best = { epoch: 0, loss: baseline, weights: snapshot() };
   const progress = reporter.phase('fine-tuning', totalSteps, 'steps');
   let step = 0;
@@ -358,7 +403,7 @@ export async function finetune(
     for (const pick of chunks(order.shuffle([...train]), options.batch)) {
       step++;
       const schedule = Math.min(1, step / warmup) * 0.5 * (1 + Math.cos((Math.PI * (step - 1)) / totalSteps));
-      const { x, labels } = await readImages(stores.fit, pick, augmentRandom);
+      const { x, labels } = await readImages(trainStore, pick, augmentRandom);
       // Augmented images differ at every step: their targets are not cached.
       const t = augmentRandom ? tf.tidy(() => teacherLogits.fn(x)) : fitTeacher.targets(x, pick);
       const hot = oneHot(labels, t.shape[1]);
@@ -388,7 +433,7 @@ export async function finetune(
   progress.finish(epochs < planned ? `stopped after epoch ${epochs}: no validation improvement for ${PATIENCE} epochs` : undefined);
   variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(best.weights[i], v.shape))));
   optimizers.forEach((o) => o.dispose());
-  const heldAfter = best.epoch > 0 ? await evaluate(studentLogits.fn, heldTeacher, heldTop, stores.holdout, held, options.batch) : heldBefore;
+  const heldAfter = best.epoch > 0 ? await evaluate(studentLogits.fn, heldTeacher, heldTop, heldStore, held, options.batch) : heldBefore;
   const kept = best.epoch > 0 ? 'finetuned' : 'data';
   const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
   reporter.note(
@@ -406,6 +451,7 @@ export async function finetune(
     validationImages: validation.length,
     labelWeight,
     augmented,
+    step: stepFraction,
     validation: { loss: { data: baseline, finetuned: best.loss } },
     heldOut: {
       error: { data: heldBefore.error, finetuned: heldAfter.error },

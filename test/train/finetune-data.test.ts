@@ -9,16 +9,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
+import { compressModel } from '../../src/commands/compress.js';
 import { DEFAULT_PIXELS, decodeRaw } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { mulberry32 } from '../../src/runtime/random.js';
-import type { ImageStore } from '../../src/data/store.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
-import { augmentFor, augmentImage, maxShift } from '../../src/train/augment.js';
-import { carveValidation, finetune, loadValidation, type FinetuneOptions } from '../../src/train/finetune.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, tempDir } from '../helpers.js';
-import { compressModel } from '../../src/commands/compress.js';
 import { loadImages, planImages, type ImageStores } from '../../src/data/plan.js';
+import { AUGMENT_BELOW_IMAGES, augmentFor, augmentImage, maxShift } from '../../src/train/augment.js';
+import { FINETUNE_LR, MIN_FINETUNE_LR, carveValidation, finetune, loadFinetuneImages, type FinetuneImages, type FinetuneOptions } from '../../src/train/finetune.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, tempDir } from '../helpers.js';
 
 const CIFAR = path.join(FIXTURES, 'cifar', 'model.json');
 const CIFAR_TRAIN = path.join(FIXTURES, 'cifar10', 'train');
@@ -32,10 +31,10 @@ function options(fit: string, held: string): ReconstructOptions {
   return { data: fit, evalData: held, holdout: 0.2, samples: 1000, joint: true, iterations: 0, batch: 32, seed: 1, pixels: DEFAULT_PIXELS };
 }
 
-async function prepare(model: tf.LayersModel, o: ReconstructOptions): Promise<{ s: ImageStores; validation: ImageStore }> {
+async function prepare(model: tf.LayersModel, o: ReconstructOptions): Promise<{ s: ImageStores; trainImages: FinetuneImages }> {
   const carved = carveValidation(planImages(o), o.seed);
   const s = await loadImages(model, carved.plan, o);
-  return { s, validation: await loadValidation(carved.validation, s, o.pixels) };
+  return { s, trainImages: await loadFinetuneImages(carved.plan, carved.validation, s, o.pixels) };
 }
 
 const tuning = (o: Partial<FinetuneOptions>): FinetuneOptions => ({ epochs: 3, layers: 'all', batch: 16, seed: 1, labelWeight: 0, augment: 'auto', ...o });
@@ -70,11 +69,11 @@ describe('fine-tuning with the user\'s labels', () => {
   test('the cross-entropy term teaches the labels of the folders; without it the original\'s classes stay', async () => {
     const { model: teacher } = await loadModel(CHARCNN);
     const o = options(rotatedLabels(FASHION_TRAIN, 8), rotatedLabels(FASHION_TEST, 4));
-    const { s, validation } = await prepare(teacher, o);
+    const { s, trainImages } = await prepare(teacher, o);
     const results: Record<string, number> = {};
     for (const labelWeight of [0, 10]) {
       const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 16, layers: ['conv2'] });
-      const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], s, validation, tuning({ labelWeight }), silentReporter);
+      const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], trainImages, tuning({ labelWeight }), silentReporter);
       assert.equal(report.labelWeight, labelWeight);
       results[labelWeight] = await labelAccuracy(student.model, s);
       student.model.dispose();
@@ -92,9 +91,9 @@ describe('fine-tuning with the user\'s labels', () => {
     for (const cls of fs.readdirSync(FASHION_TRAIN).sort()) {
       for (const f of fs.readdirSync(path.join(FASHION_TRAIN, cls)).sort().slice(0, 3)) fs.copyFileSync(path.join(FASHION_TRAIN, cls, f), path.join(flat, `${cls}-${f}`));
     }
-    const { s, validation } = await prepare(teacher, options(flat, imageSubset(FASHION_TEST, 1)));
+    const { s, trainImages } = await prepare(teacher, options(flat, imageSubset(FASHION_TEST, 1)));
     const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 16, layers: ['conv2'] });
-    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], s, validation, tuning({ epochs: 1, labelWeight: 5 }), silentReporter);
+    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], trainImages, tuning({ epochs: 1, labelWeight: 5 }), silentReporter);
     assert.equal(report.labelWeight, 0);
     student.model.dispose();
     teacher.dispose();
@@ -102,13 +101,15 @@ describe('fine-tuning with the user\'s labels', () => {
 });
 
 describe('augmentation', () => {
-  test('on by default for colour inputs, off for grayscale, as the user says otherwise', () => {
+  test('on by default for colour inputs and few images, off for grayscale or many images, as the user says otherwise', () => {
     const gray = { height: 24, width: 24, channels: 1 };
     const colour = { height: 32, width: 32, channels: 3 };
-    assert.equal(augmentFor('auto', gray), false);
-    assert.equal(augmentFor('auto', colour), true);
-    assert.equal(augmentFor('on', gray), true);
-    assert.equal(augmentFor('off', colour), false);
+    assert.equal(augmentFor('auto', gray, 500), false);
+    assert.equal(augmentFor('auto', colour, 500), true);
+    assert.equal(augmentFor('auto', colour, AUGMENT_BELOW_IMAGES), false);
+    assert.equal(augmentFor('on', gray, 500), true);
+    assert.equal(augmentFor('on', colour, 5000), true);
+    assert.equal(augmentFor('off', colour, 500), false);
     assert.equal(maxShift(colour), 4);
   });
 
@@ -195,9 +196,9 @@ describe('model selection', () => {
     }
     const kept: { epoch: number; weights: Float32Array[]; heldOut: number[] }[] = [];
     for (const held of [test, inverted]) {
-      const { s, validation } = await prepare(teacher, options(fit, held));
+      const { s, trainImages } = await prepare(teacher, options(fit, held));
       const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 4, layers: ['conv2'] });
-      const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], s, validation, tuning({ epochs: 4, layers: 'factors' }), silentReporter);
+      const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], trainImages, tuning({ epochs: 4, layers: 'factors' }), silentReporter);
       kept.push({
         epoch: report.bestEpoch,
         weights: student.model.getWeights().map((w) => w.dataSync() as Float32Array),
@@ -208,6 +209,30 @@ describe('model selection', () => {
     assert.notDeepEqual(kept[0].heldOut, kept[1].heldOut, 'two different held-out sets');
     assert.equal(kept[0].epoch, kept[1].epoch);
     kept[0].weights.forEach((w, i) => assert.deepEqual(w, kept[1].weights[i]));
+    teacher.dispose();
+  });
+  test('fine-tuning trains on every fitting image, the layer-wise fit on --samples of them', async () => {
+    const { model: teacher } = await loadModel(CHARCNN);
+    const o = { ...options(imageSubset(FASHION_TRAIN, 8), imageSubset(FASHION_TEST, 2)), samples: 20 };
+    const carved = carveValidation(planImages(o), o.seed);
+    assert.deepEqual([carved.plan.fit.length, carved.validation.length, carved.plan.pool.length], [20, 8, 72]);
+    const pool = new Set(carved.plan.pool.map((e) => e.file));
+    assert.ok(carved.plan.fit.every((e) => pool.has(e.file)));
+    assert.ok(carved.validation.every((e) => !pool.has(e.file)));
+    const s = await loadImages(teacher, carved.plan, o);
+    const images = await loadFinetuneImages(carved.plan, carved.validation, s, o.pixels);
+    assert.deepEqual([s.fit.count, images.train.count, images.validation.count], [20, 72, 8]);
+    const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 4, layers: ['conv2'] });
+    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], images, tuning({ epochs: 1, layers: 'factors' }), silentReporter);
+    assert.equal(report.trainImages, 72);
+    student.model.dispose();
+    // A student starting closer to the teacher takes smaller steps.
+    const close = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 128, layers: ['conv2'] });
+    const closeReport = await finetune(teacher, close.model, ['conv2_v', 'conv2_h'], images, tuning({ epochs: 1, layers: 'factors' }), silentReporter);
+    assert.ok(closeReport.heldOut.error.data < report.heldOut.error.data / 2, `${closeReport.heldOut.error.data} vs ${report.heldOut.error.data}`);
+    assert.ok(closeReport.step < report.step / 2, `step ${closeReport.step} vs ${report.step} at held-out errors ${closeReport.heldOut.error.data} vs ${report.heldOut.error.data}`);
+    assert.ok(report.step <= FINETUNE_LR && closeReport.step >= MIN_FINETUNE_LR);
+    close.model.dispose();
     teacher.dispose();
   });
 });

@@ -11,17 +11,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
+import { compressModel } from '../../src/commands/compress.js';
 import { factorize } from '../../src/plan/plan.js';
+import { planCompression } from '../../src/plan/choose.js';
 import { DEFAULT_PIXELS } from '../../src/data/images.js';
 import { loadModel } from '../../src/model/io.js';
 import { dataReconstruction } from '../../src/reconstruct/report.js';
-import type { ImageStore } from '../../src/data/store.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
-import { DEFAULT_LABEL_WEIGHT, carveValidation, finetune, loadValidation } from '../../src/train/finetune.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
-import { compressModel } from '../../src/commands/compress.js';
-import { planCompression } from '../../src/plan/choose.js';
 import { loadImages, planImages, type ImagePlan, type ImageStores } from '../../src/data/plan.js';
+import { DEFAULT_LABEL_WEIGHT, carveValidation, finetune, loadFinetuneImages, type FinetuneImages } from '../../src/train/finetune.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -32,10 +31,10 @@ function options(fit: string, held: string, iterations: number): ReconstructOpti
 }
 
 /** The images as the pipeline prepares them for --finetune: fitting, validation (set aside first) and held-out. */
-async function prepare(model: tf.LayersModel, o: ReconstructOptions): Promise<{ s: ImageStores; validation: ImageStore; images: ImagePlan }> {
+async function prepare(model: tf.LayersModel, o: ReconstructOptions): Promise<{ s: ImageStores; tuning: FinetuneImages; images: ImagePlan }> {
   const carved = carveValidation(planImages(o), o.seed);
   const s = await loadImages(model, carved.plan, o);
-  return { s, validation: await loadValidation(carved.validation, s, o.pixels), images: carved.plan };
+  return { s, tuning: await loadFinetuneImages(carved.plan, carved.validation, s, o.pixels), images: carved.plan };
 }
 
 /** The model's outputs (or, with `layer`, that layer's output) on every held-out image. */
@@ -65,12 +64,12 @@ describe('fine-tuning by distillation', () => {
     const { model: teacher } = await loadModel(CHARCNN);
     // Few images: a full-rank student trains slowly, and unchanged weights need no more than a few steps to show.
     const o = options(imageSubset(FASHION_TRAIN, 3), imageSubset(FASHION_TEST, 2), 0);
-    const { s, validation } = await prepare(teacher, o);
+    const { s, tuning } = await prepare(teacher, o);
     const student = await compressModel(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: 432, layers: ['conv2'], allowSlower: true });
     const before = await outputs(student.model, s);
     assert.ok(relativeError(before, await outputs(teacher, s)) < 1e-4, 'full-rank Scheme 2 reproduces the teacher');
     const weightsBefore = student.model.getWeights().map((w) => w.dataSync().slice());
-    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], s, validation, { epochs: 2, layers: 'factors', batch: 16, seed: 1, labelWeight: 0, augment: 'auto' }, silentReporter);
+    const report = await finetune(teacher, student.model, ['conv2_v', 'conv2_h'], tuning, { epochs: 2, layers: 'factors', batch: 16, seed: 1, labelWeight: 0, augment: 'auto' }, silentReporter);
     assert.equal(report.epochs, 2);
     const after = await outputs(student.model, s);
     assert.ok(relativeError(after, before) < 1e-4, `outputs moved by ${relativeError(after, before).toExponential(2)}`);
@@ -92,13 +91,13 @@ describe('fine-tuning by distillation', () => {
     const { model: teacher, topology } = await loadModel(CHARCNN);
     const o = options(imageSubset(FASHION_TRAIN, 15), imageSubset(FASHION_TEST, 10), 20);
     const plan = planCompression(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: new Map([['conv2', 4], ['conv3', 8]]), layers: ['conv2', 'conv3'] }, topology);
-    const { s, validation, images } = await prepare(teacher, o);
-    assert.deepEqual([s.fit.count, validation.count], [135, 15]);
+    const { s, tuning, images } = await prepare(teacher, o);
+    assert.deepEqual([s.fit.count, tuning.validation.count], [135, 15]);
     const data = await dataReconstruction({ model: teacher, topology }, factorize(plan, topology), { stores: s, images, options: o, reporter: silentReporter });
     // The logits: the input of the fixture's final softmax.
     const target = await outputs(teacher, s, 'flatten');
     const layerWise = relativeError(await outputs(data.built.model, s, 'flatten'), target);
-    const report = await finetune(teacher, data.built.model, ['conv2_v', 'conv2_h', 'conv3_v', 'conv3_h'], s, validation, { epochs: 3, layers: 'factors', batch: 16, seed: 1, labelWeight: DEFAULT_LABEL_WEIGHT, augment: 'auto' }, silentReporter);
+    const report = await finetune(teacher, data.built.model, ['conv2_v', 'conv2_h', 'conv3_v', 'conv3_h'], tuning, { epochs: 3, layers: 'factors', batch: 16, seed: 1, labelWeight: DEFAULT_LABEL_WEIGHT, augment: 'auto' }, silentReporter);
     const tuned = relativeError(await outputs(data.built.model, s, 'flatten'), target);
     assert.equal(report.kept, 'finetuned');
     assert.ok(report.heldOut.error.finetuned < report.heldOut.error.data);
