@@ -83,7 +83,7 @@ export async function runFinetuneCifarBench(): Promise<void> {
   for (const [target, allowed] of CIFAR_TARGETS) {
     const run = timeCli([
       '--backend', 'wasm', 'compress', CIFAR, '--speedup', String(target), '--out', path.join(WORK, `finetune-cifar-${target}`), '--force',
-      '--data', CIFAR_TRAIN, '--samples', '5000', '--eval-data', CIFAR_TEST, '--finetune', '--json',
+      '--data', CIFAR_TRAIN, '--eval-data', CIFAR_TEST, '--finetune', '--json',
     ]);
     const report = JSON.parse(run.stdout);
     const acc = report.accuracy;
