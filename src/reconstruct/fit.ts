@@ -176,7 +176,7 @@ export async function fitLayer(
 ): Promise<FitResult> {
   const N = fl.g.N;
   const start = initial.map((w) => tf.tensor(w.values, w.shape));
-  const prior = options.kappa * inputEnergy(fl, cache, options.batch);
+  const prior = options.kappa * await inputEnergy(fl, cache, options.batch);
 
   // 1. Adam.
   const batchSize = Math.min(options.batch, cache.n);
@@ -212,13 +212,12 @@ export async function fitLayer(
   };
 }
 
-/** μ, the mean energy per patch entry of the layer's cached inputs: the filter prior's scale. */
-function inputEnergy(fl: FactoredForm, cache: LayerCache, batch: number): number {
+/** μ, the mean energy per patch entry of the layer's inputs over every fitting image: the filter prior's scale. */
+async function inputEnergy(fl: FactoredForm, cache: LayerCache, batch: number): Promise<number> {
   const g = fl.g;
   let energy = 0;
   let rows = 0;
-  for (let i = 0; i < cache.n; i += batch) {
-    const { x, y } = cache.slice(i, Math.min(batch, cache.n - i));
+  for await (const { x, y } of cache.all(batch)) {
     const e = patchEnergy(fl, x);
     tf.dispose([x, y]);
     energy += e.sum;

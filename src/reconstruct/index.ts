@@ -222,12 +222,16 @@ export async function fitToData(
       cache = new LayerCache(samples, 0);
       fit = await fitClosedForm(form, f.factors, cache, f.bias !== null, fitOptions, progress);
     } else {
-      cache = new LayerCache(samples, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-      const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
-      await cache.fill((done) => collect.update(done));
-      collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
-      if (cache.n < images.count) {
-        reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
+      // Adam samples its minibatches from the cache; without steps, every pass streams.
+      const steps = options.iterations !== 0;
+      cache = new LayerCache(samples, steps ? options.cacheBytes ?? DEFAULT_CACHE_BYTES : 0);
+      if (steps) {
+        const collect = reporter.phase(`${name}: collecting`, images.count, 'images');
+        await cache.fill((done) => collect.update(done));
+        collect.finish(cache.n < images.count ? `${cache.n} cached, the rest streamed` : undefined);
+        if (cache.n < images.count) {
+          reporter.note(`${name}: the sample cache holds ${cache.n} of ${images.count} images; Adam samples those, the exact solve streams all`);
+        }
       }
       const workers = threads > 1 && options.iterations !== 0 ? { pool: shardPool(threads), layer: f } : null;
       fit = await fitLayer(form, f.factors, cache, f.bias !== null, { ...fitOptions, seed: options.seed + 7919 * index }, progress, workers);
