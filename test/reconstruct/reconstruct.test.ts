@@ -11,7 +11,7 @@ import { DEFAULT_PIXELS, imageBatches } from '../../src/data/images.js';
 import { loadModel, saveModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
 import { dataReconstruction, type DataReport } from '../../src/reconstruct/report.js';
-import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
+import { silentReporter, type ReconstructOptions, type Reporter } from '../../src/reconstruct/index.js';
 import type { SchemeOptions } from '../../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, cli, errorLine, pointwiseModel, tempDir } from '../helpers.js';
 import { compressModel } from '../../src/commands/compress.js';
@@ -319,6 +319,32 @@ async function fitOneLayer(options: Parameters<typeof compressModel>[1]) {
   const { report, built } = await dataReconstruction({ model: charcnn, topology: loaded.topology }, result.factorizations, { stores, images: plan, options: opts, reporter: silentReporter });
   return { charcnn, result, plan, report, built };
 }
+
+describe('the sample cache', () => {
+  test('is filled only for Adam: a fit without steps streams every pass', async () => {
+    const loaded = await loadModel(CHARCNN);
+    const result = await compressModel(loaded.model, { ...SCHEME2, rank: 16, layers: ['conv2'], topology: loaded.topology });
+    const phases = async (iterations: number) => {
+      const labels: string[] = [];
+      const reporter: Reporter = { phase: (label) => (labels.push(label), { update() {}, finish() {} }), note() {} };
+      const opts: ReconstructOptions = {
+        data: FASHION_TRAIN, evalData: FASHION_TEST, holdout: 0.2, samples: 40, joint: true, iterations, batch: 16, seed: 3, pixels: DEFAULT_PIXELS,
+      };
+      const plan = planImages(opts);
+      plan.holdout = plan.holdout.slice(0, 5);
+      const stores = await loadImages(loaded.model, plan, opts);
+      const { report, built } = await dataReconstruction(loaded, result.factorizations, { stores, images: plan, options: opts, reporter });
+      built.model.dispose();
+      return { labels, report };
+    };
+    const solveOnly = await phases(0);
+    assert.ok(!solveOnly.labels.some((l) => l.endsWith(': collecting')), solveOnly.labels.join(', '));
+    assert.equal(solveOnly.report.layers[0].kept, 'data');
+    const withAdam = await phases(5);
+    assert.ok(withAdam.labels.includes('conv2: collecting'), withAdam.labels.join(', '));
+    loaded.model.dispose();
+  });
+});
 
 describe('the reported fitting error', () => {
   test('equals ‖Y − Ŷ‖/‖Y‖ computed directly from the written layers on the fitting images (a close fit: rank 200 of 432)', async () => {
