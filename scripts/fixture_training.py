@@ -13,6 +13,18 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
+def add_training_arguments(ap, repo_root, epochs, lr, total_images):
+    """The flags every fixture script shares: where to write, and how long and fast to train."""
+    ap.add_argument("--out", default=os.path.join(repo_root, "fixtures"),
+                    help="fixtures directory to write (default: <repo>/fixtures)")
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--train-subset", type=int, default=0,
+                    help=f"train on only this many training images (0 = all {total_images})")
+    ap.add_argument("--threads", type=int, default=2)
+
+
 def accuracy(model, to_input, u8, labels, batch=1000):
     model.eval()
     correct = 0

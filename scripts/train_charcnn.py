@@ -284,14 +284,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data_dir", nargs="?", default=DEFAULT_DATA_DIR,
                     help=f"directory with the Fashion-MNIST idx .gz files (default {DEFAULT_DATA_DIR})")
-    ap.add_argument("--out", default=os.path.join(REPO_ROOT, "fixtures"),
-                    help="fixtures directory to write (default: <repo>/fixtures)")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--train-subset", type=int, default=0,
-                    help="train on only this many training images (0 = all 60k)")
-    ap.add_argument("--threads", type=int, default=2)
+    fixture_training.add_training_arguments(ap, REPO_ROOT, epochs=8, lr=1e-3, total_images="60k")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)

@@ -221,14 +221,7 @@ def copy_samples(files, labels, per_class, out_dir, rng):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data_dir", help="folder holding train/<class>/*.jpg and test/<class>/*.jpg")
-    ap.add_argument("--out", default=os.path.join(REPO_ROOT, "fixtures"),
-                    help="fixtures directory to write (default: <repo>/fixtures)")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--train-subset", type=int, default=0,
-                    help="train on only this many training images (0 = all 50k)")
-    ap.add_argument("--threads", type=int, default=2)
+    fixture_training.add_training_arguments(ap, REPO_ROOT, epochs=6, lr=2e-3, total_images="50k")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
