@@ -31,8 +31,8 @@ export function registerInspect(program: Command): void {
       for (const w of warnings) note(chalk.yellow(`lowrank: warning: ${w}`));
       const loaded = await loadModel(modelPath);
       const layers = listLayers(loaded.model);
-      const report = await inspectLayers(layers, options.spectra);
-      const reach = speedupReach(layers, loaded.topology, options.spectra);
+      const report = await inspectLayers(layers, options.spectra, stderrReporter());
+      const reach = speedupReach(layers, loaded.topology, options.spectra, stderrReporter());
       const timing = timingBatch === null ? null : await timingReach(loaded.model, loaded.topology, timingBatch, stderrReporter());
       if (options.json && timing && timing.measuredMaximum < NEAR_ONE) note(chalk.yellow(`lowrank: warning: ${slowWarning(timing)}`));
       if (report.unknownLayers.length) {

@@ -105,7 +105,7 @@ interface Prepared {
 }
 
 export async function runCompress(request: CompressRequest, log: Log = () => {}, reporter: Reporter = silentReporter): Promise<CompressReport> {
-  const prepared = await prepare(request, log);
+  const prepared = await prepare(request, log, reporter);
   const { loaded, images, accuracyNote } = prepared;
   const table = await measureIfAsked(request, prepared, reporter);
   // The joint rank search, when --speedup chooses ranks from data and it is affordable (budget.ts).
@@ -150,13 +150,13 @@ export async function runCompress(request: CompressRequest, log: Log = () => {},
 }
 
 /** Loads the model, plans the layers and starting ranks, and checks the output folder and the images, all before any slow work. */
-async function prepare(request: CompressRequest, log: Log): Promise<Prepared> {
+async function prepare(request: CompressRequest, log: Log, reporter: Reporter): Promise<Prepared> {
   // Fine-tuning chooses its epoch on fitting images that neither fit trains on.
   const carved = request.data && request.finetune ? carveValidation(planImages(request.data), request.data.seed) : null;
   const images = carved?.plan ?? (request.data ? planImages(request.data) : null);
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
-  const plan = planCompression(loaded.model, request, loaded.topology);
+  const plan = planCompression(loaded.model, request, loaded.topology, reporter);
   if (request.finetune) checkFinetune(loaded.model);
   if (plan.defaulted) log(plan.defaulted);
   for (const line of skippedNotes(plan.skipped.filter((s) => !s.byChoice))) log(line);
@@ -165,7 +165,7 @@ async function prepare(request: CompressRequest, log: Log): Promise<Prepared> {
   }
   let pace: number | null = null;
   if (request.data && images) {
-    await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath));
+    await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath), reporter);
     pace = await forwardPace(loaded.model, modelMacs(plan.layers).total, imageBatchSize(loaded.model));
   }
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;

@@ -3,7 +3,7 @@ import { layerMacs, modelMacs } from '../model/cost.js';
 import { CONV_CLASSES, type LayerInfo, type Shape } from '../model/layers.js';
 import type * as tf from '@tensorflow/tfjs';
 import { measuredReach, measureTimeTable } from '../plan/measured.js';
-import type { Reporter } from '../report/progress.js';
+import { silentReporter, type Reporter } from '../report/progress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from '../plan/ranks.js';
 import { DEFAULT_SCHEME, anySchemeReplaces, selectSchemes } from '../schemes/index.js';
 import { rankSummaries, type RankSummary, type RankSummaryKey } from '../schemes/summary.js';
@@ -38,13 +38,17 @@ export interface InspectReport {
   unreplaceable: { share: number; byClass: Record<string, number> };
 }
 
+/** Summaries done within this long (a small model's) go unreported. */
+const SUMMARY_QUIET_MS = 1000;
+
 const lastDim = (s: Shape | undefined): number | null => (s ? (s[s.length - 1] ?? null) : null);
 
-export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Promise<InspectReport> {
+export async function inspectLayers(layers: LayerInfo[], withSpectra = true, reporter: Reporter = silentReporter): Promise<InspectReport> {
   const macs = layers.map(layerMacs);
   const { total: totalMacs, unknown } = modelMacs(layers);
   const reports: LayerReport[] = [];
   const defaults = selectSchemes(DEFAULT_SCHEME);
+  const progress = reporter.phase('summarising each layer\'s ranks', layers.length, 'layers', { quietFor: SUMMARY_QUIET_MS });
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     const c = layer.config;
@@ -66,7 +70,9 @@ export async function inspectLayers(layers: LayerInfo[], withSpectra = true): Pr
       replaceable: layer.calls.length === 1 && anySchemeReplaces(layer),
       defaultCandidate: defaults.defaultRule(layer, layers)?.picked ?? false,
     });
+    progress.update(i + 1);
   }
+  progress.finish();
   const byClass: Record<string, number> = {};
   reports.forEach((r) => {
     if (!r.replaceable && r.macShare) byClass[r.className] = (byClass[r.className] ?? 0) + r.macShare;
@@ -100,7 +106,7 @@ export interface SpeedupReach {
  * scheme's, schemes/index.ts), what holds it back, and the ranks reaching a few whole-model targets — more useful than
  * energy ranks, which often lie above break-even.
  */
-export function speedupReach(layers: LayerInfo[], topology: ModelTopology, withSpectra = true): SpeedupReach | null {
+export function speedupReach(layers: LayerInfo[], topology: ModelTopology, withSpectra = true, reporter: Reporter = silentReporter): SpeedupReach | null {
   const schemes = selectSchemes(DEFAULT_SCHEME);
   let chosen: LayerInfo[];
   try {
@@ -109,7 +115,7 @@ export function speedupReach(layers: LayerInfo[], topology: ModelTopology, withS
     return null; // no layer to replace: the layer table says why
   }
   const replacements = chosen.map((info) => ({ info, scheme: schemes.of(info) }));
-  const candidates = withSpectra ? filterCandidates(chosen, schemes.of, topology) : null;
+  const candidates = withSpectra ? filterCandidates(chosen, schemes.of, topology, reporter) : null;
   const max = maximumSpeedup(layers, replacements);
   const targets = REACH_TARGETS.filter((t) => t <= max.speedup).map((target) => {
     const a = candidates ? allocateRanks(layers, candidates, target)! : ranksForSpeedup(layers, replacements, target)!;

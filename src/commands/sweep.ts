@@ -249,9 +249,9 @@ export async function runSweep(request: SweepRequest, log: Log = () => {}, repor
   };
   if (pending.length) {
     const options: CompressOptions = { scheme: request.scheme, basis: request.basis, separable: request.separable, layers: request.layers, speedup: reachable[0] };
-    const base = planCompression(loaded.model, options, loaded.topology);
+    const base = planCompression(loaded.model, options, loaded.topology, reporter);
     for (const s of base.skipped) log(`warning: left ${s.name} as it is: ${s.reason}`);
-    const stores = await loadImages(loaded.model, images, request.data);
+    const stores = await loadImages(loaded.model, images, request.data, reporter);
     const sensitivity = previous?.sensitivity ?? await measureSensitivity(loaded, base, stores.fit, reporter);
     // Written before the first point: a folder with a model in it always holds its sweep.json.
     fs.mkdirSync(request.out, { recursive: true });

@@ -12,6 +12,7 @@ import { UserError, firstLine } from '../errors.js';
 import { checkFiniteActivations } from '../model/finite.js';
 import { readCappedFile } from '../model/files.js';
 import { mulberry32 } from '../runtime/random.js';
+import { silentReporter, type Reporter } from '../report/progress.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
 export interface PixelOptions {
@@ -264,22 +265,28 @@ export function modelImageSize(model: tf.LayersModel, what: string): InputSize {
  * activations per 299-px image; 16 images together took GBs of the wasm heap and minutes).
  * Returns how many images it read.
  */
-export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string): Promise<number> {
+export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string, reporter: Reporter = silentReporter): Promise<number> {
   const size = modelImageSize(model, what);
   const stats: BatchStats = { skipped: [], decoded: 0 };
-  const first = imageBatches(entries.slice(0, PROBE_IMAGES), size, 1, pixels, stats);
-  for await (const b of first) {
+  const probed = entries.slice(0, PROBE_IMAGES);
+  const progress = reporter.phase('checking that the first images give finite outputs', probed.length, 'images', { quietFor: PROBE_QUIET_MS });
+  let done = 0;
+  for await (const b of imageBatches(probed, size, 1, pixels, stats)) {
     try {
       checkFiniteActivations(model, b.x, what);
     } finally {
       b.x.dispose();
     }
+    progress.update(++done);
   }
+  progress.finish();
   return stats.decoded;
 }
 
 /** Images run through the model by probeImages. */
 const PROBE_IMAGES = 16;
+/** A probe done within this long (any small model) goes unreported. */
+const PROBE_QUIET_MS = 1000;
 
 /** Message for the end of a run that skipped files. */
 export function skippedNote(stats: BatchStats): string | null {

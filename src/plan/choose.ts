@@ -12,7 +12,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
 import { listLayers } from '../model/layers.js';
 import type { ModelSource, ModelTopology } from '../model/topology.js';
-import type { Log, Reporter } from '../report/progress.js';
+import { silentReporter, type Log, type Reporter } from '../report/progress.js';
 import { selectSchemes } from '../schemes/index.js';
 import { fastestRanks } from './fastest.js';
 import { planByJointSearch } from './joint-search.js';
@@ -27,7 +27,7 @@ import { spectrumRanks } from './spectrum.js';
 import type { DataContext } from '../data/plan.js';
 
 /** Stages 1 and 2 up to the starting ranks, with every check that does not need the factors. */
-export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: ModelTopology): CompressPlan {
+export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: ModelTopology, reporter: Reporter = silentReporter): CompressPlan {
   const schemes = selectSchemes(options);
   const layers = listLayers(model);
   // The command line's combinations of --rank, --speedup, --measured and --max-loss are checked with
@@ -41,7 +41,7 @@ export function planCompression(model: tf.LayersModel, options: CompressOptions,
     return { scheme: schemes.chosen, layers, defaulted, ...fastestRanks(chosen, schemes.of) };
   }
   if (options.speedup !== undefined) {
-    return { scheme: schemes.chosen, layers, defaulted, ...spectrumRanks(layers, chosen, schemes.of, options.speedup, topology) };
+    return { scheme: schemes.chosen, layers, defaulted, ...spectrumRanks(layers, chosen, schemes.of, options.speedup, topology, reporter) };
   }
   const { ranked, skipped } = manualRanks(chosen, schemes.of, options.rank!, options.allowSlower ?? false);
   if (ranked.length === 0) {
@@ -89,7 +89,7 @@ export async function chooseRanks(base: CompressPlan, options: CompressOptions, 
     const target = options.speedup!;
     const candidates = data
       ? sensitivityCandidates(base, await measureSensitivity(source, base, data.stores.fit, ctx.reporter))
-      : spectrumCandidates(base, source.topology);
+      : spectrumCandidates(base, source.topology, ctx.reporter);
     const measured = planByMeasuredTime(base, table, candidates, target);
     log(`ranks for ≥ ${target}× in measured time at batch ${table.batch}: ${formatRanks(planRanks(measured.plan))}, predicted ${measured.predictedSpeedup.toFixed(2)}×`);
     return { plan: measured.plan, maxLoss: null, measured };

@@ -195,9 +195,9 @@ export function allocateTime(options: TimeOption[][], budgetMs: number): { choic
 }
 
 /** `plan`'s ranked layers with their filter error from the kernels' spectra. */
-export function spectrumCandidates(plan: CompressPlan, topology: ModelTopology): Candidate[] {
+export function spectrumCandidates(plan: CompressPlan, topology: ModelTopology, reporter?: Reporter): Candidate[] {
   const schemes = new Map(plan.ranked.map((r) => [r.info, r.scheme]));
-  return filterCandidates(plan.ranked.map((r) => r.info), (info) => schemes.get(info)!, topology);
+  return filterCandidates(plan.ranked.map((r) => r.info), (info) => schemes.get(info)!, topology, reporter);
 }
 
 export interface MeasuredChoice {

@@ -9,12 +9,13 @@ import type { Scheme } from '../schemes/index.js';
 import type { CompressPlan } from './plan.js';
 import { allocateRanks, belowFloor, equalFractionError, filterCandidates, maximumSpeedup, rankCap, type RankedLayer } from './ranks.js';
 import { leftByChoice } from './select.js';
+import { silentReporter, type Reporter } from '../report/progress.js';
 
 /** Stage 2 for a speedup target: the ranks with the least summed predicted filter error. */
 export function spectrumRanks(
-  layers: LayerInfo[], chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, target: number, topology: ModelTopology,
+  layers: LayerInfo[], chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, target: number, topology: ModelTopology, reporter: Reporter = silentReporter,
 ): { ranked: RankedLayer[]; skipped: CompressPlan['skipped']; allocation: CompressPlan['allocation'] & {} } {
-  const candidates = filterCandidates(chosen, schemeOf, topology);
+  const candidates = filterCandidates(chosen, schemeOf, topology, reporter);
   const allocation = allocateRanks(layers, candidates, target);
   if (!allocation) {
     const max = maximumSpeedup(layers, candidates);

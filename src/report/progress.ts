@@ -13,9 +13,14 @@ export interface Phase {
   finish(detail?: string): void;
 }
 
+export interface PhaseOptions {
+  /** Say nothing unless the phase is still running this many ms after it starts (for work that is usually quick). */
+  quietFor?: number;
+}
+
 export interface Reporter {
   /** Starts a phase of `total` units (e.g. "conv2: collecting", 800, "images"). */
-  phase(label: string, total: number, unit: string): Phase;
+  phase(label: string, total: number, unit: string, options?: PhaseOptions): Phase;
   /** A one-off message. */
   note(message: string): void;
 }
@@ -27,49 +32,72 @@ export const silentReporter: Reporter = {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-/** Bars on a TTY, plain lines (start, every quarter, end) elsewhere. */
-export function stderrReporter(prefix = 'lowrank: ', tty = Boolean(process.stderr.isTTY)): Reporter {
-  const write = (line: string) => process.stderr.write(`${prefix}${line}\n`);
+/**
+ * Bars on a TTY, plain lines (start, every quarter, end) elsewhere. A phase with `quietFor` starts
+ * showing at its first update past that time, and ends silently if it never showed.
+ */
+export function stderrReporter(
+  prefix = 'lowrank: ', tty = Boolean(process.stderr.isTTY), out: (text: string) => void = (t) => process.stderr.write(t), now: () => number = Date.now,
+): Reporter {
+  const write = (line: string) => out(`${prefix}${line}\n`);
   return {
     note: write,
-    phase(label, total, unit) {
-      const started = Date.now();
+    phase(label, total, unit, options = {}) {
+      const started = now();
+      const quietFor = options.quietFor ?? 0;
+      const shown = () => now() - started >= quietFor;
       if (tty) {
-        const bar = new cliProgress.SingleBar(
-          {
-            stream: process.stderr,
-            format: `${prefix}${label} [{bar}] {value}/{total} ${unit} | ETA {eta_formatted} {detail}`,
-            hideCursor: true,
-            clearOnComplete: true,
-            etaBuffer: 20,
-            fps: 5,
-          },
-          cliProgress.Presets.shades_classic,
-        );
-        bar.start(total, 0, { detail: '' });
+        let bar: cliProgress.SingleBar | null = null;
+        const show = () => {
+          bar = new cliProgress.SingleBar(
+            {
+              stream: process.stderr,
+              format: `${prefix}${label} [{bar}] {value}/{total} ${unit} | ETA {eta_formatted} {detail}`,
+              hideCursor: true,
+              clearOnComplete: true,
+              etaBuffer: 20,
+              fps: 5,
+            },
+            cliProgress.Presets.shades_classic,
+          );
+          bar.start(total, 0, { detail: '' });
+          return bar;
+        };
+        if (quietFor <= 0) show();
         return {
-          update: (done, detail) => bar.update(done, { detail: detail ?? '' }),
-          finish: (detail) => {
-            bar.update(total, { detail: '' });
-            bar.stop();
-            write(`${label}: ${total} ${unit} in ${seconds(Date.now() - started)}${detail ? ` (${detail})` : ''}`);
+          update(done, detail) {
+            if (!bar && shown()) show();
+            bar?.update(done, { detail: detail ?? '' });
+          },
+          finish(detail) {
+            if (!bar) {
+              if (!shown()) return;
+              show();
+            }
+            bar!.update(total, { detail: '' });
+            bar!.stop();
+            write(`${label}: ${total} ${unit} in ${seconds(now() - started)}${detail ? ` (${detail})` : ''}`);
           },
         };
       }
-      write(`${label}: 0/${total} ${unit}`);
+      let showing = quietFor <= 0;
+      if (showing) write(`${label}: 0/${total} ${unit}`);
       let nextQuarter = 1;
       return {
         update(done, detail) {
           if (total <= 0 || done >= total) return;
-          if (done / total >= nextQuarter / 4) {
-            while (done / total >= nextQuarter / 4) nextQuarter++;
-            const elapsed = Date.now() - started;
-            const eta = (elapsed / done) * (total - done);
-            write(`${label}: ${done}/${total} ${unit}, ETA ${seconds(eta)}${detail ? ` (${detail})` : ''}`);
-          }
+          const due = done / total >= nextQuarter / 4;
+          if (!showing && shown()) showing = true;
+          else if (!due) return;
+          if (!showing) return;
+          while (done / total >= nextQuarter / 4) nextQuarter++;
+          const elapsed = now() - started;
+          const eta = (elapsed / Math.max(done, 1e-9)) * (total - done);
+          write(`${label}: ${done}/${total} ${unit}${done > 0 ? `, ETA ${seconds(eta)}` : ''}${detail ? ` (${detail})` : ''}`);
         },
         finish(detail) {
-          write(`${label}: ${total}/${total} ${unit} in ${seconds(Date.now() - started)}${detail ? ` (${detail})` : ''}`);
+          if (!showing && !shown()) return;
+          write(`${label}: ${total}/${total} ${unit} in ${seconds(now() - started)}${detail ? ` (${detail})` : ''}`);
         },
       };
     },

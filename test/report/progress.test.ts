@@ -1,0 +1,103 @@
+/**
+ * Progress: the plain-line reporter (quiet phases show only once they last), and the slow steps
+ * before a compress run's fits (the filter spectra, the first images' check) reporting as phases.
+ */
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { useBackend } from '../../src/runtime/backend.js';
+import { stderrReporter, type Phase, type PhaseOptions, type Reporter } from '../../src/report/progress.js';
+import { loadModel } from '../../src/model/io.js';
+import { planCompression } from '../../src/plan/choose.js';
+import { DEFAULT_SCHEME } from '../../src/schemes/index.js';
+import { DEFAULT_PIXELS, listImages, probeImages } from '../../src/data/images.js';
+import { CHARCNN, FASHION_TRAIN } from '../helpers.js';
+
+before(async () => {
+  await useBackend('wasm');
+});
+
+/** A plain-line reporter writing into `lines`, on a clock the test moves. */
+function recorded() {
+  const lines: string[] = [];
+  const clock = { ms: 0 };
+  const reporter = stderrReporter('', false, (t) => lines.push(t.trimEnd()), () => clock.ms);
+  return { lines, clock, reporter };
+}
+
+/** Every phase started, with the last count it reached and whether it finished. */
+function recordingReporter() {
+  const phases: { label: string; total: number; done: number; finished: boolean; options?: PhaseOptions }[] = [];
+  const reporter: Reporter = {
+    note() {},
+    phase(label, total, _unit, options): Phase {
+      const p = { label, total, done: 0, finished: false, options };
+      phases.push(p);
+      return { update: (done) => void (p.done = done), finish: () => void (p.finished = true) };
+    },
+  };
+  return { phases, reporter };
+}
+
+describe('the plain-line reporter', () => {
+  test('says when a phase starts, at its quarters and when it ends', () => {
+    const { lines, clock, reporter } = recorded();
+    const phase = reporter.phase('fitting', 8, 'images');
+    for (let i = 1; i < 8; i++) {
+      clock.ms += 100;
+      phase.update(i);
+    }
+    phase.finish();
+    assert.deepEqual(lines.map((l) => l.replace(/, ETA.*/, '').replace(/ in .*/, '')), ['fitting: 0/8 images', 'fitting: 2/8 images', 'fitting: 4/8 images', 'fitting: 6/8 images', 'fitting: 8/8 images']);
+  });
+
+  test('a quiet phase that ends in time says nothing', () => {
+    const { lines, clock, reporter } = recorded();
+    const phase = reporter.phase('spectra', 4, 'layers', { quietFor: 1000 });
+    for (let i = 1; i < 4; i++) {
+      clock.ms += 200;
+      phase.update(i);
+    }
+    clock.ms += 200;
+    phase.finish();
+    assert.deepEqual(lines, []);
+  });
+
+  test('a quiet phase that lasts shows from its first update past the time, then as usual', () => {
+    const { lines, clock, reporter } = recorded();
+    const phase = reporter.phase('spectra', 10, 'layers', { quietFor: 1000 });
+    for (let i = 1; i < 10; i++) {
+      clock.ms += 400;
+      phase.update(i);
+    }
+    phase.finish();
+    assert.equal(lines[0].replace(/, ETA.*/, ''), 'spectra: 3/10 layers', 'shown at the first update past 1 s (1.2 s, 3 layers)');
+    assert.match(lines[0], /ETA 2\.8 s/);
+    assert.equal(lines.at(-1), 'spectra: 10/10 layers in 3.6 s');
+    assert.ok(lines.length >= 3 && lines.length <= 5, lines.join('\n'));
+  });
+});
+
+describe('slow steps before the fits report progress', () => {
+  test('the filter spectra of a --speedup plan are a phase over the chosen layers', async () => {
+    const { model, topology } = await loadModel(CHARCNN);
+    const { phases, reporter } = recordingReporter();
+    const plan = planCompression(model, { ...DEFAULT_SCHEME, speedup: 2 }, topology, reporter);
+    const spectra = phases.find((p) => /spectra/.test(p.label));
+    assert.ok(spectra, `phases: ${phases.map((p) => p.label).join(', ')}`);
+    assert.equal(spectra.total, plan.ranked.length + plan.skipped.filter((s) => s.byChoice).length);
+    assert.equal(spectra.done, spectra.total);
+    assert.ok(spectra.finished);
+    assert.ok((spectra.options?.quietFor ?? 0) > 0, 'quick on small models: quiet');
+    model.dispose();
+  });
+
+  test('the check of the first images counts each image', async () => {
+    const { model } = await loadModel(CHARCNN);
+    const { phases, reporter } = recordingReporter();
+    const entries = listImages(FASHION_TRAIN).entries.slice(0, 5);
+    await probeImages(model, entries, DEFAULT_PIXELS, 'charcnn', reporter);
+    assert.equal(phases.length, 1);
+    assert.deepEqual([phases[0].total, phases[0].done, phases[0].finished], [5, 5, true]);
+    model.dispose();
+  });
+});
