@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import chalk from 'chalk';
 import { main } from '../src/cli/main.js';
 import type { SchemeOptions } from '../src/schemes/index.js';
+import type { Phase, PhaseOptions, Reporter } from '../src/report/progress.js';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -170,4 +171,24 @@ export function teachableModel(): tf.LayersModel {
       tf.layers.dense({ name: 'head_out', units: 3, activation: 'softmax', ...init(7) }),
     ],
   });
+}
+
+/** A reporter that records every phase: its last count and detail, and whether it finished. */
+export function recordingReporter() {
+  const phases: { label: string; total: number; done: number; details: string[]; finished: boolean; options?: PhaseOptions }[] = [];
+  const reporter: Reporter = {
+    note() {},
+    phase(label, total, _unit, options): Phase {
+      const p = { label, total, done: 0, details: [] as string[], finished: false, options };
+      phases.push(p);
+      return {
+        update(done, detail) {
+          p.done = done;
+          if (detail) p.details.push(detail);
+        },
+        finish: () => void (p.finished = true),
+      };
+    },
+  };
+  return { phases, reporter };
 }

@@ -21,7 +21,7 @@ import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import { maximumSpeedup } from '../plan/ranks.js';
 import { heldOutWarnings } from '../data/images.js';
 import { silentReporter, type ReconstructOptions, type Reporter } from '../reconstruct/index.js';
-import type { Log, Phase } from '../report/progress.js';
+import { withinPhase, type Log } from '../report/progress.js';
 import { renderChart, SERIES, speedChartSpec, type SpeedChart } from '../report/chart.js';
 import { schemeFor, selectSchemes, type SchemeOptions } from '../schemes/index.js';
 import { measureSensitivity, planForTarget, type Sensitivity } from '../plan/sensitivity.js';
@@ -216,17 +216,6 @@ function resumeFrom(out: string, settings: SweepSettings): SweepFile | null {
   return previous;
 }
 
-/** A reporter for one point's stages that shows them as the detail of the sweep's own bar. */
-function withinPoint(bar: Phase, done: number, target: number): Reporter {
-  return {
-    phase: (label, total, unit) => ({
-      update: (n) => bar.update(done, `${target}×: ${label} ${n}/${total} ${unit}`),
-      finish: () => {},
-    }),
-    note: () => {},
-  };
-}
-
 const byTarget = (a: { target: number }, b: { target: number }) => a.target - b.target;
 
 export async function runSweep(request: SweepRequest, log: Log = () => {}, reporter: Reporter = silentReporter): Promise<SweepReport> {
@@ -261,7 +250,7 @@ export async function runSweep(request: SweepRequest, log: Log = () => {}, repor
     const bar = reporter.phase('sweep', pending.length, 'points');
     for (const [done, target] of pending.entries()) {
       const plan = planForTarget(base, sensitivity, target);
-      const data: DataContext = { stores, images, options: request.data, reporter: withinPoint(bar, done, target) };
+      const data: DataContext = { stores, images, options: request.data, reporter: withinPhase(bar, done, `${target}×: `) };
       const { point, accuracy } = await sweepPoint(request, loaded, plan, data, keptChecks.get(target), () => bar.update(done, `${target}×: timing`));
       points.push(point);
       points.sort(byTarget);

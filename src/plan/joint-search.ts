@@ -9,8 +9,8 @@ import { performance } from 'node:perf_hooks';
 import type { ImageStore } from '../data/store.js';
 import type { LayerInfo } from '../model/layers.js';
 import type { ModelSource } from '../model/topology.js';
-import { fitToData, silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
-import type { Reporter } from '../report/progress.js';
+import { fitToData, type ReconstructOptions } from '../reconstruct/index.js';
+import { withinPhase, type Reporter } from '../report/progress.js';
 import { selectSchemes, targetLayer } from '../schemes/index.js';
 import type { CompressPlan } from './plan.js';
 import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from './ranks.js';
@@ -140,7 +140,7 @@ export async function planByJointSearch(
   const evaluated = new Map<string, JointPoint>();
   const evaluate = async (ranks: Map<string, number>): Promise<JointPoint> => {
     const start = candidates.filter((c) => ranks.has(c.info.name)).map((c) => c.scheme.factorize(targets.get(c)!, ranks.get(c.info.name)!));
-    const fit = await fitToData(source, start, solve, options, silentReporter);
+    const fit = await fitToData(source, start, solve, options, withinPhase(progress, evaluated.size, `fit ${evaluated.size + 1}: `));
     const approx = await outputs(fit.model, batches);
     const point = { ranks, theoreticalSpeedup: theoreticalSpeedup(plan.layers, candidates, ranks), divergence: divergence(reference, approx, probabilities) };
     tf.dispose(approx);

@@ -30,6 +30,20 @@ export const silentReporter: Reporter = {
   note() {},
 };
 
+/** Off a terminal, a phase still running says where it is at least this often (when it has news). */
+const HEARTBEAT_MS = 15_000;
+
+/** A reporter whose phases show as the detail of `outer` at `done` of its units (one fit of a search, one point of a sweep). */
+export function withinPhase(outer: Phase, done: number, prefix: string): Reporter {
+  return {
+    phase: (label, total, unit) => ({
+      update: (n) => outer.update(done, `${prefix}${label} ${n}/${total} ${unit}`),
+      finish: () => {},
+    }),
+    note: () => {},
+  };
+}
+
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /**
@@ -81,16 +95,18 @@ export function stderrReporter(
         };
       }
       let showing = quietFor <= 0;
+      let lastLine = started;
       if (showing) write(`${label}: 0/${total} ${unit}`);
       let nextQuarter = 1;
       return {
         update(done, detail) {
           if (total <= 0 || done >= total) return;
-          const due = done / total >= nextQuarter / 4;
+          const due = done / total >= nextQuarter / 4 || now() - lastLine >= HEARTBEAT_MS;
           if (!showing && shown()) showing = true;
           else if (!due) return;
           if (!showing) return;
           while (done / total >= nextQuarter / 4) nextQuarter++;
+          lastLine = now();
           const elapsed = now() - started;
           const eta = (elapsed / Math.max(done, 1e-9)) * (total - done);
           write(`${label}: ${done}/${total} ${unit}${done > 0 ? `, ETA ${seconds(eta)}` : ''}${detail ? ` (${detail})` : ''}`);

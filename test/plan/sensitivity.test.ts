@@ -9,7 +9,7 @@ import { listLayers } from '../../src/model/layers.js';
 import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from '../../src/plan/ranks.js';
 import { fitToData, silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { scheme2, targetLayer } from '../../src/schemes/index.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, runCli, tempDir } from '../helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, recordingReporter, runCli, tempDir } from '../helpers.js';
 import { planCompression } from '../../src/plan/choose.js';
 import { SEARCH_EVALUATIONS, divergence, moveRanks, planByJointSearch } from '../../src/plan/joint-search.js';
 import { loadImages, planImages } from '../../src/data/plan.js';
@@ -89,7 +89,11 @@ describe('ranks for a target by joint fits (compress --speedup --data)', () => {
     const stores = await loadImages(model, images, options);
     const target = 8;
     const plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, layers: ['conv2', 'conv3'], speedup: target }, topology);
-    const search = await planByJointSearch({ model, topology }, plan, stores.fit, options, target, silentReporter);
+    const { phases, reporter } = recordingReporter();
+    const search = await planByJointSearch({ model, topology }, plan, stores.fit, options, target, reporter);
+    // Each fit's own stages show inside the search's phase.
+    const searchPhase = phases.find((p) => /joint fits/.test(p.label))!;
+    for (let k = 1; k <= search.evaluated.length; k++) assert.ok(searchPhase.details.some((d) => d.startsWith(`fit ${k}: conv`)), `fit ${k}: ${searchPhase.details.slice(0, 3).join(' | ')}`);
 
     // conv3 (left as it is by the spectrum allocation) is a candidate of the search too.
     const candidates: Replacement[] = ['conv2', 'conv3'].map((name) => ({ info: plan.layers.find((l) => l.name === name)!, scheme: scheme2 }));

@@ -5,12 +5,12 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useBackend } from '../../src/runtime/backend.js';
-import { stderrReporter, type Phase, type PhaseOptions, type Reporter } from '../../src/report/progress.js';
+import { stderrReporter } from '../../src/report/progress.js';
 import { loadModel } from '../../src/model/io.js';
 import { planCompression } from '../../src/plan/choose.js';
 import { DEFAULT_SCHEME } from '../../src/schemes/index.js';
 import { DEFAULT_PIXELS, listImages, probeImages } from '../../src/data/images.js';
-import { CHARCNN, FASHION_TRAIN } from '../helpers.js';
+import { CHARCNN, FASHION_TRAIN, recordingReporter } from '../helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -22,20 +22,6 @@ function recorded() {
   const clock = { ms: 0 };
   const reporter = stderrReporter('', false, (t) => lines.push(t.trimEnd()), () => clock.ms);
   return { lines, clock, reporter };
-}
-
-/** Every phase started, with the last count it reached and whether it finished. */
-function recordingReporter() {
-  const phases: { label: string; total: number; done: number; finished: boolean; options?: PhaseOptions }[] = [];
-  const reporter: Reporter = {
-    note() {},
-    phase(label, total, _unit, options): Phase {
-      const p = { label, total, done: 0, finished: false, options };
-      phases.push(p);
-      return { update: (done) => void (p.done = done), finish: () => void (p.finished = true) };
-    },
-  };
-  return { phases, reporter };
 }
 
 describe('the plain-line reporter', () => {
@@ -74,6 +60,20 @@ describe('the plain-line reporter', () => {
     assert.match(lines[0], /ETA 2\.8 s/);
     assert.equal(lines.at(-1), 'spectra: 10/10 layers in 3.6 s');
     assert.ok(lines.length >= 3 && lines.length <= 5, lines.join('\n'));
+  });
+
+  test('a long phase between quarters still says where it is every 15 s', () => {
+    const { lines, clock, reporter } = recorded();
+    const phase = reporter.phase('choosing ranks by joint fits', 5, 'fits');
+    for (let s = 1; s <= 40; s++) {
+      clock.ms = s * 1000;
+      phase.update(0, `fit 1: conv2: fitting ${s}/40 iterations`);
+    }
+    assert.deepEqual(lines, [
+      'choosing ranks by joint fits: 0/5 fits',
+      'choosing ranks by joint fits: 0/5 fits (fit 1: conv2: fitting 15/40 iterations)',
+      'choosing ranks by joint fits: 0/5 fits (fit 1: conv2: fitting 30/40 iterations)',
+    ]);
   });
 });
 
