@@ -9,7 +9,7 @@ import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { loadModel } from '../model/io.js';
 import { stderrReporter } from '../report/progress.js';
 import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderTable } from '../report/format.js';
-import { addImageOptions, addTimingOptions, note, startBackend, type ImageFlags } from './common.js';
+import { addImageOptions, addTimingOptions, commonestNote, note, startBackend, type ImageFlags } from './common.js';
 import { parseFlag, parseFlagList } from './flags.js';
 import { checkFlagRules } from './rules.js';
 import { imageSetup } from './images.js';
@@ -163,7 +163,7 @@ export function renderBench(r: BenchReport): string {
   }
   parts.push('');
   const on = r.randomInputs ? `${r.examples} fixed-seed random inputs (no --data)` : `${r.examples} images`;
-  parts.push(`agreement on ${on}: top-1 ${chalk.bold(formatPercent(r.agreement, 1))}, max |Δ| ${r.maxAbsDiff.toExponential(2)}, mean |Δ| ${r.meanAbsDiff.toExponential(2)}`);
+  parts.push(`agreement on ${on}: top-1 ${chalk.bold(formatPercent(r.agreement, 1))}${commonestNote(r.commonest)}, max |Δ| ${r.maxAbsDiff.toExponential(2)}, mean |Δ| ${r.meanAbsDiff.toExponential(2)}`);
   if (r.accuracyDelta !== undefined) {
     const d = r.accuracyDelta * 100;
     const delta = `${d >= 0 ? '+' : ''}${d.toFixed(2)} points`;

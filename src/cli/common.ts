@@ -1,5 +1,7 @@
 /** Pieces every command shares: backend start-up, where messages go, flag parsing. */
 import { Option, type Command } from 'commander';
+import chalk from 'chalk';
+import { formatPercent } from '../report/format.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { backendThreads, useBackend, type BackendChoice } from '../runtime/backend.js';
@@ -90,4 +92,9 @@ export function checkOutputName(dir: string, flag = '--out'): void {
       }
     }
   }
+}
+
+/** Beside an agreement: what answering the original's commonest class for every image would agree on, when that is most of them. */
+export function commonestNote(commonest: number): string {
+  return commonest >= 0.5 ? chalk.dim(` (one class for every image would agree on ${formatPercent(commonest, 1)}: the original's commonest)`) : '';
 }

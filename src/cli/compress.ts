@@ -13,7 +13,7 @@ import { formatBytes, formatCount, formatMs, formatPercent, formatRatio, renderT
 import { formatRanks } from '../plan/ranks.js';
 import { DEFAULT_LABEL_WEIGHT, FINETUNE_LAYERS, type FinetuneOptions } from '../train/finetune.js';
 import { AUGMENT_CHOICES, type AugmentChoice } from '../train/augment.js';
-import { checkOutputName, note, startBackend } from './common.js';
+import { checkOutputName, commonestNote, note, startBackend } from './common.js';
 import {
   addDataOptions, addSchemeOptions, reconstructOptions, schemeOptions, type DataFlags, type SchemeFlags,
 } from './compress-options.js';
@@ -294,7 +294,7 @@ export function renderCompress(r: CompressReport): string {
     const tuned = r.finetune?.accuracy != null ? `, data reconstruction + fine-tuning ${chalk.bold(formatPercent(r.finetune.accuracy, 2))}` : '';
     lines.push(`top-1 accuracy on ${a.labeled} held-out images: original ${formatPercent(a.original, 2)}, filter reconstruction ${formatPercent(a.filter, 2)}, data reconstruction ${tuned ? formatPercent(a.data, 2) : chalk.bold(formatPercent(a.data, 2))}${tuned}`);
   }
-  lines.push(`agreement with the original's top-1 on ${held}: filter reconstruction ${formatPercent(data.agreement.filter, 2)}, data reconstruction ${chalk.bold(formatPercent(data.agreement.data, 2))}`);
+  lines.push(`agreement with the original's top-1 on ${held}: filter reconstruction ${formatPercent(data.agreement.filter, 2)}, data reconstruction ${chalk.bold(formatPercent(data.agreement.data, 2))}${commonestNote(data.agreement.commonest)}`);
   const f = r.finetune;
   if (f) {
     const outcome = f.kept === 'finetuned'

@@ -69,6 +69,7 @@ export function benchReport(
     theoreticalSpeedup: before.macs / after.macs,
     batches,
     agreement: g.agreement,
+    commonest: g.commonest,
     maxAbsDiff: g.maxAbsDiff,
     meanAbsDiff: g.meanAbsDiff,
     examples: g.examples,

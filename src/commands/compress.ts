@@ -193,7 +193,7 @@ async function fitAndTune(
   const result = searched?.result ?? await dataReconstruction(loaded, filter, data);
   const { report, built, fitted: written } = result;
   if (accuracyNote) report.accuracy = null;
-  const faithless = heldOutWarning(report.agreement.data, report.images.holdout, report.accuracy);
+  const faithless = heldOutWarning(report.agreement.data, report.images.holdout, report.accuracy, report.agreement.commonest);
   const chance = report.accuracy && chanceWarning(loaded.model, report.accuracy.original, report.accuracy.labeled);
   if (chance) log(`warning: ${chance}`);
   let tuned: FinetuneReport | null = null;

@@ -351,7 +351,7 @@ async function sweepPoint(
     theoreticalSpeedup: cost.theoreticalSpeedup,
     measured: timings.map((t) => ({ batch: t.batch, speedup: t.speedup, beforeMs: t.before.medianMs, afterMs: t.after.medianMs })),
     accuracy: accuracy && { original: accuracy.original, filter: accuracy.filter, data: accuracy.data },
-    agreement: result.report.agreement,
+    agreement: { filter: result.report.agreement.filter, data: result.report.agreement.data },
     seconds: { ...result.report.seconds, timing: timingSeconds, point: (performance.now() - started) / 1000 },
     model,
     finishedAt: new Date().toISOString(),

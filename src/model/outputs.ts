@@ -14,3 +14,18 @@ export function firstOutput(model: tf.LayersModel, x: tf.Tensor): tf.Tensor {
 export function top1(output: tf.Tensor, n = output.shape[0]): Int32Array {
   return tf.tidy(() => output.reshape([n, -1]).argMax(1).dataSync() as Int32Array);
 }
+
+/**
+ * The share of `classes` taken by the commonest one: the agreement a model answering that class
+ * for every input would reach with them (agreement near it says little about the other classes).
+ */
+export function commonestShare(classes: ArrayLike<number>): number {
+  const counts = new Map<number, number>();
+  let most = 0;
+  for (let i = 0; i < classes.length; i++) {
+    const n = (counts.get(classes[i]) ?? 0) + 1;
+    counts.set(classes[i], n);
+    most = Math.max(most, n);
+  }
+  return classes.length ? most / classes.length : 0;
+}

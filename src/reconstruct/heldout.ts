@@ -6,7 +6,7 @@
  * top-1 accuracy of the three models; with or without labels, how often each compressed model's top-1
  * agrees with the original's.
  */
-import { firstOutput, top1 } from '../model/outputs.js';
+import { commonestShare, firstOutput, top1 } from '../model/outputs.js';
 import * as tf from '@tensorflow/tfjs';
 import { performance } from 'node:perf_hooks';
 import type { Factorization } from '../schemes/index.js';
@@ -26,8 +26,8 @@ export interface HeldOutReport {
   layerErrors: { filter: number; data: number }[];
   /** Top-1 accuracy on the held-out images, when they are labeled. */
   accuracy: { original: number; filter: number; data: number; labeled: number } | null;
-  /** Fraction of the held-out images on which each variant's top-1 is the original's. */
-  agreement: { filter: number; data: number };
+  /** Fraction of the held-out images on which each variant's top-1 is the original's; `commonest`: the share of its commonest class. */
+  agreement: { filter: number; data: number; commonest: number };
   seconds: number;
 }
 
@@ -49,7 +49,7 @@ export async function heldOutTop1(model: tf.LayersModel, images: ImageStore): Pr
 /** A compressed model's held-out top-1 accuracy (with labels) and agreement with the original's top-1. */
 export interface HeldOutScore {
   accuracy: { original: number; data: number; labeled: number } | null;
-  agreement: { data: number };
+  agreement: { data: number; commonest: number };
 }
 
 /** The score of `predicted` against the original model's top-1 and the labels (null: none usable). */
@@ -67,7 +67,7 @@ export function scoreTop1(original: Int32Array, predicted: Int32Array, labels: (
   });
   return {
     accuracy: labeled > 0 ? { original: correct.original / labeled, data: correct.data / labeled, labeled } : null,
-    agreement: { data: agree / Math.max(predicted.length, 1) },
+    agreement: { data: agree / Math.max(predicted.length, 1), commonest: commonestShare(original) },
   };
 }
 
@@ -168,7 +168,7 @@ export async function evaluateHeldOut(
   return {
     layerErrors,
     accuracy: dataScore.accuracy && { ...dataScore.accuracy, filter: filterScore.accuracy!.data },
-    agreement: { filter: filterScore.agreement.data, data: dataScore.agreement.data },
+    agreement: { filter: filterScore.agreement.data, data: dataScore.agreement.data, commonest: dataScore.agreement.commonest },
     seconds: (performance.now() - start) / 1000,
   };
 }

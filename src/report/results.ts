@@ -84,9 +84,16 @@ export function damageWarnings(results: LayerResult[], withData: boolean): strin
   return out;
 }
 
-/** A plain warning when the data-reconstructed model agrees with the original on under LOW_AGREEMENT of the held-out images; else null. */
-export function heldOutWarning(agreement: number, holdout: number, accuracy: { original: number; data: number } | null): string | null {
-  if (agreement >= LOW_AGREEMENT) return null;
+/**
+ * A plain warning when the data-reconstructed model agrees with the original on under LOW_AGREEMENT
+ * of the held-out images, or when the original gives one class to so many of them that agreeing
+ * says little (`commonest`, its share); else null.
+ */
+export function heldOutWarning(agreement: number, holdout: number, accuracy: { original: number; data: number } | null, commonest = 0): string | null {
+  if (agreement >= LOW_AGREEMENT) {
+    if (commonest < LOW_AGREEMENT) return null;
+    return `the original gives one class to ${(100 * commonest).toFixed(1)} % of the ${holdout} held-out images, so the ${(100 * agreement).toFixed(1)} % agreement says little about the other classes; hold out images of every class (--eval-data)`;
+  }
   const acc = accuracy ? `; top-1 accuracy ${(100 * accuracy.original).toFixed(1)} % → ${(100 * accuracy.data).toFixed(1)} %` : '';
   return `the compressed model agrees with the original's top-1 on only ${(100 * agreement).toFixed(1)} % of ${holdout} held-out images${acc}: it is not a faithful copy at this speedup; ask for less, or give more fitting images`;
 }

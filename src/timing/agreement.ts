@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
 import { imageBatches, modelImageSize, type BatchStats, type ImageEntry, type PixelOptions } from '../data/images.js';
 import { checkFiniteActivations, nonFiniteSummary } from '../model/finite.js';
-import { top1 } from '../model/outputs.js';
+import { commonestShare, top1 } from '../model/outputs.js';
 import { randomInput } from './loop.js';
 
 export interface Agreement {
@@ -14,6 +14,8 @@ export interface Agreement {
   examples: number;
   /** Fraction of examples whose top-1 class agrees (first output). */
   agreement: number;
+  /** Share of the examples the before model gives its commonest class (what always answering it would agree on). */
+  commonest: number;
   maxAbsDiff: number;
   meanAbsDiff: number;
   /** Top-1 accuracy of each model on labeled examples, or null without labels. */
@@ -43,6 +45,8 @@ class AgreementCounter {
   sumAbs = 0;
   count = 0;
   labeled = 0;
+  /** The before model's top-1 of every example. */
+  beforeTop: number[] = [];
   correctBefore = 0;
   correctAfter = 0;
 
@@ -71,6 +75,7 @@ class AgreementCounter {
     const pb = top1(yb[0], n);
     for (let i = 0; i < n; i++) {
       this.examples++;
+      this.beforeTop.push(pa[i]);
       if (pa[i] === pb[i]) this.agree++;
       const label = labels?.[i];
       if (label !== null && label !== undefined) {
@@ -86,6 +91,7 @@ class AgreementCounter {
     return {
       examples: this.examples,
       agreement: this.examples ? this.agree / this.examples : 0,
+      commonest: commonestShare(this.beforeTop),
       maxAbsDiff: this.maxAbs,
       meanAbsDiff: this.count ? this.sumAbs / this.count : 0,
       accuracyBefore: this.labeled ? this.correctBefore / this.labeled : null,

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
 import { loadModel } from '../../src/model/io.js';
 import { listLayers } from '../../src/model/layers.js';
-import { CHARCNN, FASHION_TEST, NESTED, RESIDUAL, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, NESTED, RESIDUAL, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
 import { MIN_RUNS } from '../../src/timing/loop.js';
 import { NOISE_MARGIN, medianInterval } from '../../src/timing/stats.js';
 
@@ -33,6 +33,23 @@ async function independentAccuracy(modelPath: string, root: string): Promise<num
     total += files.length;
   }
   return correct / total;
+}
+
+/** The share of the images in `folders` that the model gives its commonest class, counted as independentAccuracy does. */
+async function independentCommonest(modelPath: string, folders: string[]): Promise<number> {
+  const { model } = await loadModel(modelPath);
+  const counts = new Map<number, number>();
+  let total = 0;
+  for (const folder of folders) {
+    const files = fs.readdirSync(folder).sort();
+    const pixels: number[] = [];
+    for (const f of files) for (const v of await sharp(path.join(folder, f)).greyscale().raw().toBuffer()) pixels.push(v / 255);
+    const predictions = tf.tidy(() => (model.predict(tf.tensor4d(pixels, [files.length, 24, 24, 1])) as tf.Tensor).argMax(1).dataSync());
+    predictions.forEach((p) => counts.set(p, (counts.get(p) ?? 0) + 1));
+    total += files.length;
+  }
+  model.dispose();
+  return Math.max(...counts.values()) / total;
 }
 
 describe('bench', () => {
@@ -70,6 +87,35 @@ describe('bench', () => {
     const expected = await independentAccuracy(CHARCNN, data);
     assert.ok(Math.abs(r.before.accuracy - expected) < 1e-9, `bench says ${r.before.accuracy}, independent count ${expected}`);
     assert.ok(expected > 0.85, `fixture accuracy ${expected}`);
+  });
+
+  test('agreement comes with the share of the original\'s commonest class; compress warns when that share leaves agreement saying little', async () => {
+    // Unlabelled images (no class folders): agreement is all compress can score them by.
+    const trousers = tempDir();
+    fs.cpSync(path.join(FASHION_TEST, '1_trouser'), trousers, { recursive: true });
+    const mixed = tempDir();
+    for (const cls of fs.readdirSync(FASHION_TEST)) {
+      for (const f of fs.readdirSync(path.join(FASHION_TEST, cls)).sort().slice(0, 3)) fs.copyFileSync(path.join(FASHION_TEST, cls, f), path.join(mixed, `${cls}-${f}`));
+    }
+    const oneClass = await independentCommonest(CHARCNN, [trousers]);
+    const everyClass = await independentCommonest(CHARCNN, [mixed]);
+    assert.ok(oneClass >= 0.9 && everyClass < 0.5, `the fixture's shares: ${oneClass}, ${everyClass}`);
+
+    const benched = await cli(['bench', CHARCNN, compressed, '--data', trousers, '--batch', '2', '--runs', '3', '--warmup', '0', '--json']);
+    assert.equal(benched.code, 0, benched.stderr);
+    assert.ok(Math.abs(JSON.parse(benched.stdout).commonest - oneClass) < 1e-9);
+
+    const fit = tempDir();
+    fs.cpSync(path.join(FASHION_TRAIN, '3_dress'), fit, { recursive: true });
+    for (const [evalData, share] of [[trousers, oneClass], [mixed, everyClass]] as const) {
+      const run = await cli(['compress', CHARCNN, '--layers', 'conv3', '--rank', '40', '--iterations', '0', '--data', fit, '--eval-data', evalData, '--out', path.join(tempDir(), 'o'), '--json']);
+      assert.equal(run.code, 0, run.stderr);
+      const report = JSON.parse(run.stdout);
+      const agreement = report.dataReconstruction.agreement;
+      assert.ok(Math.abs(agreement.commonest - share) < 1e-9, `${agreement.commonest} vs ${share}`);
+      const warned = (report.warnings ?? []).some((w: string) => /gives one class to .* says little about the other classes/.test(w));
+      assert.equal(warned, share >= 0.9 && agreement.data >= 0.9, JSON.stringify({ agreement, warnings: report.warnings }));
+    }
   });
 
   test('table output of a compressed model, with per-layer timing and random-input agreement', async () => {
