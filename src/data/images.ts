@@ -265,10 +265,13 @@ export function modelImageSize(model: tf.LayersModel, what: string): InputSize {
  * activations per 299-px image; 16 images together took GBs of the wasm heap and minutes).
  * Returns how many images it read.
  */
-export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string, reporter: Reporter = silentReporter): Promise<number> {
+export async function probeImages(
+  model: tf.LayersModel, entries: ImageEntry[], pixels: PixelOptions, what: string, reporter: Reporter = silentReporter, macsPerImage = 0,
+): Promise<number> {
   const size = modelImageSize(model, what);
   const stats: BatchStats = { skipped: [], decoded: 0 };
-  const probed = entries.slice(0, PROBE_IMAGES);
+  const affordable = macsPerImage > 0 ? Math.floor(PROBE_MACS / macsPerImage) : PROBE_IMAGES;
+  const probed = entries.slice(0, Math.max(MIN_PROBE_IMAGES, Math.min(PROBE_IMAGES, affordable)));
   const progress = reporter.phase('checking that the first images give finite outputs', probed.length, 'images', { quietFor: PROBE_QUIET_MS });
   let done = 0;
   for await (const b of imageBatches(probed, size, 1, pixels, stats)) {
@@ -283,8 +286,10 @@ export async function probeImages(model: tf.LayersModel, entries: ImageEntry[], 
   return stats.decoded;
 }
 
-/** Images run through the model by probeImages. */
+/** Images run through the model by probeImages: 16, fewer on costly models (within PROBE_MACS), never under 4. */
 const PROBE_IMAGES = 16;
+const MIN_PROBE_IMAGES = 4;
+const PROBE_MACS = 25e9;
 /** A probe done within this long (any small model) goes unreported. */
 const PROBE_QUIET_MS = 1000;
 

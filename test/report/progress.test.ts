@@ -91,13 +91,16 @@ describe('slow steps before the fits report progress', () => {
     model.dispose();
   });
 
-  test('the check of the first images counts each image', async () => {
+  test('the check of the first images counts each image, and checks fewer on a costly model', async () => {
     const { model } = await loadModel(CHARCNN);
-    const { phases, reporter } = recordingReporter();
-    const entries = listImages(FASHION_TRAIN).entries.slice(0, 5);
-    await probeImages(model, entries, DEFAULT_PIXELS, 'charcnn', reporter);
-    assert.equal(phases.length, 1);
-    assert.deepEqual([phases[0].total, phases[0].done, phases[0].finished], [5, 5, true]);
+    const entries = listImages(FASHION_TRAIN).entries.slice(0, 20);
+    // MACs an image as the caller gives them: none known, a 5-GMAC model (25 G / 5 G), and one beyond any budget.
+    for (const [macs, checked] of [[0, 16], [5e9, 5], [1e12, 4]] as const) {
+      const { phases, reporter } = recordingReporter();
+      await probeImages(model, entries, DEFAULT_PIXELS, 'charcnn', reporter, macs);
+      assert.equal(phases.length, 1);
+      assert.deepEqual([phases[0].total, phases[0].done, phases[0].finished], [checked, checked, true], `${macs} MACs an image`);
+    }
     model.dispose();
   });
 });
