@@ -125,7 +125,7 @@ function reportHead(r: TeachableReport): void {
   process.stdout.write(`Head (Dense 100 relu, Dense ${r.classes.length} softmax; Adam 0.001, 50 epochs, batch 16) on ${r.classes.join(' / ')}: `
     + `accuracy ${pct(r.trainAccuracy)} on its ${r.trainImages} training images, ${pct(r.otherAccuracy)} on ${r.otherImages} other images.\n\n`
     + `Base fed [-1, 1] (pixel range folded into Conv1) against the original fed [0, 1], on the ${b.images} other images: `
-    + `out_relu relative error ${b.interior.toExponential(1)} on its 6×6 interior, ${pct(b.border)} on its last row and column; `
+    + `out_relu relative error ${pct(b.interior)} on its 6×6 interior, ${pct(b.border)} on its last row and column; `
     + `pooled features ${pct(b.pooledMean)} mean, ${pct(b.pooledMax)} worst; head's top-1 changed on ${b.decisionsChanged} images; `
     + `the same head trained on the original base's features: ${pct(b.originalOtherAccuracy)} on the other images.\n\n`);
 }

@@ -107,7 +107,7 @@ export function labelledSplit(byClass: Map<string, string[]>, classes: string[],
  * Conv1_pad: one row and column at the bottom and right), that zero now stands for 0.5 instead of 0,
  * so the base sees a grey line there. `borderEffect` measures what that changes.
  */
-function foldPixelRange(base: tf.LayersModel): void {
+export function foldPixelRange(base: tf.LayersModel): void {
   const conv = base.layers.find((l) => l.getClassName() === 'Conv2D');
   if (!conv) throw new Error('the base has no Conv2D to fold the pixel range into');
   const [kernel, ...rest] = conv.getWeights();
