@@ -1,11 +1,15 @@
 /**
  * Real-size models: `compress --speedup 2 --data` on the MobileNetV2 (224 px) and InceptionV3
- * (299 px, 5.7 GMACs) that the npm package nsfwjs 4.4.0 ships. The package is fetched with
+ * (299 px, 5.7 GMACs) that the npm package nsfwjs 4.4.0 ships, and on a Teachable-Machine-shaped
+ * model built from that MobileNetV2 (teachable.ts) with a head trained on two classes of the images. The package is fetched with
  * `npm pack` into a cache folder outside the project (LOWRANK_BENCH_CACHE, default
  * ~/.cache/lowrank-bench) and its UMD modules (the model JSON, base64 weight shards) are converted
  * to tfjs model folders there. Natural images come from `--images <dir>` (or LOWRANK_BENCH_IMAGES):
  * any folder of photos, read recursively; a seeded shuffle splits them into fitting images and other
  * images, on which agreement with the original's top-1 is the accuracy measure (no labels needed).
+ * The Teachable Machine case needs class subfolders (`<class>/` or `<split>/<class>/`): it takes
+ * the first two classes in sorted order, or those of `--classes a,b`, and draws all its images from
+ * them. `--cases mobilenet,inception,tm` picks cases (default: all).
  * Reports wall and CPU time, peak RSS and the wasm heap's peak per stage (heap-hook.ts).
  */
 import { execFileSync } from 'node:child_process';
@@ -15,12 +19,17 @@ import * as path from 'node:path';
 import * as vm from 'node:vm';
 import { mulberry32 } from '../src/runtime/random.js';
 import { ROOT, heading, markdownTable, timeCli } from './common.js';
+import { TEACHABLE_FLAGS, buildTeachableModel, filesByClass, labelledSplit, type LabelledSplit, type TeachableReport } from './teachable.js';
 
 const PACKAGE = 'nsfwjs@4.4.0';
 const CACHE = process.env.LOWRANK_BENCH_CACHE ?? path.join(os.homedir(), '.cache', 'lowrank-bench');
 const MODELS = ['mobilenet_v2', 'inception_v3'] as const;
 /** nsfwjs' preprocessing: pixels to [0, 1]. */
 const PIXELS = ['--scale', '1/255'];
+const CASES = ['mobilenet', 'inception', 'tm'] as const;
+/** Teachable Machine case: images of each class that train the head (the first FIT of them are the fitting images) and other images. */
+const TM_PER_CLASS = { train: 200, other: 100 };
+const TM_FIT_PER_CLASS = 100;
 
 /** Evaluates one of the package's UMD modules and returns what it exports. */
 function umdExport(file: string): unknown {
@@ -84,25 +93,69 @@ interface StageRecord {
 
 const MiB = 1024 * 1024;
 
-function runCase(title: string, args: string[]): void {
+function runCase(title: string, args: string[], pixels = PIXELS): void {
   const load = os.loadavg()[0].toFixed(1);
   const out = path.join(CACHE, 'out');
-  const run = timeCli(['--backend', 'wasm', 'compress', ...args, ...PIXELS, '--out', out, '--force', '--json'], [path.join(ROOT, 'dist', 'bench', 'heap-hook.js')]);
+  const run = timeCli(['--backend', 'wasm', 'compress', ...args, ...pixels, '--out', out, '--force', '--json'], [path.join(ROOT, 'dist', 'bench', 'heap-hook.js')]);
   const stages = JSON.parse(/lowrank-bench stages (.*)/.exec(run.stderr)![1]) as StageRecord[];
   const report = JSON.parse(run.stdout) as { theoreticalSpeedup: number; dataReconstruction: { agreement: { data: number } } };
   const agreement = report.dataReconstruction.agreement.data;
   const estimate = /estimated time: ([^(]+)/.exec(run.stderr)?.[1].trim() ?? '—';
   heading(`${title} (load average ${load} at start)`);
-  process.stdout.write(`\`lowrank compress ${args.join(' ')} ${PIXELS.join(' ')}\`: wall ${(run.wallMs / 1000).toFixed(0)} s, CPU ${(run.cpuMs / 1000).toFixed(0)} s, peak RSS ${run.maxRssMiB.toFixed(0)} MiB, ${report.theoreticalSpeedup.toFixed(2)}× by MACs, estimate printed: ${estimate}, agreement with the original on the other images: ${(100 * agreement).toFixed(1)} %\n\n`);
+  process.stdout.write(`\`lowrank compress ${args.join(' ')} ${pixels.join(' ')}\`: wall ${(run.wallMs / 1000).toFixed(0)} s, CPU ${(run.cpuMs / 1000).toFixed(0)} s, peak RSS ${run.maxRssMiB.toFixed(0)} MiB, ${report.theoreticalSpeedup.toFixed(2)}× by MACs, estimate printed: ${estimate}, agreement with the original on the other images: ${(100 * agreement).toFixed(1)} %\n\n`);
   markdownTable(['stage', 'wall (s)', 'peak RSS (MiB)', 'wasm heap peak (MiB)'], stages.map((s) => [
     s.name, ((s.endMs - s.startMs) / 1000).toFixed(1), (s.rssBytes / MiB).toFixed(0), (s.heapBytes / MiB).toFixed(0),
   ]));
 }
 
+/** Folders `<dir>/<class>/NNNN.ext` of symlinks to `entries`, so lowrank also scores them against the model's labels. */
+function fillLabelled(dir: string, entries: { file: string; label: number | null }[], classes: string[]): string {
+  fs.rmSync(dir, { recursive: true, force: true });
+  entries.forEach((e, i) => {
+    const folder = path.join(dir, classes[e.label!]);
+    fs.mkdirSync(folder, { recursive: true });
+    fs.symlinkSync(e.file, path.join(folder, `${String(i).padStart(4, '0')}${path.extname(e.file)}`));
+  });
+  return dir;
+}
+
+function reportHead(r: TeachableReport): void {
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const b = r.border;
+  process.stdout.write(`Head (Dense 100 relu, Dense ${r.classes.length} softmax; Adam 0.001, 50 epochs, batch 16) on ${r.classes.join(' / ')}: `
+    + `accuracy ${pct(r.trainAccuracy)} on its ${r.trainImages} training images, ${pct(r.otherAccuracy)} on ${r.otherImages} other images.\n\n`
+    + `Base fed [-1, 1] (pixel range folded into Conv1) against the original fed [0, 1], on the ${b.images} other images: `
+    + `out_relu relative error ${pct(b.interior)} on its 6×6 interior, ${pct(b.border)} on its last row and column; `
+    + `pooled features ${pct(b.pooledMean)} mean, ${pct(b.pooledMax)} worst; head's top-1 changed on ${b.decisionsChanged} images; `
+    + `the same head trained on the original base's features: ${pct(b.originalOtherAccuracy)} on the other images.\n\n`);
+}
+
+/** The Teachable Machine case, or the one-line reason it cannot run on these images. */
+async function teachableCase(models: { mobilenet_v2: string }, images: string, files: string[], chosen: string | undefined): Promise<void> {
+  const byClass = filesByClass(images, files);
+  const title = 'Teachable-Machine-shaped MobileNetV2 (real base weights, trained head), --speedup 2 on 200 images';
+  if (byClass.size < 2) {
+    heading(title);
+    process.stdout.write(`skipped: ${images} has no class subfolders (<class>/ or <split>/<class>/); this case trains a head on two classes\n`);
+    return;
+  }
+  const classes = chosen ? chosen.split(',').map((c) => c.trim()) : [...byClass.keys()].sort().slice(0, 2);
+  if (classes.length < 2 || new Set(classes).size !== classes.length) throw new Error(`--classes ${chosen}: name two or more different class folders`);
+  const split: LabelledSplit = labelledSplit(byClass, classes, TM_PER_CLASS);
+  const dir = path.join(CACHE, `teachable-${classes.join('-')}`);
+  const built = await buildTeachableModel(models.mobilenet_v2, dir, split);
+  // The user's own photos fit; the images neither the head nor the fit saw check.
+  const fit = fillLabelled(path.join(CACHE, 'teachable-fit'), split.train.filter((e, i) => i % TM_PER_CLASS.train < TM_FIT_PER_CLASS), classes);
+  const other = fillLabelled(path.join(CACHE, 'teachable-other'), split.other, classes);
+  heading(`Teachable-Machine-shaped model: ${dir}`);
+  reportHead(built);
+  runCase(title, [path.join(dir, 'model.json'), '--speedup', '2', '--data', fit, '--eval-data', other], TEACHABLE_FLAGS);
+}
+
 /** `explicit`: named on the command line (then missing images are an error, not a skip). */
 export async function runRealsizeBench(argv: string[], explicit: boolean): Promise<void> {
-  const at = argv.indexOf('--images');
-  const images = at >= 0 ? argv[at + 1] : process.env.LOWRANK_BENCH_IMAGES;
+  const option = (name: string) => (argv.indexOf(name) >= 0 ? argv[argv.indexOf(name) + 1] : undefined);
+  const images = option('--images') ?? process.env.LOWRANK_BENCH_IMAGES;
   const missing = 'realsize needs natural images: npm run bench -- realsize --images <dir> (or LOWRANK_BENCH_IMAGES)';
   if (!images && explicit) throw new Error(missing);
   if (!images) {
@@ -110,12 +163,20 @@ export async function runRealsizeBench(argv: string[], explicit: boolean): Promi
     process.stdout.write(`skipped: ${missing}\n`);
     return;
   }
+  const cases = option('--cases')?.split(',') ?? [...CASES];
+  const unknown = cases.find((c) => !(CASES as readonly string[]).includes(c));
+  if (unknown) throw new Error(`--cases: unknown case '${unknown}'; choose from ${CASES.join(', ')}`);
   const models = fetchModels();
   const files = imageFiles(images);
-  const mobile = imageSets(files, 200, 200);
-  runCase('MobileNetV2 224 px, --speedup 2 on 200 images', [models.mobilenet_v2, '--speedup', '2', '--data', mobile.fit, '--eval-data', mobile.other]);
-  const inception = imageSets(files, 100, 200);
-  runCase('InceptionV3 299 px, --speedup 2 on 100 images, exact solves only', [
-    models.inception_v3, '--speedup', '2', '--data', inception.fit, '--samples', '100', '--iterations', '0', '--eval-data', inception.other,
-  ]);
+  if (cases.includes('mobilenet')) {
+    const mobile = imageSets(files, 200, 200);
+    runCase('MobileNetV2 224 px, --speedup 2 on 200 images', [models.mobilenet_v2, '--speedup', '2', '--data', mobile.fit, '--eval-data', mobile.other]);
+  }
+  if (cases.includes('inception')) {
+    const inception = imageSets(files, 100, 200);
+    runCase('InceptionV3 299 px, --speedup 2 on 100 images, exact solves only', [
+      models.inception_v3, '--speedup', '2', '--data', inception.fit, '--samples', '100', '--iterations', '0', '--eval-data', inception.other,
+    ]);
+  }
+  if (cases.includes('tm')) await teachableCase(models, images, files, option('--classes'));
 }

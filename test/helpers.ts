@@ -153,8 +153,12 @@ export function pointwiseModel(linear = false): tf.LayersModel {
   return tf.model({ inputs: input, outputs: [d, c] });
 }
 
-/** A Teachable-Machine-shaped model: a Sequential wrapping a functional MobileNet-like block, then a Dense head. */
-export function teachableModel(): tf.LayersModel {
+/**
+ * A Teachable-Machine-shaped model: a Sequential wrapping a functional MobileNet-like block, then a
+ * Dense head. `exported`: nested as @teachablemachine/image 0.8.5 exports it instead, pooling and
+ * head in Sequentials of their own: Sequential[Sequential[functional, pooling], Sequential[Dense, Dense]].
+ */
+export function teachableModel(exported = false): tf.LayersModel {
   const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }), biasInitializer: tf.initializers.randomNormal({ seed: seed + 1, stddev: 0.1 }) });
   const input = tf.input({ shape: [16, 16, 3] });
   let h = tf.layers.conv2d({ name: 'stem', filters: 8, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', ...init(1) }).apply(input) as tf.SymbolicTensor;
@@ -162,15 +166,18 @@ export function teachableModel(): tf.LayersModel {
   h = tf.layers.depthwiseConv2d({ name: 'dw', kernelSize: 3, padding: 'same', depthwiseInitializer: tf.initializers.glorotNormal({ seed: 3 }) }).apply(expanded) as tf.SymbolicTensor;
   h = tf.layers.conv2d({ name: 'project', filters: 12, kernelSize: 1, useBias: false, ...init(4) }).apply(h) as tf.SymbolicTensor;
   h = tf.layers.conv2d({ name: 'last_conv', filters: 32, kernelSize: 1, activation: 'relu', ...init(5) }).apply(h) as tf.SymbolicTensor;
-  h = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(h) as tf.SymbolicTensor;
-  const mobilenet = tf.model({ inputs: input, outputs: h, name: 'mobilenet' });
-  return tf.sequential({
-    layers: [
-      mobilenet,
-      tf.layers.dense({ name: 'head_dense', units: 20, activation: 'relu', ...init(6) }),
-      tf.layers.dense({ name: 'head_out', units: 3, activation: 'softmax', ...init(7) }),
-    ],
-  });
+  const gap = tf.layers.globalAveragePooling2d({ name: 'gap' });
+  // A head of its own needs its input shape: last_conv's 32 pooled channels.
+  const dense = (inputShape?: number[]) => [
+    tf.layers.dense({ name: 'head_dense', units: 20, activation: 'relu', ...(inputShape ? { inputShape } : {}), ...init(6) }),
+    tf.layers.dense({ name: 'head_out', units: 3, activation: 'softmax', ...init(7) }),
+  ];
+  if (exported) {
+    const truncated = tf.sequential({ name: 'truncated', layers: [tf.model({ inputs: input, outputs: h, name: 'mobilenet' }), gap] });
+    return tf.sequential({ layers: [truncated, tf.sequential({ name: 'head', layers: dense([32]) })] });
+  }
+  const mobilenet = tf.model({ inputs: input, outputs: gap.apply(h) as tf.SymbolicTensor, name: 'mobilenet' });
+  return tf.sequential({ layers: [mobilenet, ...dense()] });
 }
 
 /** A reporter that records every phase: its last count and detail, and whether it finished. */

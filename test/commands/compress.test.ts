@@ -187,9 +187,10 @@ describe('channel scheme', () => {
 });
 
 describe('Teachable-Machine-shaped model (Sequential(functional MobileNet block, Dense head))', () => {
-  test('the channel scheme replaces its 1×1 convs and Dense layers in place; the output reloads in stock tfjs and reproduces it at full rank', async () => {
+  for (const exported of [false, true]) {
+  test(`${exported ? 'nested as Teachable Machine exports it (Sequential[Sequential[functional, pooling], Sequential[Dense, Dense]]): ' : ''}the channel scheme replaces its 1×1 convs and Dense layers in place; the output reloads in stock tfjs and reproduces it at full rank`, async () => {
     const dir = tempDir();
-    const original = teachableModel();
+    const original = teachableModel(exported);
     await saveModel(original, path.join(dir, 'tm'));
     const out = path.join(dir, 'out');
     const run = await cli(['compress', path.join(dir, 'tm'), '--scheme', 'channel', '--rank', 'expand=8,project=12,last_conv=12,head_dense=20,head_out=3', '--allow-slower', '--out', out, '--json']);
@@ -205,7 +206,9 @@ describe('Teachable-Machine-shaped model (Sequential(functional MobileNet block,
     const x = randomBatch(original);
     const diff = relativeMaxDiff(outputs(original, x), outputs(reloaded, x));
     assert.ok(diff < 1e-4, `outputs differ by ${diff.toExponential(2)} of their scale`);
+    if (exported) assert.deepEqual(reloaded.layers.map((l) => l.getClassName()), ['Sequential', 'Sequential']);
   });
+  }
 
   test('default selection: the 1×1 convs and the first Dense layer where the rank saves MACs; not the stem, the depthwise conv or the output layer', async () => {
     const result = await compressModel(teachableModel(), { ...VARIANTS[0], rank: 6 });
