@@ -370,7 +370,9 @@ export async function finetune(
   const heldTop = await topClasses(heldTeacher, heldStore, held, options.batch);
   const validationTop = await topClasses(validationTeacher, validationStore, validation, options.batch);
 
-  const chosen = options.layers === 'all' ? student.layers : factorLayers.map((name) => student.getLayer(name));
+  // By name through nested models too (a Teachable Machine model nests its MobileNet twice).
+  const byName = new Map(listLayers(student).map((l) => [l.name, l.layer]));
+  const chosen = options.layers === 'all' ? student.layers : factorLayers.map((name) => byName.get(name)!);
   const layerWeights = chosen.map((l) => l.trainableWeights.map((w) => w.read() as tf.Variable));
   const variables = layerWeights.flat();
   if (variables.length === 0) throw new UserError('--finetune: the model has no trainable weight to fine-tune');

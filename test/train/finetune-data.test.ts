@@ -11,13 +11,13 @@ import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
 import { compressModel } from '../../src/commands/compress.js';
 import { DEFAULT_PIXELS, decodeRaw } from '../../src/data/images.js';
-import { loadModel } from '../../src/model/io.js';
+import { loadModel, saveModel } from '../../src/model/io.js';
 import { mulberry32 } from '../../src/runtime/random.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { loadImages, planImages, type ImageStores } from '../../src/data/plan.js';
 import { AUGMENT_BELOW_IMAGES, augmentFor, augmentImage, maxShift } from '../../src/train/augment.js';
 import { FINETUNE_LR, MIN_FINETUNE_LR, carveValidation, finetune, loadFinetuneImages, type FinetuneImages, type FinetuneOptions } from '../../src/train/finetune.js';
-import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, tempDir } from '../helpers.js';
+import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, teachableModel, tempDir } from '../helpers.js';
 
 const CIFAR = path.join(FIXTURES, 'cifar', 'model.json');
 const CIFAR_TRAIN = path.join(FIXTURES, 'cifar10', 'train');
@@ -165,6 +165,21 @@ describe('augmentation', () => {
     assert.equal(fashion.augmented, false);
     const forced = await run(CHARCNN, imageSubset(FASHION_TRAIN, 2), imageSubset(FASHION_TEST, 1), ['--augment', 'on']);
     assert.equal(forced.augmented, true);
+  });
+
+  test('compress --finetune trains the factor layers of a model nested as Teachable Machine exports it', async () => {
+    const dir = tempDir();
+    await saveModel(teachableModel(true), path.join(dir, 'tm'));
+    const out = path.join(dir, 'out');
+    const r = await cli([
+      'compress', path.join(dir, 'tm', 'model.json'), '--scheme', 'channel', '--rank', 'expand=4,last_conv=6', '--data', imageSubset(CIFAR_TRAIN, 3), '--eval-data', imageSubset(CIFAR_TEST, 1),
+      '--iterations', '0', '--out', out, '--finetune', '--epochs', '1', '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout).finetune;
+    // The two channel replacements' factors and biases: expand 8→4→24, last_conv 12→6→32.
+    assert.equal(report.trainedWeights, 8 * 4 + 4 * 24 + 24 + 12 * 6 + 6 * 32 + 32);
+    assert.equal(report.epochs, 1);
   });
 });
 
