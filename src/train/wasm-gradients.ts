@@ -11,6 +11,7 @@
  * (e.g. 2×6×6×5, 2×2 pool: off by whole dy entries against the cpu backend), so it is replaced too.
  * tfjs refuses gradients of dilated convolutions on every backend (its gradient functions assert
  * dilation 1 before any kernel runs); the depthwise kernels here honour dilation all the same.
+ * Identity is replaced too, by one that shares its input's data (see sharedIdentity).
  */
 import * as tf from '@tensorflow/tfjs';
 import { convFilterGrad, crop2d, dwFilterGrad, dwInputGrad, pad2d, interleaveZeros, type Pair } from '../linalg/conv-ops.js';
@@ -109,7 +110,21 @@ function maxPoolBackprop({ inputs, attrs }: { inputs: tf.NamedTensorInfoMap; att
   });
 }
 
+/**
+ * wasm's Identity copies the tensor. tfjs runs it on every input and output a gradient may need
+ * while the tape records (its engine keeps a clone of each), so a 224-px forward pass under the tape
+ * copied gigabytes in JavaScript, on one thread, and held every copy. Sharing the data under a
+ * reference count, as wasm's own Reshape does (and the cpu backend's Identity), makes keeping free:
+ * no kernel writes a tensor in place.
+ */
+function sharedIdentity({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; backend: unknown }): tf.TensorInfo {
+  const x = inputs.x as tf.TensorInfo;
+  (backend as { incRef(dataId: tf.DataId): void }).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
 const KERNELS: [string, tf.KernelFunc][] = [
+  ['Identity', sharedIdentity as tf.KernelFunc],
   ['Conv2DBackpropFilter', conv2dBackpropFilter as tf.KernelFunc],
   ['DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilter as tf.KernelFunc],
   ['DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInput as tf.KernelFunc],

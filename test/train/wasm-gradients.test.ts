@@ -96,6 +96,23 @@ describe('wasm backward kernels', () => {
     }
   });
 
+  test('the tensors the tape keeps share their data instead of copying it, and free it with the last of them', () => {
+    const x = tf.randomNormal([2, 8, 8, 3], 0, 1, 'float32', 1);
+    const bytes = tf.memory().numBytes;
+    const kept = tf.clone(x);
+    assert.equal(kept.dataId, x.dataId, 'a clone is the same data');
+    assert.equal(tf.memory().numBytes, bytes + x.size * 4, 'tfjs counts it as a tensor of its own');
+    x.dispose();
+    assert.deepEqual(Array.from(kept.dataSync()).slice(0, 3).map(Number.isFinite), [true, true, true], 'the data outlives the first tensor');
+    kept.dispose();
+    assert.equal(tf.memory().numBytes, bytes - x.size * 4);
+    // Gradients through ops whose inputs the tape keeps stay right.
+    const w = tf.variable(tf.ones([3]));
+    const { grads } = tf.variableGrads(() => tf.relu6(tf.ones([4, 3]).mul(w)).square().sum() as tf.Scalar, [w]);
+    assert.deepEqual(Array.from(grads[w.name].dataSync()), [8, 8, 8]);
+    tf.dispose([w, ...Object.values(grads)]);
+  });
+
   for (const c of CASES) {
     test(`${c.title}: equals the cpu backend's kernels and finite differences`, async () => {
       const { x: xv, w: wv } = data(c);
