@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import { heldOutWarnings, probeImages } from '../data/images.js';
 import { accuracyProblem, chanceWarning } from '../data/labels.js';
 import { METADATA_FILE } from '../data/metadata.js';
@@ -23,7 +23,7 @@ import { DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, type Measu
 import { factorize, type CompressOptions, type CompressPlan } from '../plan/plan.js';
 import { skippedNotes } from '../plan/select.js';
 import {
-  budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planHeap, searchAffordable,
+  budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planFinetuneHeap, planHeap, searchAffordable,
 } from '../reconstruct/budget.js';
 import { AUTO_STEP_MACS, autoSteps } from '../reconstruct/fit.js';
 import { silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
@@ -157,7 +157,10 @@ async function prepare(request: CompressRequest, log: Log, reporter: Reporter): 
   const loaded = await loadModel(request.input);
   const outputCheck = checkOutputDir(request.out, request.force, [loaded.jsonPath, path.dirname(loaded.jsonPath), ...loaded.shards.map((s) => s.path)]);
   const plan = planCompression(loaded.model, request, loaded.topology, reporter);
-  if (request.finetune) checkFinetune(loaded.model);
+  if (request.finetune) {
+    checkFinetune(loaded.model);
+    if (tf.getBackend() === 'wasm') planFinetuneHeap(loaded.model, request.finetune.batch);
+  }
   if (plan.defaulted) log(plan.defaulted);
   for (const line of skippedNotes(plan.skipped.filter((s) => !s.byChoice))) log(line);
   for (const r of plan.ranked.filter((r) => r.slower)) {

@@ -130,6 +130,36 @@ export function planHeap(
 }
 
 /**
+ * A fine-tuning step holds every layer's outputs for the backward pass (tfjs' tape keeps them), and
+ * the backward pass makes gradients of the same size: about twice the outputs of a forward pass.
+ * Calibrated on a MobileNetV2 at 224×224 (88 MB of layer outputs an image): 8 images a step ran in
+ * 1.5 GB; 32 overran the wasm heap.
+ */
+const TAPE_FACTOR = 2;
+
+/** Values of every layer call's outputs for one input (what a step under the tape keeps of each image). */
+function outputValues(model: tf.LayersModel): number {
+  return listLayers(model).flatMap((l) => l.calls).reduce((a, c) => a + c.outputShapes.reduce((b, s) => b + product(s), 0), 0);
+}
+
+/**
+ * Refuses `--finetune` up front on the wasm backend when a training step of `batch` images would
+ * not fit its heap, naming a --batch that would (fine-tuning steps take --batch images).
+ */
+export function planFinetuneHeap(model: tf.LayersModel, batch: number): void {
+  // Teacher, student and Adam's two moments at most.
+  const weights = 4 * 4 * model.countParams();
+  const perImage = TAPE_FACTOR * 4 * outputValues(model);
+  const bytes = (b: number) => weights + b * perImage;
+  if (bytes(batch) <= HEAP_PLAN_BYTES) return;
+  const needs = `--finetune: a training step of ${batch} images would hold ~${gb(bytes(batch))} of the wasm backend's heap (every layer's outputs, kept for the backward pass), more than the ${gb(HEAP_PLAN_BYTES)} it can safely use`;
+  let fits = batch;
+  while (fits > 1 && bytes(fits) > HEAP_PLAN_BYTES) fits = Math.floor(fits / 2);
+  if (bytes(fits) <= HEAP_PLAN_BYTES) throw new UserError(`${needs}; give --batch ${fits} or less (fine-tuning steps take --batch images)`);
+  throw new UserError(`${needs} even at one image a step; compress without --finetune`);
+}
+
+/**
  * Default --samples: 1000 fitting images, or as many as SAMPLE_MACS of forward passes through the
  * model allow (an InceptionV3 at 5.7 GMACs an image: 350).
  */

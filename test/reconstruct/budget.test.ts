@@ -51,3 +51,15 @@ test('a data fit whose solve batch does not fit the wasm heap is refused up fron
   assert.equal(fs.existsSync(out), false, 'nothing written');
   // What it names fits: the plan accepts that batch (the run itself is not repeated here: minutes of 512-px convolutions).
 });
+
+test('fine-tuning whose training step does not fit the wasm heap is refused up front with a --batch that fits', async () => {
+  const model = await wideModel();
+  const images = imageSubset(FASHION_TRAIN, 4);
+  dirs.push(images);
+  const out = path.join(path.dirname(model), 'out');
+  // Each image's layer outputs: 512·512·(64 + 8) values, kept for the backward pass and matched by its gradients.
+  const run = runCli(['compress', model, '--layers', 'wide3x3', '--rank', '4', '--data', images, '--iterations', '0', '--finetune', '--out', out]);
+  assert.equal(run.code, 1, run.stderr);
+  assert.match(errorLine(run), /^lowrank: --finetune: a training step of 32 images would hold ~4\.5 GB of the wasm backend's heap \(every layer's outputs, kept for the backward pass\), more than the 3\.0 GB it can safely use; give --batch 16 or less \(fine-tuning steps take --batch images\)$/);
+  assert.equal(fs.existsSync(out), false, 'nothing written');
+});
