@@ -185,10 +185,20 @@ type Logits = (x: tf.Tensor4D) => tf.Tensor2D;
  * The model's pre-softmax logits as a function of its input (sharing its layers and weights), or
  * its first output when it does not end in a softmax.
  */
-function logitsOf(model: tf.LayersModel): { fn: Logits; target: 'logits' | 'outputs' } {
+export function logitsOf(model: tf.LayersModel): { fn: Logits; target: 'logits' | 'outputs' } {
   const last = model.outputs[0].sourceLayer as tf.layers.Layer;
   const config = last.getConfig() as Record<string, any>;
   const flat = (t: tf.Tensor) => t.reshape([t.shape[0], -1]) as tf.Tensor2D;
+  // A model ending in a nested one (a Teachable Machine head): that model's logits, on what it is fed.
+  if (last instanceof tf.LayersModel && model.outputs.length === 1) {
+    const inner = logitsOf(last);
+    if (inner.target === 'logits') {
+      // Its own input is a node of its own; its call in `model` is the last one.
+      const calls = (last as unknown as { inboundNodes: unknown[] }).inboundNodes.length;
+      const upTo = tf.model({ inputs: model.inputs, outputs: last.getInputAt(calls - 1) as tf.SymbolicTensor });
+      return { fn: (x) => inner.fn(upTo.apply(x) as tf.Tensor4D), target: 'logits' };
+    }
+  }
   if (config.activation === 'softmax' && model.outputs.length === 1) {
     const input = last.input as tf.SymbolicTensor;
     const upTo = tf.model({ inputs: model.inputs, outputs: input });

@@ -16,7 +16,7 @@ import { mulberry32 } from '../../src/runtime/random.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { loadImages, planImages, type ImageStores } from '../../src/data/plan.js';
 import { AUGMENT_BELOW_IMAGES, augmentFor, augmentImage, maxShift } from '../../src/train/augment.js';
-import { FINETUNE_LR, MIN_FINETUNE_LR, carveValidation, finetune, loadFinetuneImages, type FinetuneImages, type FinetuneOptions } from '../../src/train/finetune.js';
+import { FINETUNE_LR, MIN_FINETUNE_LR, carveValidation, finetune, loadFinetuneImages, logitsOf, type FinetuneImages, type FinetuneOptions } from '../../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, FIXTURES, cli, imageSubset, teachableModel, tempDir } from '../helpers.js';
 
 const CIFAR = path.join(FIXTURES, 'cifar', 'model.json');
@@ -167,7 +167,7 @@ describe('augmentation', () => {
     assert.equal(forced.augmented, true);
   });
 
-  test('compress --finetune trains the factor layers of a model nested as Teachable Machine exports it', async () => {
+  test('compress --finetune trains the factor layers of a model nested as Teachable Machine exports it, on its head\'s logits', async () => {
     const dir = tempDir();
     await saveModel(teachableModel(true), path.join(dir, 'tm'));
     const out = path.join(dir, 'out');
@@ -180,6 +180,14 @@ describe('augmentation', () => {
     // The two channel replacements' factors and biases: expand 8→4→24, last_conv 12→6→32.
     assert.equal(report.trainedWeights, 8 * 4 + 4 * 24 + 24 + 12 * 6 + 6 * 32 + 32);
     assert.equal(report.epochs, 1);
+    // The head ends in a softmax inside its own Sequential: distillation reads the logits before it.
+    assert.equal(report.target, 'logits');
+    const model = teachableModel(true);
+    const x = tf.randomUniform([3, 16, 16, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
+    const logits = logitsOf(model);
+    const gap = tf.tidy(() => tf.softmax(logits.fn(x)).sub(model.predict(x) as tf.Tensor).abs().max().dataSync()[0]);
+    assert.ok(gap < 1e-6, `softmax of the logits differs from the outputs by ${gap}`);
+    tf.dispose(x);
   });
 });
 
