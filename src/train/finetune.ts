@@ -84,10 +84,19 @@ export const MAX_VALIDATION = 1000;
 export const FINETUNE_LR = 0.03;
 export const FULL_STEP_ERROR = 0.16;
 export const MIN_FINETUNE_LR = 0.001;
+/**
+ * Layers trained at the step above; more in series share it (the step scales by STEP_LAYERS over
+ * their number). Adam moves every weight by about the step whatever its gradient, and the changes
+ * of layers in series add up: the 60 factor layers of a MobileNetV2 at 2× lost all they had in the
+ * first steps at 3 % of rms (validation loss 0.36 → worse every epoch) and gained at 0.3 %
+ * (agreement with the original 88.5 → 90.0 % on 200 other photos). The small fixtures train up to 6.
+ */
+export const STEP_LAYERS = 6;
 
-/** The Adam step (fraction of a weight's rms) for a student starting at relative logit error `error`. */
-export function finetuneStep(error: number): number {
-  return Math.max(MIN_FINETUNE_LR, FINETUNE_LR * Math.min(1, (error / FULL_STEP_ERROR) ** 2));
+/** The Adam step (fraction of a weight's rms) for `layers` trained layers starting at relative logit error `error`. */
+export function finetuneStep(error: number, layers = 1): number {
+  const depth = Math.min(1, STEP_LAYERS / Math.max(1, layers));
+  return depth * Math.max(MIN_FINETUNE_LR, FINETUNE_LR * Math.min(1, (error / FULL_STEP_ERROR) ** 2));
 }
 const TARGET_BUDGET = 64 * 1024 * 1024;
 
@@ -400,7 +409,8 @@ export async function finetune(
   const initial = await onValidation();
   const baseline = selectionLoss(initial, labelWeight);
   // A weight that is all zeros (a fresh bias) steps relative to its layer's first weight.
-  const stepFraction = finetuneStep(initial.error);
+  // Layers counted by their kernels (a nested model trained whole is many layers).
+  const stepFraction = finetuneStep(initial.error, variables.filter((v) => v.shape.length >= 2).length);
   const rates = layerWeights.flatMap((ws) => ws.map((w) => stepFraction * (rms(w) || rms(ws[0]) || 1)));
   const optimizers = rates.map((r) => tf.train.adam(r));
   let best = { epoch: 0, loss: baseline, weights: snapshot() };

@@ -171,12 +171,21 @@ describe('augmentation', () => {
     const dir = tempDir();
     await saveModel(teachableModel(true), path.join(dir, 'tm'));
     const out = path.join(dir, 'out');
-    const r = await cli([
-      'compress', path.join(dir, 'tm', 'model.json'), '--scheme', 'channel', '--rank', 'expand=4,last_conv=6', '--data', imageSubset(CIFAR_TRAIN, 3), '--eval-data', imageSubset(CIFAR_TEST, 1),
-      '--iterations', '0', '--out', out, '--finetune', '--epochs', '1', '--json',
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    const report = JSON.parse(r.stdout).finetune;
+    const fit = imageSubset(CIFAR_TRAIN, 3);
+    const held = imageSubset(CIFAR_TEST, 1);
+    const run = async (extra: string[]) => {
+      const r = await cli([
+        'compress', path.join(dir, 'tm', 'model.json'), '--scheme', 'channel', '--rank', 'expand=4,last_conv=6', '--data', fit, '--eval-data', held,
+        '--iterations', '0', '--out', out, '--force', '--finetune', '--epochs', '1', '--json', ...extra,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout).finetune;
+    };
+    const report = await run([]);
+    // Trained whole, its 9 kernels (stem, expand_a/_b, dw, project, last_conv_a/_b, head_dense, head_out)
+    // share the step the 4 factor layers take alone: 6 layers' worth.
+    const whole = await run(['--finetune-layers', 'all']);
+    assert.ok(Math.abs(whole.step - (report.step * 6) / 9) < 1e-9, `step ${whole.step} for 9 layers, ${report.step} for 4`);
     // The two channel replacements' factors and biases: expand 8→4→24, last_conv 12→6→32.
     assert.equal(report.trainedWeights, 8 * 4 + 4 * 24 + 24 + 12 * 6 + 6 * 32 + 32);
     assert.equal(report.epochs, 1);
