@@ -392,10 +392,6 @@ export async function finetune(
   // By name through nested models too (a Teachable Machine model nests its MobileNet twice).
   const byName = new Map(listLayers(student).map((l) => [l.name, l.layer]));
   const chosen = options.layers === 'all' ? student.layers : factorLayers.map((name) => byName.get(name)!);
-  // The factor layers train even where the saved model froze the layer they replace (its config,
-  // trainable false, is theirs too); the flags are restored before the model is saved.
-  const frozen = options.layers === 'all' ? [] : chosen.filter((l) => !l.trainable);
-  frozen.forEach((l) => (l.trainable = true));
   const layerWeights = chosen.map((l) => l.trainableWeights.map((w) => w.read() as tf.Variable));
   const variables = layerWeights.flat();
   if (variables.length === 0) throw new UserError('--finetune: the model has no trainable weight to fine-tune');
@@ -458,7 +454,6 @@ export async function finetune(
   }
   progress.finish(epochs < planned ? `stopped after epoch ${epochs}: no validation improvement for ${PATIENCE} epochs` : undefined);
   variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(best.weights[i], v.shape))));
-  frozen.forEach((l) => (l.trainable = false));
   optimizers.forEach((o) => o.dispose());
   const heldAfter = best.epoch > 0 ? await evaluate(studentLogits.fn, heldTeacher, heldTop, heldStore, held, options.batch) : heldBefore;
   const kept = best.epoch > 0 ? 'finetuned' : 'data';
