@@ -168,8 +168,9 @@ async function prepare(request: CompressRequest, log: Log, reporter: Reporter): 
   }
   let pace: number | null = null;
   if (request.data && images) {
-    await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath), reporter, modelMacs(plan.layers).total);
-    pace = await forwardPace(loaded.model, modelMacs(plan.layers).total, imageBatchSize(loaded.model));
+    const macs = modelMacs(plan.layers).total;
+    await probeImages(loaded.model, images.fit, request.data.pixels, shown(loaded.jsonPath), reporter, macs);
+    pace = await forwardPace(loaded.model, macs, imageBatchSize(loaded.model));
   }
   const accuracyNote = request.data && images ? accuracyProblem(loaded.model, images.classes, request.data.data, request.data.labels) : null;
   if (accuracyNote) log(`warning: ${accuracyNote}`);

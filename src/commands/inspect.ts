@@ -3,7 +3,7 @@ import { layerMacs, modelMacs } from '../model/cost.js';
 import { CONV_CLASSES, type LayerInfo, type Shape } from '../model/layers.js';
 import type * as tf from '@tensorflow/tfjs';
 import { measuredReach, measureTimeTable } from '../plan/measured.js';
-import { silentReporter, type Reporter } from '../report/progress.js';
+import { USUALLY_QUICK, silentReporter, type Reporter } from '../report/progress.js';
 import { allocateRanks, filterCandidates, maximumSpeedup, ranksForSpeedup } from '../plan/ranks.js';
 import { DEFAULT_SCHEME, anySchemeReplaces, selectSchemes } from '../schemes/index.js';
 import { rankSummaries, type RankSummary, type RankSummaryKey } from '../schemes/summary.js';
@@ -38,9 +38,6 @@ export interface InspectReport {
   unreplaceable: { share: number; byClass: Record<string, number> };
 }
 
-/** Summaries done within this long (a small model's) go unreported. */
-const SUMMARY_QUIET_MS = 1000;
-
 const lastDim = (s: Shape | undefined): number | null => (s ? (s[s.length - 1] ?? null) : null);
 
 export async function inspectLayers(layers: LayerInfo[], withSpectra = true, reporter: Reporter = silentReporter): Promise<InspectReport> {
@@ -48,7 +45,7 @@ export async function inspectLayers(layers: LayerInfo[], withSpectra = true, rep
   const { total: totalMacs, unknown } = modelMacs(layers);
   const reports: LayerReport[] = [];
   const defaults = selectSchemes(DEFAULT_SCHEME);
-  const progress = reporter.phase('summarising each layer\'s ranks', layers.length, 'layers', { quietFor: SUMMARY_QUIET_MS });
+  const progress = reporter.phase('summarising each layer\'s ranks', layers.length, 'layers', USUALLY_QUICK);
   for (let i = 0; i < layers.length; i++) {
     const layer = layers[i];
     const c = layer.config;

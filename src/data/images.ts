@@ -12,7 +12,7 @@ import { UserError, firstLine } from '../errors.js';
 import { checkFiniteActivations } from '../model/finite.js';
 import { readCappedFile } from '../model/files.js';
 import { mulberry32 } from '../runtime/random.js';
-import { silentReporter, type Reporter } from '../report/progress.js';
+import { USUALLY_QUICK, silentReporter, type Reporter } from '../report/progress.js';
 import { resizeLikeTfjs, type ResizeMethod } from './preprocess.js';
 
 export interface PixelOptions {
@@ -272,7 +272,7 @@ export async function probeImages(
   const stats: BatchStats = { skipped: [], decoded: 0 };
   const affordable = macsPerImage > 0 ? Math.floor(PROBE_MACS / macsPerImage) : PROBE_IMAGES;
   const probed = entries.slice(0, Math.max(MIN_PROBE_IMAGES, Math.min(PROBE_IMAGES, affordable)));
-  const progress = reporter.phase('checking that the first images give finite outputs', probed.length, 'images', { quietFor: PROBE_QUIET_MS });
+  const progress = reporter.phase('checking that the first images give finite outputs', probed.length, 'images', USUALLY_QUICK);
   let done = 0;
   for await (const b of imageBatches(probed, size, 1, pixels, stats)) {
     try {
@@ -290,8 +290,6 @@ export async function probeImages(
 const PROBE_IMAGES = 16;
 const MIN_PROBE_IMAGES = 4;
 const PROBE_MACS = 25e9;
-/** A probe done within this long (any small model) goes unreported. */
-const PROBE_QUIET_MS = 1000;
 
 /** Message for the end of a run that skipped files. */
 export function skippedNote(stats: BatchStats): string | null {

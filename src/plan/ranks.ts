@@ -8,7 +8,7 @@ import { convGeometry, layerMacs, modelMacs } from '../model/cost.js';
 import type { LayerInfo } from '../model/layers.js';
 import { breakEvenRank, targetLayer, type Scheme } from '../schemes/index.js';
 import type { ModelTopology } from '../model/topology.js';
-import { silentReporter, type Reporter } from '../report/progress.js';
+import { USUALLY_QUICK, silentReporter, type Reporter } from '../report/progress.js';
 
 export interface RankedLayer {
   info: LayerInfo;
@@ -68,7 +68,7 @@ export function summedLoss(candidates: Candidate[], ranks: Map<string, number>):
 
 /** The layers as candidates, each for its scheme, with its filter-error curve (an SVD each: seconds on a model of ~100 layers). */
 export function filterCandidates(chosen: LayerInfo[], schemeOf: (layer: LayerInfo) => Scheme, topology: ModelTopology, reporter: Reporter = silentReporter): Candidate[] {
-  const progress = reporter.phase('computing the layers\' filter spectra', chosen.length, 'layers', { quietFor: SPECTRA_QUIET_MS });
+  const progress = reporter.phase('computing the layers\' filter spectra', chosen.length, 'layers', USUALLY_QUICK);
   const candidates = chosen.map((info, i) => {
     const scheme = schemeOf(info);
     const candidate = { info, scheme, error: scheme.errorCurve(targetLayer(info, topology)) };
@@ -79,8 +79,6 @@ export function filterCandidates(chosen: LayerInfo[], schemeOf: (layer: LayerInf
   return candidates;
 }
 
-/** Spectra done within this long go unreported. */
-const SPECTRA_QUIET_MS = 1000;
 
 /** Whole-model MACs when each candidate named in `ranks` is replaced at its rank. */
 function macsAt(layers: LayerInfo[], candidates: Replacement[], ranks: Map<string, number>): { before: number; after: number } {

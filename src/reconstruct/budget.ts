@@ -89,6 +89,12 @@ export interface HeapPlan {
 
 const gb = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(1)} GB`;
 
+/** `batch` halved until `bytes` of it fit HEAP_PLAN_BYTES, or down to 1. */
+function halvedToFit(batch: number, bytes: (batch: number) => number): number {
+  while (batch > 1 && bytes(batch) > HEAP_PLAN_BYTES) batch = Math.floor(batch / 2);
+  return batch;
+}
+
 /**
  * The wasm heap a data fit of `layers` needs with `batch` images per exact-solve batch, `heldImages`
  * images kept as tensors throughout (the joint rank search's scoring images), `networks` copies
@@ -116,8 +122,7 @@ export function planHeap(
   if (plan.total <= HEAP_PLAN_BYTES) return plan;
   const needs = `data reconstruction would need ~${gb(plan.total)} of the wasm backend's heap, more than the ${gb(HEAP_PLAN_BYTES)} it can safely use (it holds ${gb(WASM_HEAP_BYTES)} at most and never shrinks)`;
   // What would fit: a smaller solve batch, or fewer images kept.
-  let batch = options.batch;
-  while (batch > 1 && total(batch, held) > HEAP_PLAN_BYTES) batch = Math.floor(batch / 2);
+  const batch = halvedToFit(options.batch, (b) => total(b, held));
   if (batch < options.batch && total(batch, held) <= HEAP_PLAN_BYTES) {
     throw new UserError(`--batch ${options.batch}: ${needs} (layer ${plan.layer!.name} at ${options.batch} images a batch); give --batch ${batch} or less`);
   }
@@ -153,8 +158,7 @@ export function planFinetuneHeap(model: tf.LayersModel, batch: number): void {
   const bytes = (b: number) => weights + b * perImage;
   if (bytes(batch) <= HEAP_PLAN_BYTES) return;
   const needs = `--finetune: a training step of ${batch} images would hold ~${gb(bytes(batch))} of the wasm backend's heap (every layer's outputs, kept for the backward pass), more than the ${gb(HEAP_PLAN_BYTES)} it can safely use`;
-  let fits = batch;
-  while (fits > 1 && bytes(fits) > HEAP_PLAN_BYTES) fits = Math.floor(fits / 2);
+  const fits = halvedToFit(batch, bytes);
   if (bytes(fits) <= HEAP_PLAN_BYTES) throw new UserError(`${needs}; give --batch ${fits} or less (fine-tuning steps take --batch images)`);
   throw new UserError(`${needs} even at one image a step; compress without --finetune`);
 }

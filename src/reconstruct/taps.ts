@@ -20,7 +20,7 @@ export interface TapResult {
 export type Tap = (x: tf.Tensor4D) => TapResult;
 
 /** The input tensor of a layer's last call (the outer call, for a model used as a layer). */
-function callInput(layer: tf.layers.Layer): tf.SymbolicTensor {
+export function callInput(layer: tf.layers.Layer): tf.SymbolicTensor {
   const nodes = (layer as any).inboundNodes as { inputTensors: tf.SymbolicTensor[] }[];
   const node = nodes[nodes.length - 1];
   if (!node || node.inputTensors.length !== 1) {

@@ -18,6 +18,9 @@ export interface PhaseOptions {
   quietFor?: number;
 }
 
+/** For work that takes under a second on small models: shown only once it lasts longer. */
+export const USUALLY_QUICK: PhaseOptions = { quietFor: 1000 };
+
 export interface Reporter {
   /** Starts a phase of `total` units (e.g. "conv2: collecting", 800, "images"). */
   phase(label: string, total: number, unit: string, options?: PhaseOptions): Phase;
@@ -101,10 +104,11 @@ export function stderrReporter(
       return {
         update(done, detail) {
           if (total <= 0 || done >= total) return;
-          const due = done / total >= nextQuarter / 4 || now() - lastLine >= HEARTBEAT_MS;
-          if (!showing && shown()) showing = true;
-          else if (!due) return;
-          if (!showing) return;
+          if (showing) {
+            if (done / total < nextQuarter / 4 && now() - lastLine < HEARTBEAT_MS) return;
+          } else if (shown()) {
+            showing = true; // first line of a quiet phase: where it is now
+          } else return;
           while (done / total >= nextQuarter / 4) nextQuarter++;
           lastLine = now();
           const elapsed = now() - started;

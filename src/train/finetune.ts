@@ -31,6 +31,7 @@ import { mulberry32, type Random } from '../runtime/random.js';
 import { UserError } from '../errors.js';
 import { modelPixels, type ImageEntry, type PixelOptions } from '../data/images.js';
 import { listLayers } from '../model/layers.js';
+import { callInput } from '../reconstruct/taps.js';
 import { top1 } from '../model/outputs.js';
 import { ImageStore } from '../data/store.js';
 import { silentReporter, type Reporter } from '../reconstruct/index.js';
@@ -203,9 +204,7 @@ export function logitsOf(model: tf.LayersModel): { fn: Logits; target: 'logits' 
   if (last instanceof tf.LayersModel && model.outputs.length === 1) {
     const inner = logitsOf(last);
     if (inner.target === 'logits') {
-      // Its own input is a node of its own; its call in `model` is the last one.
-      const calls = (last as unknown as { inboundNodes: unknown[] }).inboundNodes.length;
-      const upTo = tf.model({ inputs: model.inputs, outputs: last.getInputAt(calls - 1) as tf.SymbolicTensor });
+      const upTo = tf.model({ inputs: model.inputs, outputs: callInput(last) });
       return { fn: (x) => inner.fn(upTo.apply(x) as tf.Tensor4D), target: 'logits' };
     }
   }
