@@ -20,7 +20,8 @@ import { chooseRanks, planCompression, type RankDecision } from '../plan/choose.
 import { SEARCH_SCORE_IMAGES } from '../plan/joint-search.js';
 import { DEFAULT_PROBES, type MaxLossReport, type MaxLossSearch } from '../plan/maxloss.js';
 import { DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, type MeasuredChoice, type TimeTable } from '../plan/measured.js';
-import { factorize, type CompressOptions, type CompressPlan } from '../plan/plan.js';
+import { factorize, type AllocationBasis, type CompressOptions, type CompressPlan } from '../plan/plan.js';
+import { responseSpectraApply } from '../plan/responses.js';
 import { skippedNotes } from '../plan/select.js';
 import {
   budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planFinetuneHeap, planHeap, searchAffordable,
@@ -71,7 +72,7 @@ export interface CompressReport {
   totalMacsAfter: number;
   theoreticalSpeedup: number;
   /** With --speedup: the target and the summed predicted filter error of the chosen and of equal-fraction ranks. */
-  allocation: { target: number; predictedError: number; baselineError: number | null; basis: 'spectrum' | 'measured' } | null;
+  allocation: { target: number; predictedError: number; baselineError: number | null; basis: AllocationBasis } | null;
   data: DataReport | null;
   finetune: FinetuneReport | null;
   measured: MeasuredReport | null;
@@ -286,7 +287,7 @@ function planDataWork(
   let work = estimateWork(model, costs, count, steps, batch, search);
   const why = search ? searchAffordable(costs, work.search) : null;
   if (why) {
-    log(`rank search by joint fits skipped (${why}); ranks from the layers' filter spectra`);
+    log(`rank search by joint fits skipped (${why}); ranks from the layers' ${responseSpectraApply(plan) ? 'response spectra on the fitting images' : 'filter spectra'}`);
     search = false;
     work = { ...work, search: 0 };
   }

@@ -6,7 +6,8 @@
  * rank 1 everywhere for the searches that choose ranks themselves (fastest.ts). `chooseRanks` then
  * settles the ranks once images are loaded and layers timed: the bisection of --max-loss
  * (maxloss.ts), the measured-time allocation of --measured (measured.ts), or the joint fits of
- * --speedup with --data (joint-search.ts); otherwise the starting ranks stand.
+ * --speedup with --data (joint-search.ts), or the response spectra of --speedup with --data when
+ * that search is not affordable (responses.ts); otherwise the starting ranks stand.
  */
 import type * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.js';
@@ -22,6 +23,7 @@ import { planByMeasuredTime, spectrumCandidates, type MeasuredChoice, type TimeT
 import { planRanks, type CompressOptions, type CompressPlan } from './plan.js';
 import { formatRanks } from './ranks.js';
 import { selectLayers } from './select.js';
+import { RESPONSE_IMAGES, planByResponses, responseCandidates, responseSpectraApply } from './responses.js';
 import { measureSensitivity, sensitivityCandidates } from './sensitivity.js';
 import { spectrumRanks } from './spectrum.js';
 import type { DataContext } from '../data/plan.js';
@@ -98,6 +100,12 @@ export async function chooseRanks(base: CompressPlan, options: CompressOptions, 
     const search = await planByJointSearch(source, base, data.stores.fit, data.options, options.speedup, ctx.reporter);
     log(`ranks for ≥ ${options.speedup}× chosen by joint fits of ${search.evaluated.length} allocations: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
     return { plan: search.plan, maxLoss: null, measured: null };
+  }
+  if (options.speedup !== undefined && data && responseSpectraApply(base)) {
+    const candidates = await responseCandidates(source, base, data.stores.fit, ctx.reporter);
+    const plan = planByResponses(base, candidates, options.speedup, Math.min(RESPONSE_IMAGES, data.stores.fit.count));
+    log(`ranks for ≥ ${options.speedup}× from the layers' response spectra on ${Math.min(RESPONSE_IMAGES, data.stores.fit.count)} fitting images: ${formatRanks(planRanks(plan))}`);
+    return { plan, maxLoss: null, measured: null };
   }
   return { plan: base, maxLoss: null, measured: null };
 }

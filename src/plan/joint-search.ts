@@ -11,11 +11,12 @@ import type { LayerInfo } from '../model/layers.js';
 import type { ModelSource } from '../model/topology.js';
 import { fitToData, type ReconstructOptions } from '../reconstruct/index.js';
 import { withinPhase, type Reporter } from '../report/progress.js';
-import { selectSchemes, targetLayer } from '../schemes/index.js';
+import { targetLayer } from '../schemes/index.js';
 import type { CompressPlan } from './plan.js';
 import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from './ranks.js';
 import { leftByChoice } from './select.js';
 import { outputs } from './sensitivity.js';
+import { allocationCandidates } from './responses.js';
 
 /**
  * Fitting images set aside to score each allocation of the joint search on; it is fitted on all the
@@ -131,10 +132,8 @@ export async function planByJointSearch(
   const probabilities = endsInSoftmax(source.model);
   // The layers the spectrum allocation left as they are are candidates too: fitted to data, their
   // replacement may pay after all. Leaving them is one allocation the search scores.
-  const schemes = selectSchemes(plan.scheme.recipe);
-  const left = plan.skipped.filter((s) => s.byChoice).map((s) => plan.layers.find((l) => l.name === s.name)!);
-  const candidates: Replacement[] = [...plan.ranked.map(({ info, scheme }) => ({ info, scheme })), ...left.map((info) => ({ info, scheme: schemes.of(info) }))]
-    .sort((a, b) => plan.layers.indexOf(a.info) - plan.layers.indexOf(b.info));
+  const candidates = allocationCandidates(plan);
+  const left = candidates.filter((c) => !plan.ranked.some((r) => r.info === c.info)).map((c) => c.info);
   const targets = new Map(candidates.map((c) => [c, targetLayer(c.info, source.topology)]));
   const progress = reporter.phase('choosing ranks by joint fits', SEARCH_EVALUATIONS, 'fits');
   const evaluated = new Map<string, JointPoint>();

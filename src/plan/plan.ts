@@ -30,6 +30,9 @@ export interface CompressOptions extends SchemeOptions {
   allowSlower?: boolean;
 }
 
+/** What a speedup allocation was chosen from: kernel spectra, response spectra on the fitting images, or fits measured on them. */
+export type AllocationBasis = 'spectrum' | 'responses' | 'measured';
+
 export interface CompressPlan {
   /** The scheme --scheme names (layers it is not made for may get another; see `ranked`). */
   scheme: Scheme;
@@ -40,7 +43,7 @@ export interface CompressPlan {
   /** Said when the layers were chosen by default. */
   defaulted: string | null;
   /** With a speedup target: the chosen ranks, and the equal-fraction baseline's predicted error. */
-  allocation: (Allocation & { target: number; baselineError: number | null; basis: 'spectrum' | 'measured' }) | null;
+  allocation: (Allocation & { target: number; baselineError: number | null; basis: AllocationBasis }) | null;
 }
 
 /** The plan's rank per replaced layer. */

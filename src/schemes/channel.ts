@@ -26,7 +26,7 @@ import { solveSymmetric } from '../linalg/solve.js';
 import { matMulBT, matMulT, toF64 } from '../linalg/conv-ops.js';
 import { isPointwise } from '../model/layers.js';
 import { activationOf, biasWeights, conv2dLayer, denseLayer } from './layers.js';
-import { tailErrors, type ClosedFormFit, type FactoredForm, type Scheme, type TargetLayer, type WeightValue } from './scheme.js';
+import { tailErrors, type ClosedFormFit, type FactoredForm, type ResponseSpectrum, type Scheme, type TargetLayer, type WeightValue } from './scheme.js';
 
 
 const macs = (g: ConvGeometry, rank: number): number => g.outH * g.outW * rank * (g.C + g.N);
@@ -57,6 +57,10 @@ export const channel: Scheme = {
   errorCurve(target) {
     const { C, N } = target.geometry;
     return tailErrors(spectrum(target.kernel, C, N), Math.min(C, N));
+  },
+
+  responseSpectrum(target) {
+    return new ResponseCovariance(target.geometry, target.kernel);
   },
 
   factorize(target, rank) {
@@ -171,6 +175,59 @@ class ChannelForm implements FactoredForm {
 
   dispose(): void {
     this.wm.dispose();
+  }
+}
+
+/**
+ * The input covariance Σ (centred: the fit's offset absorbs the mean), from which the responses
+ * y = Wᵀx have covariance WᵀΣW; its eigenvalues λ give the best rank-K reconstruction's relative
+ * error √(Σ_{i>K} λᵢ / Σλᵢ), the reduced-rank regression above without the prior. When N > C
+ * they are the squared singular values of Λ^½VᵀW (C × N) for Σ = VΛVᵀ, the smaller problem.
+ */
+class ResponseCovariance implements ResponseSpectrum {
+  private xx: Float64Array;
+  private xSum: Float64Array;
+  private rows = 0;
+
+  constructor(private g: ConvGeometry, private kernel: Float32Array) {
+    this.xx = new Float64Array(g.C * g.C);
+    this.xSum = new Float64Array(g.C);
+  }
+
+  add(x: tf.Tensor4D): void {
+    const parts = tf.tidy(() => {
+      const rows = inputRows(x, this.g);
+      return [matMulT(rows, rows), rows.sum(0), tf.scalar(rows.shape[0])];
+    });
+    const [xx, xs, n] = parts.map((t) => t.dataSync());
+    tf.dispose(parts);
+    for (let i = 0; i < xx.length; i++) this.xx[i] += xx[i];
+    for (let i = 0; i < xs.length; i++) this.xSum[i] += xs[i];
+    this.rows += n[0];
+  }
+
+  errorCurve(): Float64Array {
+    const { C, N } = this.g;
+    const n = Math.max(this.rows, 1);
+    const cov = new Float64Array(C * C);
+    for (let i = 0; i < C; i++) for (let j = 0; j < C; j++) cov[i * C + j] = this.xx[i * C + j] / n - (this.xSum[i] / n) * (this.xSum[j] / n);
+    const w = Float64Array.from(this.kernel);
+    if (N <= C) {
+      // WᵀΣW directly (N × N, eigenvalues only): a wide layer's C × C eigenvectors would cost seconds.
+      const values = symmetricEigen(matmulTransAF64(w, matmulF64(cov, w, C, C, N), C, N, N), N, false).values;
+      return tailErrors(values.map((v) => Math.max(v, 0)), N);
+    }
+    const { values, vectors } = symmetricEigen(cov, C, true);
+    const scaled = new Float32Array(C * N);
+    for (let a = 0; a < C; a++) {
+      const s = Math.sqrt(Math.max(values[a], 0));
+      for (let j = 0; j < N; j++) {
+        let acc = 0;
+        for (let i = 0; i < C; i++) acc += vectors![i * C + a] * w[i * N + j];
+        scaled[a * N + j] = s * acc;
+      }
+    }
+    return tailErrors(spectrum(scaled, C, N), C);
   }
 }
 

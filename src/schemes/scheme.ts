@@ -82,6 +82,14 @@ export interface FactoredForm {
   dispose(): void;
 }
 
+/** Streamed statistics of one layer's inputs, for its response error curve (see Scheme.responseSpectrum). */
+export interface ResponseSpectrum {
+  /** Adds a batch of the layer's inputs (B, inH, inW, C). */
+  add(x: tf.Tensor4D): void;
+  /** Relative error of the best rank-K reconstruction of the responses added, at each rank 0…full. */
+  errorCurve(): Float64Array;
+}
+
 /** Streamed statistics of one layer's fitting samples; their size does not grow with the samples. */
 export interface ClosedFormFit {
   /** Adds a batch: the layer's input x (B, inH, inW, C) and its target response y (R × N). */
@@ -120,6 +128,11 @@ export interface Scheme {
    * (index = rank), from the kernel's spectrum: what rank selection trades against MACs.
    */
   errorCurve(target: TargetLayer): Float64Array;
+  /**
+   * For schemes with a closed-form data fit: statistics of the layer's inputs to stream into, giving
+   * the relative error of the best rank-K reconstruction of the layer's response on those inputs.
+   */
+  responseSpectrum?(target: TargetLayer): ResponseSpectrum;
   /** The filter-reconstruction factors at `rank`. */
   factorize(target: TargetLayer, rank: number): Factorization;
   /** The kernel [kh, kw, C, N] that factors compute (for the filter error). */
