@@ -106,8 +106,10 @@ export interface FinetuneReport {
   /** Epochs run, and the one kept (0: the layer-wise reconstruction). */
   epochs: number;
   bestEpoch: number;
-  /** 'data' when no epoch beat the layer-wise reconstruction on the validation split. */
+  /** 'data' when no epoch beat the layer-wise reconstruction on the validation split by more than its noise (KEEP_MARGIN). */
   kept: 'finetuned' | 'data';
+  /** The epoch with the lowest validation loss when that loss was lower, but not clearly (`clearlyBetter`); null otherwise. */
+  withinNoise: { epoch: number; loss: number } | null;
   /** What the student was trained to reproduce. */
   target: 'logits' | 'outputs';
   trainedWeights: number;
@@ -290,12 +292,20 @@ function oneHot(labels: (number | null)[], classes: number): { y: tf.Tensor2D; l
   return { y: tf.tensor2d(y, [labels.length, classes]), labeled };
 }
 
-/** Summed softmax cross-entropy of `logits` on one-hot rows `y` (rows of zeros add nothing). */
-const crossEntropySum = (logits: tf.Tensor2D, y: tf.Tensor2D) => tf.neg(tf.sum(tf.mul(y, tf.logSoftmax(logits))));
+/** Each row's softmax cross-entropy of `logits` on one-hot rows `y` (rows of zeros: 0), and their sum. */
+const crossEntropyRows = (logits: tf.Tensor2D, y: tf.Tensor2D) => tf.neg(tf.sum(tf.mul(y, tf.logSoftmax(logits)), 1));
+const crossEntropySum = (logits: tf.Tensor2D, y: tf.Tensor2D) => crossEntropyRows(logits, y).sum();
+
+/** Each image's share of `selectionLoss` before the label weight: ‖sᵢ − tᵢ‖²/‖t‖² and its cross-entropy over the labelled count. */
+export interface ImageLosses {
+  squared: Float64Array;
+  crossEntropy: Float64Array;
+}
 
 interface Evaluation {
   /** ‖s − t‖/‖t‖ over the images. */
   error: number;
+  perImage: ImageLosses;
   /** Mean cross-entropy on the labelled images (0 without). */
   crossEntropy: number;
   agreement: number;
@@ -306,40 +316,73 @@ interface Evaluation {
 /** The loss that chooses the epoch: the training loss's terms over a whole split. */
 const selectionLoss = (e: Evaluation, labelWeight: number) => e.error ** 2 + labelWeight * e.crossEntropy;
 
+/**
+ * Standard errors by which an epoch's validation loss must beat the layer-wise reconstruction's to
+ * be kept. A lower loss on a few images is not a better model: on a Teachable Machine MobileNetV2
+ * (596k weights trained on 180 photos) the epoch that scored best on its 20 validation photos
+ * agreed with the original on 77 % of other photos, against 88.5 % for the layer-wise fit. The
+ * Fashion-MNIST fixture's gain at 12× (held-out logit error 11.1 → 10.3 %) is 1.9 of its 100.
+ */
+export const KEEP_MARGIN = 1.5;
+
+/**
+ * Whether `candidate` beats `baseline` on the same validation images by more than KEEP_MARGIN
+ * standard errors of the summed per-image differences (a paired test: the images are the same).
+ */
+export function clearlyBetter(candidate: ImageLosses, baseline: ImageLosses, labelWeight: number): boolean {
+  const n = candidate.squared.length;
+  if (n < 2) return false;
+  const d = Array.from(candidate.squared, (sq, i) => sq - baseline.squared[i] + labelWeight * (candidate.crossEntropy[i] - baseline.crossEntropy[i]));
+  const sum = d.reduce((a, b) => a + b, 0);
+  const mean = sum / n;
+  const variance = d.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
+  return sum < 0 && -sum > KEEP_MARGIN * Math.sqrt(n * variance);
+}
+
 /** The student against the teacher (and the labels) on images `indices` of `store`. */
 async function evaluate(
   student: Logits, teacher: Teacher, teacherTop: Int32Array, store: ImageStore, indices: number[], batch: number,
 ): Promise<Evaluation> {
-  let sse = 0;
   let tt = 0;
-  let ce = 0;
   let agree = 0;
   let correct = 0;
   let labeled = 0;
+  const squared = new Float64Array(indices.length);
+  const crossEntropy = new Float64Array(indices.length);
+  let row = 0;
   for (const pick of chunks(indices, batch)) {
     const { x, labels } = await readImages(store, pick, null);
     const t = teacher.targets(x, pick);
     const hot = oneHot(labels, t.shape[1]);
-    const [stats, top] = tf.tidy(() => {
+    const [rows, top] = tf.tidy(() => {
       const s = student(x);
-      return [tf.stack([s.sub(t).square().sum(), t.square().sum(), crossEntropySum(s, hot.y)]), s.argMax(1)];
+      return [tf.stack([s.sub(t).square().sum(1), t.square().sum(1), crossEntropyRows(s, hot.y)], 1), s.argMax(1)];
     });
-    const [e, m, c] = stats.dataSync();
+    const values = rows.dataSync();
     const predicted = top.dataSync();
-    sse += e;
-    tt += m;
-    ce += c;
+    pick.forEach((_, k) => {
+      squared[row + k] = values[3 * k];
+      tt += values[3 * k + 1];
+      crossEntropy[row + k] = values[3 * k + 2];
+    });
+    row += pick.length;
     labels.forEach((label, k) => {
       if (predicted[k] === teacherTop[pick[k]]) agree++;
       if (label === null) return;
       labeled++;
       if (predicted[k] === label) correct++;
     });
-    tf.dispose([x, t, hot.y, stats, top]);
+    tf.dispose([x, t, hot.y, rows, top]);
     await new Promise((resolve) => setImmediate(resolve));
   }
+  const scale = 1 / Math.max(tt, 1e-30);
+  squared.forEach((v, i) => (squared[i] = v * scale));
+  crossEntropy.forEach((v, i) => (crossEntropy[i] = labeled ? v / labeled : 0));
   return {
-    error: Math.sqrt(sse / Math.max(tt, 1e-30)), crossEntropy: labeled ? ce / labeled : 0, agreement: agree / Math.max(indices.length, 1), correct, labeled,
+    error: Math.sqrt(squared.reduce((a, b) => a + b, 0)),
+    crossEntropy: crossEntropy.reduce((a, b) => a + b, 0),
+    perImage: { squared, crossEntropy },
+    agreement: agree / Math.max(indices.length, 1), correct, labeled,
   };
 }
 
@@ -413,7 +456,8 @@ export async function finetune(
   const stepFraction = finetuneStep(initial.error, variables.filter((v) => v.shape.length >= 2).length);
   const rates = layerWeights.flatMap((ws) => ws.map((w) => stepFraction * (rms(w) || rms(ws[0]) || 1)));
   const optimizers = rates.map((r) => tf.train.adam(r));
-  let best = { epoch: 0, loss: baseline, weights: snapshot() };
+  let best = { epoch: 0, loss: baseline, weights: snapshot(), perImage: initial.perImage };
+  const layerwise = best;
   const progress = reporter.phase('fine-tuning', totalSteps, 'steps');
   let step = 0;
   let epochs = 0;
@@ -446,13 +490,16 @@ export async function finetune(
       await new Promise((resolve) => setImmediate(resolve));
     }
     epochs = epoch;
-    const loss = selectionLoss(await onValidation(), labelWeight);
+    const scored = await onValidation();
+    const loss = selectionLoss(scored, labelWeight);
     detail = `validation loss ${loss.toFixed(4)}`;
-    if (loss < best.loss) best = { epoch, loss, weights: snapshot() };
+    if (loss < best.loss) best = { epoch, loss, weights: snapshot(), perImage: scored.perImage };
     if (loss < bestTrained.loss) bestTrained = { epoch, loss };
     if (options.epochs === 'auto' && epoch - bestTrained.epoch >= PATIENCE) break;
   }
   progress.finish(epochs < planned ? `stopped after epoch ${epochs}: no validation improvement for ${PATIENCE} epochs` : undefined);
+  const withinNoise = best.epoch > 0 && !clearlyBetter(best.perImage, layerwise.perImage, labelWeight) ? { epoch: best.epoch, loss: best.loss } : null;
+  if (withinNoise) best = layerwise;
   variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(best.weights[i], v.shape))));
   optimizers.forEach((o) => o.dispose());
   const heldAfter = best.epoch > 0 ? await evaluate(studentLogits.fn, heldTeacher, heldTop, heldStore, held, options.batch) : heldBefore;
@@ -461,12 +508,15 @@ export async function finetune(
   reporter.note(
     kept === 'finetuned'
       ? `fine-tuning: kept epoch ${best.epoch} of ${epochs} (validation loss ${baseline.toFixed(4)} → ${best.loss.toFixed(4)} on ${validation.length} fitting images set aside); held-out output error ${pct(heldBefore.error)} → ${pct(heldAfter.error)}, agreement with the original ${pct(heldBefore.agreement)} → ${pct(heldAfter.agreement)}`
-      : `fine-tuning did not lower the validation loss (${baseline.toFixed(4)}) in ${epochs} epochs; kept the layer-wise reconstruction`,
+      : withinNoise
+        ? `fine-tuning: epoch ${withinNoise.epoch} lowered the validation loss ${baseline.toFixed(4)} → ${withinNoise.loss.toFixed(4)}, within the noise of ${validation.length} images; kept the layer-wise reconstruction`
+        : `fine-tuning did not lower the validation loss (${baseline.toFixed(4)}) in ${epochs} epochs; kept the layer-wise reconstruction`,
   );
   return {
     epochs,
     bestEpoch: best.epoch,
     kept,
+    withinNoise,
     target: studentLogits.target,
     trainedWeights: variables.reduce((s, v) => s + v.size, 0),
     trainImages: train.length,

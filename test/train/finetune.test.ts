@@ -19,7 +19,7 @@ import { loadModel } from '../../src/model/io.js';
 import { dataReconstruction } from '../../src/reconstruct/report.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { loadImages, planImages, type ImagePlan, type ImageStores } from '../../src/data/plan.js';
-import { DEFAULT_LABEL_WEIGHT, carveValidation, finetune, loadFinetuneImages, type FinetuneImages } from '../../src/train/finetune.js';
+import { DEFAULT_LABEL_WEIGHT, carveValidation, clearlyBetter, finetune, loadFinetuneImages, type FinetuneImages } from '../../src/train/finetune.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, ROOT, cli, errorLine, imageSubset, tempDir } from '../helpers.js';
 
 before(async () => {
@@ -87,17 +87,24 @@ describe('fine-tuning by distillation', () => {
     teacher.dispose();
   });
 
-  test('on 150 fitting images at low ranks, fine-tuning lowers the held-out output error of the layer-wise fit', async () => {
+  /** The character CNN at conv2=4, conv3=8 fitted layer-wise on `perClass` Fashion-MNIST images of each class, and 3 epochs of fine-tuning it. */
+  async function lowRankFinetune(perClass: number) {
     const { model: teacher, topology } = await loadModel(CHARCNN);
-    const o = options(imageSubset(FASHION_TRAIN, 15), imageSubset(FASHION_TEST, 10), 20);
+    const o = options(imageSubset(FASHION_TRAIN, perClass), imageSubset(FASHION_TEST, 10), 20);
     const plan = planCompression(teacher, { scheme: '2', basis: 'per-channel', separable: false, rank: new Map([['conv2', 4], ['conv3', 8]]), layers: ['conv2', 'conv3'] }, topology);
     const { s, tuning, images } = await prepare(teacher, o);
-    assert.deepEqual([s.fit.count, tuning.validation.count], [135, 15]);
+    assert.deepEqual([s.fit.count, tuning.validation.count], [9, 1].map((k) => k * perClass));
     const data = await dataReconstruction({ model: teacher, topology }, factorize(plan, topology), { stores: s, images, options: o, reporter: silentReporter });
+    const layerWiseWeights = data.built.model.getWeights().map((w) => w.dataSync().slice());
     // The logits: the input of the fixture's final softmax.
     const target = await outputs(teacher, s, 'flatten');
     const layerWise = relativeError(await outputs(data.built.model, s, 'flatten'), target);
     const report = await finetune(teacher, data.built.model, ['conv2_v', 'conv2_h', 'conv3_v', 'conv3_h'], tuning, { epochs: 3, layers: 'factors', batch: 16, seed: 1, labelWeight: DEFAULT_LABEL_WEIGHT, augment: 'auto' }, silentReporter);
+    return { teacher, data, s, target, layerWise, layerWiseWeights, report };
+  }
+
+  test('on 400 fitting images at low ranks, fine-tuning lowers the held-out output error of the layer-wise fit', async () => {
+    const { teacher, data, s, target, layerWise, report } = await lowRankFinetune(40);
     const tuned = relativeError(await outputs(data.built.model, s, 'flatten'), target);
     assert.equal(report.kept, 'finetuned');
     assert.ok(report.heldOut.error.finetuned < report.heldOut.error.data);
@@ -107,8 +114,36 @@ describe('fine-tuning by distillation', () => {
     teacher.dispose();
   });
 
+  test('an epoch whose validation gain is within the noise of 15 images set aside is not kept', async () => {
+    const { teacher, data, layerWiseWeights, report } = await lowRankFinetune(15);
+    // Some epoch scored lower on the 15 images, but not by more than KEEP_MARGIN standard errors.
+    assert.ok(report.withinNoise && report.withinNoise.loss < report.validation.loss.data, JSON.stringify(report.withinNoise));
+    assert.equal(report.kept, 'data');
+    assert.equal(report.bestEpoch, 0);
+    assert.equal(report.validation.loss.finetuned, report.validation.loss.data);
+    data.built.model.getWeights().forEach((w, i) => assert.deepEqual(w.dataSync(), layerWiseWeights[i], `weight ${i} is the layer-wise fit's`));
+    data.built.model.dispose();
+    teacher.dispose();
+  });
+
+  test('clearlyBetter: a paired test on the same images, not a lower sum alone', () => {
+    const losses = (squared: number[]) => ({ squared: Float64Array.from(squared), crossEntropy: new Float64Array(squared.length) });
+    const base = losses([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
+    // Every image a little better: clear, however small.
+    assert.equal(clearlyBetter(losses([0.09, 0.19, 0.29, 0.39, 0.49, 0.58]), base, 0), true);
+    // A lower sum from one image while the others got worse: noise.
+    assert.equal(clearlyBetter(losses([0.0, 0.25, 0.35, 0.45, 0.55, 0.35]), base, 0), false);
+    // Worse is never better.
+    assert.equal(clearlyBetter(losses([0.11, 0.21, 0.31, 0.41, 0.51, 0.61]), base, 0), false);
+    // The labels' term counts at its weight.
+    const labelled = { squared: base.squared, crossEntropy: Float64Array.from([1, 1, 1, 1, 1, 1]) };
+    assert.equal(clearlyBetter({ squared: base.squared, crossEntropy: Float64Array.from([0.9, 0.9, 0.8, 0.9, 0.9, 0.9]) }, labelled, 0.1), true);
+    assert.equal(clearlyBetter({ squared: base.squared, crossEntropy: Float64Array.from([0.9, 0.9, 0.8, 0.9, 0.9, 0.9]) }, labelled, 0), false);
+  });
+
   test('compress --finetune writes a stock model with the same layers as without it, and reports the fine-tuning', async () => {
-    const fit = imageSubset(FASHION_TRAIN, 15);
+    // Enough images that the epoch kept beats the layer-wise fit by more than the noise of the 40 set aside.
+    const fit = imageSubset(FASHION_TRAIN, 40);
     const held = imageSubset(FASHION_TEST, 3);
     const common = [
       'compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=4,conv3=8', '--data', fit, '--eval-data', held, '--iterations', '5', '--batch', '16', '--json',
