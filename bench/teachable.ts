@@ -9,7 +9,9 @@
  *                Sequential [ Dense(100, relu), Dense(classes, softmax, no bias) ] ]
  *
  * trained with Adam (learning rate 0.001), 50 epochs, batch 16, on 1280-d features computed once,
- * and saved with saveModel plus a metadata.json carrying the fields that library writes.
+ * and saved with saveModel plus a metadata.json carrying the fields that library writes. Given a
+ * Teachable Machine export, the base is that export's own (MobileNetV2 width 0.35) instead, and
+ * the model is the one Teachable Machine would make from the same photos.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -62,7 +64,8 @@ export interface TeachableReport {
   otherImages: number;
   trainAccuracy: number;
   otherAccuracy: number;
-  border: BorderEffect;
+  /** With nsfwjs' base: what folding the pixel range into it changed. Null on a Teachable Machine export's own base. */
+  border: BorderEffect | null;
 }
 
 /**
@@ -229,6 +232,18 @@ function teachableMetadata(labels: string[]): Record<string, unknown> {
   };
 }
 
+/** Teachable Machine's nesting of `base` and `head`, saved into `dir` (replaced) with a metadata.json. */
+async function saveTeachable(base: tf.LayersModel, head: tf.Sequential, dir: string, classes: string[]): Promise<void> {
+  // Teachable Machine's truncated model: the base, then pooling to the 1280 features.
+  const truncated = tf.sequential({ layers: [base, tf.layers.globalAveragePooling2d({})] });
+  const model = tf.sequential();
+  model.add(truncated);
+  model.add(head);
+  fs.rmSync(dir, { recursive: true, force: true });
+  await saveModel(model, dir);
+  fs.writeFileSync(path.join(dir, METADATA_FILE), JSON.stringify(teachableMetadata(classes)));
+}
+
 /**
  * Builds the model into `dir` (replaced) from nsfwjs' MobileNetV2 at `mobilenetJson` and returns
  * the head's accuracies and the border effect of the pixel-range fold.
@@ -240,31 +255,56 @@ export async function buildTeachableModel(mobilenetJson: string, dir: string, sp
   const base = cut((await loadModel(mobilenetJson)).model, 'mobilenetv2_1.00_224');
   foldPixelRange(base);
 
-  const trainFeatures = await pooledFeatures(base, split.train, TEACHABLE_PIXELS);
-  const otherFeatures = await pooledFeatures(base, split.other, TEACHABLE_PIXELS);
-  const head = await trainHead(trainFeatures, split.train, split.classes.length);
+  const { head, report } = await headOn(base, split);
   // The same head on the original base's features: what the border effect costs in accuracy.
   const originalTrain = await pooledFeatures(originalBase, split.train, BASE_PIXELS);
   const originalOther = await pooledFeatures(originalBase, split.other, BASE_PIXELS);
   const originalHead = await trainHead(originalTrain, split.train, split.classes.length);
-  const report: TeachableReport = {
+  const border = { ...(await borderEffect(originalBase, base, head, split.other)), originalOtherAccuracy: accuracy(originalHead, originalOther, split.other) };
+  tf.dispose([originalTrain, originalOther]);
+  originalHead.dispose();
+  await saveTeachable(base, head, dir, split.classes);
+  return { ...report, border };
+}
+
+/** Teachable Machine's head trained on `base`'s pooled features of the training photos, and its accuracies. */
+async function headOn(base: tf.LayersModel, split: LabelledSplit): Promise<{ head: tf.Sequential; report: Omit<TeachableReport, 'border'> }> {
+  const trainFeatures = await pooledFeatures(base, split.train, TEACHABLE_PIXELS);
+  const otherFeatures = await pooledFeatures(base, split.other, TEACHABLE_PIXELS);
+  const head = await trainHead(trainFeatures, split.train, split.classes.length);
+  const report = {
     classes: split.classes,
     trainImages: split.train.length,
     otherImages: split.other.length,
     trainAccuracy: accuracy(head, trainFeatures, split.train),
     otherAccuracy: accuracy(head, otherFeatures, split.other),
-    border: { ...(await borderEffect(originalBase, base, head, split.other)), originalOtherAccuracy: accuracy(originalHead, originalOther, split.other) },
   };
-  tf.dispose([trainFeatures, otherFeatures, originalTrain, originalOther]);
-  originalHead.dispose();
+  tf.dispose([trainFeatures, otherFeatures]);
+  return { head, report };
+}
 
-  // Teachable Machine's truncated model: the base, then pooling to the 1280 features.
-  const truncated = tf.sequential({ layers: [base, tf.layers.globalAveragePooling2d({})] });
-  const model = tf.sequential();
-  model.add(truncated);
-  model.add(head);
-  fs.rmSync(dir, { recursive: true, force: true });
-  await saveModel(model, dir);
-  fs.writeFileSync(path.join(dir, METADATA_FILE), JSON.stringify(teachableMetadata(split.classes)));
-  return report;
+/**
+ * The functional MobileNetV2 inside a Teachable Machine image export (`<export>/model.json`): the
+ * first layer of the export's first Sequential. Every export carries the same base (MobileNetV2
+ * width 0.35, ImageNet weights, cut at `out_relu`, fed [-1, 1]); only the head is the user's.
+ */
+export async function teachableBase(exportJson: string): Promise<tf.LayersModel> {
+  const { model } = await loadModel(exportJson);
+  const truncated = model.layers[0] as tf.LayersModel;
+  const base = truncated?.layers?.[0] as tf.LayersModel | undefined;
+  if (!base?.layers || base.outputs[0].shape.length !== 4) throw new Error(`${exportJson} is not a Teachable Machine image export (Sequential[Sequential[base, pooling], head])`);
+  return base;
+}
+
+/**
+ * Builds the model into `dir` (replaced) on the base of a Teachable Machine export, as that export
+ * would be with a head trained on `split`: the model Teachable Machine itself would make from these
+ * photos. No pixel-range fold: the base already takes [-1, 1].
+ */
+export async function buildOnTeachableBase(exportJson: string, dir: string, split: LabelledSplit): Promise<TeachableReport> {
+  await useBackend('wasm', DEFAULT_THREADS);
+  const base = await teachableBase(exportJson);
+  const { head, report } = await headOn(base, split);
+  await saveTeachable(base, head, dir, split.classes);
+  return { ...report, border: null };
 }

@@ -22,6 +22,14 @@ import { checkFlagRules } from './rules.js';
 import { parseRankSpec } from '../plan/manual.js';
 import { skippedNotes } from '../plan/select.js';
 import type { BatchTiming } from '../timing/loop.js';
+import type { AllocationBasis } from '../plan/plan.js';
+
+/** How each allocation basis is named where compress reports the ranks chosen for a target. */
+const ALLOCATION_BASES: Record<AllocationBasis, string> = {
+  spectrum: "the kernels' spectra: summed filter error",
+  responses: "the layers' response spectra on the fitting images: summed response error",
+  measured: 'joint fits: output divergence from the original on fitting images the fit did not see',
+};
 
 interface CompressFlags extends SchemeFlags {
   rank?: string;
@@ -272,7 +280,7 @@ export function renderCompress(r: CompressReport): string {
     ]],
   );
   const allocation = r.allocation
-    ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${r.allocation.basis === 'measured' ? 'joint fits: output divergence from the original on fitting images the fit did not see' : "the kernels' spectra: summed filter error"} ${r.allocation.predictedError.toPrecision(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toPrecision(3)})` : ''}`)]
+    ? [chalk.dim(`ranks chosen for ≥ ${r.allocation.target}× (theoretical) by ${ALLOCATION_BASES[r.allocation.basis]} ${r.allocation.predictedError.toPrecision(3)}${r.allocation.baselineError !== null ? ` (the same fraction of every full rank: ${r.allocation.baselineError.toPrecision(3)})` : ''}`)]
     : [];
   const searches = [...(r.maxLoss ? renderMaxLoss(r.maxLoss) : []), ...(r.measured ? renderMeasured(r.measured) : [])];
   const q = r.quickTiming;
@@ -299,7 +307,9 @@ export function renderCompress(r: CompressReport): string {
   if (f) {
     const outcome = f.kept === 'finetuned'
       ? `kept epoch ${f.bestEpoch} of ${f.epochs}, chosen on ${f.validationImages} fitting images set aside`
-      : `no epoch of ${f.epochs} beat the layer-wise reconstruction on ${f.validationImages} fitting images set aside: kept it`;
+      : f.withinNoise
+        ? `epoch ${f.withinNoise.epoch} of ${f.epochs} scored better on the ${f.validationImages} fitting images set aside, but within their noise: kept the layer-wise reconstruction`
+        : `no epoch of ${f.epochs} beat the layer-wise reconstruction on ${f.validationImages} fitting images set aside: kept it`;
     const how = [f.target, f.labelWeight > 0 ? `labels weighted ${f.labelWeight}` : 'no labels', f.augmented ? 'augmented' : 'not augmented', `step ${f.step.toPrecision(2)} of each weight's rms`].join(', ');
     lines.push(`fine-tuning (${how}, ${f.trainImages} images, ${f.trainedWeights} weights, ${f.seconds.toFixed(1)} s): held-out output error ${formatPercent(f.heldOut.error.data, 2)} → ${formatPercent(f.heldOut.error.finetuned, 2)}, agreement with the original ${formatPercent(f.heldOut.agreement.data, 2)} → ${formatPercent(f.heldOut.agreement.finetuned, 2)}; ${outcome}`);
   }

@@ -1,9 +1,12 @@
-/** The realsize benchmark's Teachable-Machine-shaped model: folding the [-1, 1] pixel range into the first convolution. */
+/** The realsize benchmark's Teachable-Machine-shaped model: folding the [-1, 1] pixel range into the first convolution, and the base of an export. */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
-import { foldPixelRange } from '../../bench/teachable.js';
+import * as path from 'node:path';
+import { foldPixelRange, teachableBase } from '../../bench/teachable.js';
+import { saveModel } from '../../src/model/save.js';
+import { CHARCNN, teachableModel, tempDir } from '../helpers.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -42,4 +45,21 @@ describe('foldPixelRange', () => {
       assert.ok(edge > 1e-2, `the padded border should stand for grey now, yet differs by only ${edge}`);
     });
   }
+});
+
+describe('teachableBase', () => {
+  test('takes the functional base out of a Teachable Machine export, and refuses another model', async () => {
+    const exported = teachableModel(true);
+    const dir = path.join(tempDir(), 'export');
+    await saveModel(exported, dir);
+    const base = await teachableBase(path.join(dir, 'model.json'));
+    assert.equal(base.name, 'mobilenet');
+    const x = tf.randomUniform([2, 16, 16, 3], -1, 1, 'float32', 9);
+    const inner = ((exported.layers[0] as tf.Sequential).layers[0] as tf.LayersModel).predict(x) as tf.Tensor;
+    const ours = base.predict(x) as tf.Tensor;
+    assert.deepEqual(ours.shape, [2, 8, 8, 32]);
+    assert.ok(ours.sub(inner).abs().max().dataSync()[0] < 1e-5, 'the same base, weights included');
+    await assert.rejects(teachableBase(CHARCNN), /is not a Teachable Machine image export/);
+    exported.dispose();
+  });
 });
