@@ -75,7 +75,7 @@ describe('ranks from the layers\' response spectra', () => {
     const stack = pointwiseStack(13);
     await saveModel(stack, dir);
     stack.dispose();
-    const images = imageSubset(path.join(FIXTURES, 'cifar10', 'train'), 4);
+    const images = imageSubset(path.join(FIXTURES, 'cifar10', 'train'), 2);
     const run = runCli(['--backend', 'wasm', 'compress', path.join(dir, 'model.json'), '--speedup', '2', '--data', images, '--scale', '1/255', '--out', path.join(tempDir(), 'out'), '--json']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /rank search by joint fits skipped \(13 layers are too many[^)]*\); ranks from the layers' response spectra on the fitting images/);

@@ -142,8 +142,7 @@ describe('fine-tuning by distillation', () => {
   });
 
   test('compress --finetune writes a stock model with the same layers as without it, and reports the fine-tuning', async () => {
-    // Enough images that the epoch kept beats the layer-wise fit by more than the noise of the 40 set aside.
-    const fit = imageSubset(FASHION_TRAIN, 40);
+    const fit = imageSubset(FASHION_TRAIN, 15);
     const held = imageSubset(FASHION_TEST, 3);
     const common = [
       'compress', CHARCNN, '--scheme', '2', '--rank', 'conv2=4,conv3=8', '--data', fit, '--eval-data', held, '--iterations', '5', '--batch', '16', '--json',
@@ -157,7 +156,9 @@ describe('fine-tuning by distillation', () => {
     const report = JSON.parse(tuned.stdout);
     assert.deepEqual(Object.keys(report.accuracy), ['original', 'filter', 'data', 'finetuned']);
     assert.equal(report.finetune.epochs, 3);
-    assert.equal(report.finetune.kept, 'finetuned');
+    // 15 images set aside cannot tell the epochs apart (see the test above): the layer-wise fit is kept and said to be.
+    assert.equal(report.finetune.kept, 'data');
+    assert.ok(report.finetune.withinNoise === null || report.finetune.withinNoise.epoch > 0);
     assert.equal(report.finetune.target, 'logits');
     // Both outputs loaded by stock tfjs in one fresh process.
     const script = `
