@@ -13,6 +13,7 @@
  * scheme, whose data fit is closed-form): other schemes have none, and a response error beside a
  * filter error would compare unlike things.
  */
+import * as tf from '@tensorflow/tfjs';
 import type { ImageStore } from '../data/store.js';
 import type { ModelSource } from '../model/topology.js';
 import { makeTap } from '../reconstruct/taps.js';
@@ -21,7 +22,6 @@ import { selectSchemes, targetLayer, type ResponseSpectrum } from '../schemes/in
 import type { CompressPlan } from './plan.js';
 import { allocateRanks, equalFractionError, type Candidate, type Replacement } from './ranks.js';
 import { leftByChoice } from './select.js';
-import * as tf from '@tensorflow/tfjs';
 
 /** Fitting images the response spectra are measured on (the covariances are C × C, whatever the count). */
 export const RESPONSE_IMAGES = 64;
