@@ -16,7 +16,7 @@ import type { CompressPlan } from './plan.js';
 import { formatRanks, rankCap, ranksForSpeedup, theoreticalSpeedup, type Replacement } from './ranks.js';
 import { leftByChoice } from './select.js';
 import { outputs } from './sensitivity.js';
-import { allocationCandidates } from './responses.js';
+import { allocationCandidates, leftByChoiceLayers } from './responses.js';
 
 /**
  * Fitting images set aside to score each allocation of the joint search on; it is fitted on all the
@@ -133,7 +133,7 @@ export async function planByJointSearch(
   // The layers the spectrum allocation left as they are are candidates too: fitted to data, their
   // replacement may pay after all. Leaving them is one allocation the search scores.
   const candidates = allocationCandidates(plan);
-  const left = candidates.filter((c) => !plan.ranked.some((r) => r.info === c.info)).map((c) => c.info);
+  const left = leftByChoiceLayers(plan);
   const targets = new Map(candidates.map((c) => [c, targetLayer(c.info, source.topology)]));
   const progress = reporter.phase('choosing ranks by joint fits', SEARCH_EVALUATIONS, 'fits');
   const evaluated = new Map<string, JointPoint>();

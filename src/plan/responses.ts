@@ -15,6 +15,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ImageStore } from '../data/store.js';
+import type { LayerInfo } from '../model/layers.js';
 import type { ModelSource } from '../model/topology.js';
 import { makeTap } from '../reconstruct/taps.js';
 import type { Reporter } from '../report/progress.js';
@@ -31,10 +32,15 @@ export const RESPONSE_IMAGES = 64;
  */
 const TAP_IMAGES = 4;
 
+/** The layers the plan's allocation left as they are by choice (replacing them did not pay). */
+export function leftByChoiceLayers(plan: CompressPlan): LayerInfo[] {
+  return plan.skipped.filter((s) => s.byChoice).map((s) => plan.layers.find((l) => l.name === s.name)!);
+}
+
 /** The layers a speedup allocation may rank: the plan's, and those the filter spectra left by choice. */
 export function allocationCandidates(plan: CompressPlan): Replacement[] {
   const schemes = selectSchemes(plan.scheme.recipe);
-  const left = plan.skipped.filter((s) => s.byChoice).map((s) => plan.layers.find((l) => l.name === s.name)!);
+  const left = leftByChoiceLayers(plan);
   return [...plan.ranked.map(({ info, scheme }) => ({ info, scheme })), ...left.map((info) => ({ info, scheme: schemes.of(info) }))]
     .sort((a, b) => plan.layers.indexOf(a.info) - plan.layers.indexOf(b.info));
 }

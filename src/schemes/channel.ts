@@ -195,15 +195,13 @@ class ResponseCovariance implements ResponseSpectrum {
   }
 
   add(x: tf.Tensor4D): void {
-    const parts = tf.tidy(() => {
-      const rows = inputRows(x, this.g);
-      return [matMulT(rows, rows), rows.sum(0), tf.scalar(rows.shape[0])];
-    });
-    const [xx, xs, n] = parts.map((t) => t.dataSync());
-    tf.dispose(parts);
+    const rows = inputRows(x, this.g);
+    const parts = tf.tidy(() => [matMulT(rows, rows), rows.sum(0)]);
+    const [xx, xs] = parts.map((t) => t.dataSync());
+    this.rows += rows.shape[0];
+    tf.dispose([rows, ...parts]);
     for (let i = 0; i < xx.length; i++) this.xx[i] += xx[i];
     for (let i = 0; i < xs.length; i++) this.xSum[i] += xs[i];
-    this.rows += n[0];
   }
 
   errorCurve(): Float64Array {
