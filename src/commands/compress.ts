@@ -32,7 +32,7 @@ import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
 import type { Log, Reporter } from '../report/progress.js';
 import { damageWarnings, heldOutWarning, layerResults, modelCost, type LayerResult } from '../report/results.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
-import { carveValidation, checkFinetune, finetune, loadFinetuneImages, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
+import { carveValidation, checkFinetune, finetune, loadFinetuneImages, measureStep, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
 import { DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS, checkBatchMemory, timeModels, type BatchTiming } from '../timing/loop.js';
 import { imageBatchSize, loadImages, planImages, type DataContext, type ImagePlan } from '../data/plan.js';
 
@@ -160,7 +160,10 @@ async function prepare(request: CompressRequest, log: Log, reporter: Reporter): 
   const plan = planCompression(loaded.model, request, loaded.topology, reporter);
   if (request.finetune) {
     checkFinetune(loaded.model);
-    if (tf.getBackend() === 'wasm') planFinetuneHeap(loaded.model, request.finetune.batch);
+    if (tf.getBackend() === 'wasm') {
+      const trained = request.finetune.layers === 'all' ? 'all' : plan.ranked.map((r) => r.info.name);
+      planFinetuneHeap(await measureStep(loaded.model, trained), request.finetune.batch);
+    }
   }
   if (plan.defaulted) log(plan.defaulted);
   for (const line of skippedNotes(plan.skipped.filter((s) => !s.byChoice))) log(line);

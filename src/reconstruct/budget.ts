@@ -4,7 +4,8 @@
  *  - the wasm heap: what lives on the backend at once (the weights of the networks held, images
  *    kept as tensors, one batch of a forward pass, one batch of a layer's exact solve), planned from
  *    the model's own activation sizes against the heap's 4 GB cap, and refused up front with the
- *    --batch or --samples that would fit, instead of an abort midway;
+ *    --batch or --samples that would fit, instead of an abort midway; a fine-tuning step is planned
+ *    from one step measured on one image (`planFinetuneHeap`);
  *  - the work: default --samples and Adam steps as budgets of multiply-accumulates that shrink on
  *    big models, whether the joint rank search is affordable, and the time it all should take at
  *    the speed the backend showed on the model's own forward pass.
@@ -135,29 +136,21 @@ export function planHeap(
 }
 
 /**
- * A fine-tuning step holds every layer's outputs for the backward pass (tfjs' tape keeps them), and
- * the backward pass makes gradients of the same size: about twice the outputs of a forward pass.
- * Calibrated on a MobileNetV2 at 224×224 (88 MB of layer outputs an image): 8 images a step ran in
- * 1.5 GB; 32 overran the wasm heap.
- */
-const TAPE_FACTOR = 2;
-
-/** Values of every layer call's outputs for one input (what a step under the tape keeps of each image). */
-function outputValues(model: tf.LayersModel): number {
-  return listLayers(model).flatMap((l) => l.calls).reduce((a, c) => a + c.outputShapes.reduce((b, s) => b + product(s), 0), 0);
-}
-
-/**
  * Refuses `--finetune` up front on the wasm backend when a training step of `batch` images would
  * not fit its heap, naming a --batch that would (fine-tuning steps take --batch images).
+ *
+ * `step` is one training step measured on a single image (train/finetune.ts, `measureStep`): the
+ * tensors resident before it, and the peak during it. Everything the step adds is counted per image
+ * (a little too much: some of it does not grow with the batch). Measured rather than modelled from
+ * the layer outputs: what tfjs' tape keeps per layer depends on the model (on Teachable Machine's
+ * MobileNetV2 0.35 it is 3.9 times the layers' outputs, on the width-1.0 one 2.2 times).
  */
-export function planFinetuneHeap(model: tf.LayersModel, batch: number): void {
-  // Teacher, student and Adam's two moments at most.
-  const weights = 4 * 4 * model.countParams();
-  const perImage = TAPE_FACTOR * 4 * outputValues(model);
-  const bytes = (b: number) => weights + b * perImage;
+export function planFinetuneHeap(step: { resident: number; peak: number }, batch: number): void {
+  const perImage = Math.max(0, step.peak - step.resident);
+  // The student and Adam's two moments of what trains: at most three more copies of the weights.
+  const bytes = (b: number) => 4 * step.resident + b * perImage;
   if (bytes(batch) <= HEAP_PLAN_BYTES) return;
-  const needs = `--finetune: a training step of ${batch} images would hold ~${gb(bytes(batch))} of the wasm backend's heap (every layer's outputs, kept for the backward pass), more than the ${gb(HEAP_PLAN_BYTES)} it can safely use`;
+  const needs = `--finetune: a training step of ${batch} images would hold ~${gb(bytes(batch))} of the wasm backend's heap (measured on a step of one image: ${(perImage / 1024 ** 2).toFixed(0)} MB an image, kept for the backward pass), more than the ${gb(HEAP_PLAN_BYTES)} it can safely use`;
   const fits = halvedToFit(batch, bytes);
   if (bytes(fits) <= HEAP_PLAN_BYTES) throw new UserError(`${needs}; give --batch ${fits} or less (fine-tuning steps take --batch images)`);
   throw new UserError(`${needs} even at one image a step; compress without --finetune`);

@@ -192,6 +192,29 @@ export function checkFinetune(model: tf.LayersModel): void {
   }
 }
 
+/**
+ * One training step of `model` on `images` images (one by default), measured: the bytes of tensors
+ * resident before it and at its peak (tfjs' profile), training the weights of `layers` (names) or
+ * every trainable weight. For the heap plan of reconstruct/budget.ts (`planFinetuneHeap`): the original model in
+ * place of the compressed one, whose factor layers replace the same layers at fewer values.
+ */
+export async function measureStep(model: tf.LayersModel, layers: string[] | 'all', images = 1): Promise<{ resident: number; peak: number }> {
+  if (tf.getBackend() === 'wasm') registerWasmGradients();
+  const byName = new Map(listLayers(model).map((l) => [l.name, l.layer]));
+  const trained = layers === 'all' ? model.trainableWeights.map((w) => w.read() as tf.Variable)
+    : layers.flatMap((name) => byName.get(name)?.trainableWeights.map((w) => w.read() as tf.Variable) ?? []);
+  const logits = logitsOf(model).fn;
+  const [, height, width, channels] = model.inputs[0].shape;
+  const x = tf.zeros([images, height ?? 1, width ?? 1, channels ?? 1]) as tf.Tensor4D;
+  const resident = tf.memory().numBytes;
+  const profile = await tf.profile(() => {
+    const { value, grads } = tf.variableGrads(() => logits(x).square().mean() as tf.Scalar, trained);
+    tf.dispose([value, ...Object.values(grads)]);
+  });
+  x.dispose();
+  return { resident, peak: profile.peakBytes };
+}
+
 type Logits = (x: tf.Tensor4D) => tf.Tensor2D;
 
 /**

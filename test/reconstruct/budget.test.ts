@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../../src/runtime/backend.js';
 import { saveModel } from '../../src/model/io.js';
+import { loadModel } from '../../src/model/load.js';
+import { measureStep } from '../../src/train/finetune.js';
 import { FASHION_TRAIN, errorLine, imageSubset, runCli, tempDir } from '../helpers.js';
 
 const dirs: string[] = [];
@@ -57,9 +59,24 @@ test('fine-tuning whose training step does not fit the wasm heap is refused up f
   const images = imageSubset(FASHION_TRAIN, 4);
   dirs.push(images);
   const out = path.join(path.dirname(model), 'out');
-  // Each image's layer outputs: 512·512·(64 + 8) values, kept for the backward pass and matched by its gradients.
   const run = runCli(['compress', model, '--layers', 'wide3x3', '--rank', '4', '--data', images, '--iterations', '0', '--finetune', '--out', out]);
   assert.equal(run.code, 1, run.stderr);
-  assert.match(errorLine(run), /^lowrank: --finetune: a training step of 32 images would hold ~4\.5 GB of the wasm backend's heap \(every layer's outputs, kept for the backward pass\), more than the 3\.0 GB it can safely use; give --batch 16 or less \(fine-tuning steps take --batch images\)$/);
+  const refused = errorLine(run).match(/^lowrank: --finetune: a training step of 32 images would hold ~([\d.]+) GB of the wasm backend's heap \(measured on a step of one image: (\d+) MB an image, kept for the backward pass\), more than the 3\.0 GB it can safely use; give --batch (\d+) or less \(fine-tuning steps take --batch images\)$/);
+  assert.ok(refused, errorLine(run));
+  // The figure it plans with is a step's growth on one image, and a step's growth is linear in its
+  // images (what the plan extrapolates): two images take twice one's.
+  const { model: loaded } = await loadModel(path.join(model, 'model.json'));
+  const grown = async (images: number) => {
+    const step = await measureStep(loaded, ['wide3x3'], images);
+    return (step.peak - step.resident) / 1024 ** 2;
+  };
+  const one = await grown(1);
+  const two = await grown(2);
+  loaded.dispose();
+  assert.ok(Math.abs(Number(refused[2]) - one) <= 1, `the refusal plans with ${refused[2]} MB an image; a step of one image grows ${one.toFixed(0)} MB`);
+  assert.ok(two >= 1.9 * one && two <= 2.05 * one, `one image ${one.toFixed(0)} MB, two ${two.toFixed(0)} MB`);
+  // The batch it names is the largest halving of 32 whose images fit in 3 GB.
+  const named = Number(refused[3]);
+  assert.ok(named * one <= 3 * 1024 && 2 * named * one > 3 * 1024 - 64, `--batch ${named} at ${one.toFixed(0)} MB an image`);
   assert.equal(fs.existsSync(out), false, 'nothing written');
 });
