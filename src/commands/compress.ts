@@ -21,7 +21,7 @@ import { SEARCH_SCORE_IMAGES } from '../plan/joint-search.js';
 import { DEFAULT_PROBES, type MaxLossReport, type MaxLossSearch } from '../plan/maxloss.js';
 import { DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, type MeasuredChoice, type TimeTable } from '../plan/measured.js';
 import { factorize, type AllocationBasis, type CompressOptions, type CompressPlan } from '../plan/plan.js';
-import { responseSpectraApply } from '../plan/responses.js';
+import { RESPONSE_IMAGES, responseSpectraApply } from '../plan/responses.js';
 import { skippedNotes } from '../plan/select.js';
 import {
   budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planFinetuneHeap, planHeap, searchAffordable,
@@ -286,19 +286,25 @@ function planDataWork(
     if (l.closedForm) return 0;
     return data.iterations === 'auto' ? autoSteps({ macsPerImage: l.factoredMacs, priorMacs: l.priorMacs }, batch, stepBudget) : data.iterations;
   };
-  const count = { fit: n, holdout: images.holdout.length, score: scoreImages(n) };
+  // Measured when --speedup's joint search is skipped and every layer is closed-form (choose.ts).
+  const responses = search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0;
+  const count = { fit: n, holdout: images.holdout.length, score: scoreImages(n), responses };
   let work = estimateWork(model, costs, count, steps, batch, search);
   const why = search ? searchAffordable(costs, work.search) : null;
   if (why) {
-    log(`rank search by joint fits skipped (${why}); ranks from the layers' ${responseSpectraApply(plan) ? 'response spectra on the fitting images' : 'filter spectra'}`);
+    log(`rank search by joint fits skipped (${why}); ranks from the layers' ${responses ? 'response spectra on the fitting images' : 'filter spectra'}`);
     search = false;
     work = { ...work, search: 0 };
-  }
+  } else work = { ...work, responses: 0 };
   planHeap(model, costs, { batch, heldImages: search ? count.score : 0, forwardBatch: imageBatchSize(model), networks: 3, adam: (l) => steps(l) > 0 });
   if (pace) {
     const seconds = (macs: number) => macs / (pace * FIT_PACE);
-    const parts = [...(search ? [`rank search ~${minutes(seconds(work.search))}`] : []), `fit ~${minutes(seconds(work.fit))}`, `held-out check ~${minutes(work.evaluate / pace)}`];
-    log(`estimated time: ${minutes(seconds(work.search + work.fit) + work.evaluate / pace)} (${parts.join(', ')}; ${(pace / 1e9).toFixed(1)} GMAC/s measured on the model's forward pass)`);
+    const parts = [
+      ...(search ? [`rank search ~${minutes(seconds(work.search))}`] : []),
+      ...(work.responses ? [`response spectra ~${minutes(seconds(work.responses))}`] : []),
+      `fit ~${minutes(seconds(work.fit))}`, `held-out check ~${minutes(work.evaluate / pace)}`,
+    ];
+    log(`estimated time: ${minutes(seconds(work.search + work.responses + work.fit) + work.evaluate / pace)} (${parts.join(', ')}; ${(pace / 1e9).toFixed(1)} GMAC/s measured on the model's forward pass)`);
   }
   return search;
 }

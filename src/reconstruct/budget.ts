@@ -42,6 +42,8 @@ export interface LayerCost {
   priorMacs: number;
   /** Fitted in closed form (no Adam steps). */
   closedForm: boolean;
+  /** MACs per image of the layer's input covariance (what the response spectra accumulate). */
+  covarianceMacs: number;
 }
 
 /** The costs of replacing `ranked` layers (each at its rank) on `topology`. */
@@ -60,6 +62,7 @@ export function layerCosts(ranked: { info: LayerInfo; scheme: Scheme; rank: numb
       factoredMacs: form.macsPerImage,
       priorMacs: form.priorMacs,
       closedForm: form.closedForm !== undefined,
+      covarianceMacs: g.inH * g.inW * g.C * g.C,
     };
     form.dispose();
     return cost;
@@ -193,6 +196,8 @@ export interface Work {
   fit: number;
   /** The joint rank search (0 when it does not run). */
   search: number;
+  /** The layers' response spectra (plan/responses.ts; 0 when they are not measured). */
+  responses: number;
   /** The held-out evaluation (three networks). */
   evaluate: number;
 }
@@ -200,10 +205,12 @@ export interface Work {
 /**
  * The MACs of a run: collecting each layer's samples runs both networks once over the fitting
  * images; each layer then computes the original response, and its solve and check passes ~3
- * forward passes of the replacement; Adam runs ~4 forward passes of a minibatch a step.
+ * forward passes of the replacement; Adam runs ~4 forward passes of a minibatch a step. The
+ * response spectra run the original over `images.responses` images and accumulate each layer's
+ * input covariance.
  */
 export function estimateWork(
-  model: tf.LayersModel, layers: LayerCost[], images: { fit: number; holdout: number; score: number },
+  model: tf.LayersModel, layers: LayerCost[], images: { fit: number; holdout: number; score: number; responses: number },
   steps: (l: LayerCost) => number, batch: number, search: boolean,
 ): Work {
   const original = modelMacs(listLayers(model)).total;
@@ -213,6 +220,7 @@ export function estimateWork(
     fit: fitOn(images.fit),
     search: search ? SEARCH_FITS * (fitOn(images.fit - images.score) + images.score * compressed) + images.score * original : 0,
     evaluate: images.holdout * (original + 2 * compressed),
+    responses: images.responses * (original + layers.reduce((s, l) => s + l.covarianceMacs, 0)),
   };
 }
 

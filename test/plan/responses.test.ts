@@ -79,6 +79,8 @@ describe('ranks from the layers\' response spectra', () => {
     const run = runCli(['--backend', 'wasm', 'compress', path.join(dir, 'model.json'), '--speedup', '2', '--data', images, '--scale', '1/255', '--out', path.join(tempDir(), 'out'), '--json']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /rank search by joint fits skipped \(13 layers are too many[^)]*\); ranks from the layers' response spectra on the fitting images/);
+    // The time estimate printed before the slow work counts them.
+    assert.match(run.stderr, /estimated time: [^(]*\(response spectra ~[\d.]+ (s|min), fit/);
     const m = /ranks for ≥ 2× from the layers' response spectra on (\d+) fitting images: (\S+)/.exec(run.stderr);
     assert.ok(m, run.stderr);
     const report = JSON.parse(run.stdout);
