@@ -24,7 +24,7 @@ import { factorize, type AllocationBasis, type CompressOptions, type CompressPla
 import { RESPONSE_IMAGES, responseSpectraApply } from '../plan/responses.js';
 import { skippedNotes } from '../plan/select.js';
 import {
-  budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planFinetuneHeap, planHeap, searchAffordable,
+  budgetSamples, estimateWork, forwardPace, layerCosts, layerStepBudget, planFinetuneHeap, planHeap, SEARCH_FITS, searchMode, searchUnaffordable, type SearchMode,
 } from '../reconstruct/budget.js';
 import { AUTO_STEP_MACS, autoSteps } from '../reconstruct/fit.js';
 import { silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
@@ -110,9 +110,10 @@ export async function runCompress(request: CompressRequest, log: Log = () => {},
   const { loaded, images, accuracyNote } = prepared;
   const table = await measureIfAsked(request, prepared, reporter);
   // The joint rank search, when --speedup chooses ranks from data and it is affordable (budget.ts).
-  let jointSearch = request.speedup !== undefined && !table && request.maxLoss === undefined && request.data !== null;
+  const searchAsked = request.speedup !== undefined && !table && request.maxLoss === undefined && request.data !== null;
+  let jointSearch: SearchMode | null = null;
   if (request.data && images) {
-    jointSearch = planDataWork(loaded, prepared.plan, images, request.data, jointSearch, prepared.pace, log);
+    jointSearch = planDataWork(loaded, prepared.plan, images, request.data, searchAsked, prepared.pace, log);
   }
   const data: DataContext | null = request.data && images
     ? { stores: await loadImages(loaded.model, images, request.data, reporter), images, options: request.data, reporter }
@@ -266,11 +267,11 @@ const minutes = (s: number) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${
  * Before the slow work of --data: the default sample count cut to the model's cost, the heap plan
  * (refused when it cannot fit), the joint rank search kept only when affordable (said when not),
  * and the time it should all take at `pace` (MACs a second of the probe's forward pass). Returns
- * whether the search runs.
+ * how the joint search runs, or null when it does not.
  */
 function planDataWork(
   { model, topology }: ModelSource, plan: CompressPlan, images: ImagePlan, data: ReconstructOptions, search: boolean, pace: number | null, log: Log,
-): boolean {
+): SearchMode | null {
   if (data.samples === 'auto') {
     const budget = budgetSamples(model);
     if (images.fit.length > budget) {
@@ -286,15 +287,19 @@ function planDataWork(
     if (l.closedForm) return 0;
     return data.iterations === 'auto' ? autoSteps({ macsPerImage: l.factoredMacs, priorMacs: l.priorMacs }, batch, stepBudget) : data.iterations;
   };
-  // Measured when --speedup's joint search is skipped and every layer is closed-form (choose.ts).
-  const responses = search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0;
-  const count = { fit: n, holdout: images.holdout.length, score: scoreImages(n), responses };
-  let work = estimateWork(model, costs, count, steps, batch, search);
-  const why = search ? searchAffordable(costs, work.search) : null;
+  // How the joint search goes about this many layers, if affordable (budget.ts). The response spectra
+  // are measured when every layer is closed-form and the search compares allocations or is skipped.
+  const mode = searchMode(costs.length);
+  const count = { fit: n, holdout: images.holdout.length, score: scoreImages(n), responses: search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0 };
+  let work = estimateWork(model, costs, count, steps, batch, search ? SEARCH_FITS[mode] : 0);
+  const why = search ? searchUnaffordable(work.search, SEARCH_FITS[mode]) : null;
+  const spectra = count.responses ? 'response spectra on the fitting images' : 'filter spectra';
   if (why) {
-    log(`rank search by joint fits skipped (${why}); ranks from the layers' ${responses ? 'response spectra on the fitting images' : 'filter spectra'}`);
+    log(`rank search by joint fits skipped (${why}); ranks from the layers' ${spectra}`);
     search = false;
     work = { ...work, search: 0 };
+  } else if (search && mode === 'compare') {
+    log(`rank search by joint fits: ${costs.length} layers are too many for moves of rank between pairs; it compares ${SEARCH_FITS[mode]} allocations of them all (equal fractions of each layer's rank, the layers' ${spectra}, equal fractions over the layers those keep)`);
   } else work = { ...work, responses: 0 };
   planHeap(model, costs, { batch, heldImages: search ? count.score : 0, forwardBatch: imageBatchSize(model), networks: 3, adam: (l) => steps(l) > 0 });
   if (pace) {
@@ -306,7 +311,7 @@ function planDataWork(
     ];
     log(`estimated time: ${minutes(seconds(work.search + work.responses + work.fit) + work.evaluate / pace)} (${parts.join(', ')}; ${(pace / 1e9).toFixed(1)} GMAC/s measured on the model's forward pass)`);
   }
-  return search;
+  return search ? mode : null;
 }
 
 export interface CompressResult {

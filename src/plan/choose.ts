@@ -27,6 +27,7 @@ import { RESPONSE_IMAGES, planByResponses, responseCandidates, responseSpectraAp
 import { measureSensitivity, sensitivityCandidates } from './sensitivity.js';
 import { spectrumRanks } from './spectrum.js';
 import type { DataContext } from '../data/plan.js';
+import type { SearchMode } from '../reconstruct/budget.js';
 
 /** Stages 1 and 2 up to the starting ranks, with every check that does not need the factors. */
 export function planCompression(model: tf.LayersModel, options: CompressOptions, topology: ModelTopology, reporter: Reporter = silentReporter): CompressPlan {
@@ -59,8 +60,8 @@ export interface RankContext {
   data: DataContext | null;
   /** With --measured: the layers' time table (measured before the images are loaded, so a target out of reach fails fast). */
   table: TimeTable | null;
-  /** With --speedup and --data: whether the joint search is affordable (reconstruct/budget.ts). */
-  jointSearch: boolean;
+  /** With --speedup and --data: how the joint search runs when it is affordable, else null (reconstruct/budget.ts). */
+  jointSearch: SearchMode | null;
   /** With --max-loss: speedup targets the search may try, and whether held-out accuracy may be used. */
   probes: number;
   labelled: boolean;
@@ -75,6 +76,14 @@ export interface RankDecision {
   maxLoss: MaxLossSearch | null;
   /** With --measured: the time allocation and its prediction. */
   measured: MeasuredChoice | null;
+}
+
+/** `base` with ranks for `target`× from the layers' response spectra on the fitting images, said in the log. */
+async function planFromResponses(base: CompressPlan, target: number, { source, data, log, reporter }: RankContext): Promise<CompressPlan> {
+  const images = Math.min(RESPONSE_IMAGES, data!.stores.fit.count);
+  const plan = planByResponses(base, await responseCandidates(source, base, data!.stores.fit, reporter), target, images);
+  log(`ranks for ≥ ${target}× from the layers' response spectra on ${images} fitting images: ${formatRanks(planRanks(plan))}`);
+  return plan;
 }
 
 /** Stage 2 settled: `base` (from `planCompression`) re-chosen by the search `options` ask for, or as it is. */
@@ -97,15 +106,15 @@ export async function chooseRanks(base: CompressPlan, options: CompressOptions, 
     return { plan: measured.plan, maxLoss: null, measured };
   }
   if (options.speedup !== undefined && data && ctx.jointSearch) {
-    const search = await planByJointSearch(source, base, data.stores.fit, data.options, options.speedup, ctx.reporter);
-    log(`ranks for ≥ ${options.speedup}× chosen by joint fits of ${search.evaluated.length} allocations: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
+    // Comparing allocations, the spectra's is the response spectra's when they apply.
+    const spectral = ctx.jointSearch === 'compare' && responseSpectraApply(base) ? await planFromResponses(base, options.speedup, ctx) : base;
+    const search = await planByJointSearch(source, spectral, data.stores.fit, data.options, options.speedup, ctx.jointSearch, ctx.reporter);
+    const which = ctx.jointSearch === 'compare' ? `, ${search.chosen.allocation} the closest to the original` : '';
+    log(`ranks for ≥ ${options.speedup}× chosen by joint fits of ${search.evaluated.length} allocations${which}: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
     return { plan: search.plan, maxLoss: null, measured: null };
   }
   if (options.speedup !== undefined && data && responseSpectraApply(base)) {
-    const candidates = await responseCandidates(source, base, data.stores.fit, ctx.reporter);
-    const plan = planByResponses(base, candidates, options.speedup, Math.min(RESPONSE_IMAGES, data.stores.fit.count));
-    log(`ranks for ≥ ${options.speedup}× from the layers' response spectra on ${Math.min(RESPONSE_IMAGES, data.stores.fit.count)} fitting images: ${formatRanks(planRanks(plan))}`);
-    return { plan, maxLoss: null, measured: null };
+    return { plan: await planFromResponses(base, options.speedup, ctx), maxLoss: null, measured: null };
   }
   return { plan: base, maxLoss: null, measured: null };
 }

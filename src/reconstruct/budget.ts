@@ -182,13 +182,20 @@ export function layerStepBudget(layers: number, perLayer: number): number {
 }
 
 /**
- * The joint rank search (plan/joint-search.ts, planByJointSearch) fits SEARCH_FITS whole allocations: it
- * runs when those fits stay within SEARCH_MACS and the layers are few enough for a handful of moves
- * between pairs of them to mean something; otherwise the ranks come from the layers' filter spectra.
+ * The joint rank search (plan/joint-search.ts, planByJointSearch) fits whole allocations and keeps
+ * the one whose fitted model is closest to the original on fitting images set aside. With up to
+ * SEARCH_MAX_LAYERS layers it moves rank between pairs of them ('moves'); with more, a handful of
+ * moves means nothing, and it compares allocations of every layer ('compare': equal fractions, the
+ * spectra's, equal fractions over the layers the spectra keep). SEARCH_FITS bounds the fits of
+ * each. It runs when they stay within SEARCH_MACS; otherwise the ranks come from the spectra.
  */
-export const SEARCH_FITS = 5;
+export type SearchMode = 'moves' | 'compare';
+export const SEARCH_FITS: Record<SearchMode, number> = { moves: 5, compare: 3 };
 export const SEARCH_MACS = 3e12;
 export const SEARCH_MAX_LAYERS = 12;
+
+/** How the joint search goes about `layers` layers. */
+export const searchMode = (layers: number): SearchMode => (layers > SEARCH_MAX_LAYERS ? 'compare' : 'moves');
 
 /** Multiply-accumulates of the stages of one compress --data run (see `estimateWork`). */
 export interface Work {
@@ -211,14 +218,14 @@ export interface Work {
  */
 export function estimateWork(
   model: tf.LayersModel, layers: LayerCost[], images: { fit: number; holdout: number; score: number; responses: number },
-  steps: (l: LayerCost) => number, batch: number, search: boolean,
+  steps: (l: LayerCost) => number, batch: number, searchFits: number,
 ): Work {
   const original = modelMacs(listLayers(model)).total;
   const compressed = original - layers.reduce((s, l) => s + l.originalMacs - l.factoredMacs, 0);
   const fitOn = (n: number) => n * (original + compressed) + layers.reduce((s, l) => s + n * (l.originalMacs + 3 * l.factoredMacs) + steps(l) * 4 * batch * l.factoredMacs, 0);
   return {
     fit: fitOn(images.fit),
-    search: search ? SEARCH_FITS * (fitOn(images.fit - images.score) + images.score * compressed) + images.score * original : 0,
+    search: searchFits ? searchFits * (fitOn(images.fit - images.score) + images.score * compressed) + images.score * original : 0,
     evaluate: images.holdout * (original + 2 * compressed),
     responses: images.responses * (original + layers.reduce((s, l) => s + l.covarianceMacs, 0)),
   };
@@ -250,9 +257,7 @@ export async function forwardPace(model: tf.LayersModel, macsPerImage: number, b
   }
 }
 
-/** Whether the joint rank search is affordable for these layers, and why not. */
-export function searchAffordable(layers: LayerCost[], searchMacs: number): string | null {
-  if (layers.length > SEARCH_MAX_LAYERS) return `${layers.length} layers are too many for ${SEARCH_FITS} fits to search between`;
-  if (searchMacs > SEARCH_MACS) return `its ${SEARCH_FITS} fits would take ~${(searchMacs / 1e12).toFixed(1)} T multiply-accumulates`;
-  return null;
+/** Why the joint rank search's `fits` fits, of `searchMacs` multiply-accumulates in all, are not affordable, or null. */
+export function searchUnaffordable(searchMacs: number, fits: number): string | null {
+  return searchMacs > SEARCH_MACS ? `its ${fits} fits would take ~${(searchMacs / 1e12).toFixed(1)} T multiply-accumulates` : null;
 }

@@ -8,7 +8,10 @@ import { modelTopology } from '../../src/model/load.js';
 import { listLayers } from '../../src/model/layers.js';
 import { saveModel } from '../../src/model/save.js';
 import { linearResponse } from '../../src/linalg/conv-ops.js';
-import { planCompression } from '../../src/plan/choose.js';
+import { chooseRanks, planCompression } from '../../src/plan/choose.js';
+import { DEFAULT_PIXELS } from '../../src/data/images.js';
+import { loadImages, planImages } from '../../src/data/plan.js';
+import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { responseSpectraApply } from '../../src/plan/responses.js';
 import { makeTap } from '../../src/reconstruct/taps.js';
 import { channel, targetLayer } from '../../src/schemes/index.js';
@@ -70,7 +73,7 @@ describe('ranks from the layers\' response spectra', () => {
     model.dispose();
   });
 
-  test('compress --speedup --data takes them when the joint search is not affordable', async () => {
+  test('compress --speedup --data on more layers than rank moves suit: the joint search compares equal fractions with the response spectra\'s allocation', async () => {
     const dir = path.join(tempDir(), 'stack');
     const stack = pointwiseStack(13);
     await saveModel(stack, dir);
@@ -78,15 +81,42 @@ describe('ranks from the layers\' response spectra', () => {
     const images = imageSubset(path.join(FIXTURES, 'cifar10', 'train'), 2);
     const run = runCli(['--backend', 'wasm', 'compress', path.join(dir, 'model.json'), '--speedup', '2', '--data', images, '--scale', '1/255', '--out', path.join(tempDir(), 'out'), '--json']);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stderr, /rank search by joint fits skipped \(13 layers are too many[^)]*\); ranks from the layers' response spectra on the fitting images/);
-    // The time estimate printed before the slow work counts them.
-    assert.match(run.stderr, /estimated time: [^(]*\(response spectra ~[\d.]+ (s|min), fit/);
-    const m = /ranks for ≥ 2× from the layers' response spectra on (\d+) fitting images: (\S+)/.exec(run.stderr);
-    assert.ok(m, run.stderr);
+    assert.match(run.stderr, /rank search by joint fits: 13 layers are too many for moves of rank between pairs; it compares 3 allocations/);
+    // The time estimate printed before the slow work counts the response spectra.
+    assert.match(run.stderr, /estimated time: [^(]*\(rank search ~[\d.]+ (s|min), response spectra ~[\d.]+ (s|min), fit/);
+    const responses = /ranks for ≥ 2× from the layers' response spectra on (\d+) fitting images: (\S+)/.exec(run.stderr);
+    assert.ok(responses, run.stderr);
+    const chosen = /ranks for ≥ 2× chosen by joint fits of (\d) allocations, (.+) the closest to the original: (\S+) \(equal fractions: (\S+)\)/.exec(run.stderr);
+    assert.ok(chosen, run.stderr);
+    const [, fits, which, ranks, equal] = chosen;
+    assert.ok(Number(fits) >= 2 && Number(fits) <= 3, fits);
+    // The allocation it names is the one written.
+    const named = new Map([['equal fractions', equal], ['the spectra\'s', responses[2]]]);
+    if (named.has(which)) assert.equal(ranks, named.get(which));
+    else assert.equal(which, 'equal fractions over the layers the spectra keep');
     const report = JSON.parse(run.stdout);
-    assert.equal(report.rankSelection.basis, 'responses');
+    assert.equal(report.rankSelection.basis, 'measured');
     assert.ok(report.theoreticalSpeedup >= 2);
-    assert.equal(report.layers.map((l: { name: string; rank: number }) => `${l.name}=${l.rank}`).join(','), m[2]);
-    assert.ok(report.rankSelection.predictedError <= report.rankSelection.baselineError);
+    assert.equal(report.layers.map((l: { name: string; rank: number }) => `${l.name}=${l.rank}`).join(','), ranks);
+  });
+
+  test('with the joint search not affordable, --speedup --data takes the response spectra\'s allocation', async () => {
+    const model = pointwiseStack(13);
+    const topology = modelTopology(model);
+    const options: ReconstructOptions = {
+      data: imageSubset(path.join(FIXTURES, 'cifar10', 'train'), 2), holdout: 0.2, samples: 'auto', joint: true, iterations: 0, batch: 16, seed: 1,
+      pixels: { ...DEFAULT_PIXELS, scale: 1 / 255 },
+    };
+    const images = planImages(options);
+    const stores = await loadImages(model, images, options);
+    const request = { scheme: '2', basis: 'per-channel', separable: false, speedup: 2 } as const;
+    const base = planCompression(model, request, topology);
+    const lines: string[] = [];
+    const ctx = { source: { model, topology }, data: { stores, images, options, reporter: silentReporter }, table: null, probes: 0, labelled: false, log: (l: string) => lines.push(l), reporter: silentReporter };
+    const skipped = await chooseRanks(base, request, { ...ctx, jointSearch: null });
+    assert.equal(skipped.plan.allocation?.basis, 'responses');
+    assert.ok(skipped.plan.allocation!.theoreticalSpeedup >= 2);
+    assert.match(lines.join('\n'), /from the layers' response spectra on \d+ fitting images/);
+    model.dispose();
   });
 });

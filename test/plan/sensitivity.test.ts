@@ -11,8 +11,9 @@ import { fitToData, silentReporter, type ReconstructOptions } from '../../src/re
 import { scheme2, targetLayer } from '../../src/schemes/index.js';
 import { CHARCNN, FASHION_TEST, FASHION_TRAIN, recordingReporter, runCli, tempDir } from '../helpers.js';
 import { planCompression } from '../../src/plan/choose.js';
-import { SEARCH_EVALUATIONS, divergence, moveRanks, planByJointSearch } from '../../src/plan/joint-search.js';
+import { divergence, moveRanks, planByJointSearch } from '../../src/plan/joint-search.js';
 import { loadImages, planImages } from '../../src/data/plan.js';
+import { SEARCH_FITS } from '../../src/reconstruct/budget.js';
 
 before(async () => {
   await useBackend('wasm');
@@ -90,7 +91,7 @@ describe('ranks for a target by joint fits (compress --speedup --data)', () => {
     const target = 8;
     const plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, layers: ['conv2', 'conv3'], speedup: target }, topology);
     const { phases, reporter } = recordingReporter();
-    const search = await planByJointSearch({ model, topology }, plan, stores.fit, options, target, reporter);
+    const search = await planByJointSearch({ model, topology }, plan, stores.fit, options, target, 'moves', reporter);
     // Each fit's own stages show inside the search's phase.
     const searchPhase = phases.find((p) => /joint fits/.test(p.label))!;
     for (let k = 1; k <= search.evaluated.length; k++) assert.ok(searchPhase.details.some((d) => d.startsWith(`fit ${k}: conv`)), `fit ${k}: ${searchPhase.details.slice(0, 3).join(' | ')}`);
@@ -98,7 +99,7 @@ describe('ranks for a target by joint fits (compress --speedup --data)', () => {
     // conv3 (left as it is by the spectrum allocation) is a candidate of the search too.
     const candidates: Replacement[] = ['conv2', 'conv3'].map((name) => ({ info: plan.layers.find((l) => l.name === name)!, scheme: scheme2 }));
     const keys = search.evaluated.map((p) => formatRanks(p.ranks));
-    assert.ok(search.evaluated.length <= SEARCH_EVALUATIONS);
+    assert.ok(search.evaluated.length <= SEARCH_FITS.moves);
     assert.equal(new Set(keys).size, keys.length, 'no allocation is fitted twice');
     assert.equal(keys[0], formatRanks(ranksForSpeedup(plan.layers, candidates, target)!.ranks), 'equal fractions are the first candidate');
     assert.equal(search.equal, search.evaluated[0]);
