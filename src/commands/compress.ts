@@ -29,7 +29,7 @@ import {
 import { AUTO_STEP_MACS, autoSteps } from '../reconstruct/fit.js';
 import { silentReporter, type ReconstructOptions } from '../reconstruct/index.js';
 import { dataReconstruction, type DataReport } from '../reconstruct/report.js';
-import type { Log, Reporter } from '../report/progress.js';
+import { USUALLY_QUICK, type Log, type Reporter } from '../report/progress.js';
 import { damageWarnings, heldOutWarning, layerResults, modelCost, type LayerResult } from '../report/results.js';
 import type { Factorization, Scheme } from '../schemes/index.js';
 import { carveValidation, checkFinetune, finetune, loadFinetuneImages, measureStep, type FinetuneOptions, type FinetuneReport } from '../train/finetune.js';
@@ -163,7 +163,10 @@ async function prepare(request: CompressRequest, log: Log, reporter: Reporter): 
     checkFinetune(loaded.model);
     if (tf.getBackend() === 'wasm') {
       const trained = request.finetune.layers === 'all' ? 'all' : plan.ranked.map((r) => r.info.name);
-      planFinetuneHeap(await measureStep(loaded.model, trained), request.finetune.batch);
+      const progress = reporter.phase('measuring a fine-tuning step\'s memory', 1, 'steps', USUALLY_QUICK);
+      const step = await measureStep(loaded.model, trained);
+      progress.finish();
+      planFinetuneHeap(step, request.finetune.batch);
     }
   }
   if (plan.defaulted) log(plan.defaulted);

@@ -189,14 +189,59 @@ export function checkFinetune(model: tf.LayersModel): void {
     if (d !== undefined && [d].flat().some((v: number) => v > 1)) {
       throw new UserError(`--finetune: layer ${l.name} is a dilated convolution, and tfjs has no gradient for those; compress without --finetune`);
     }
+    // tfjs' batch-norm gradient keeps the scale for the backward pass, and fails when there is none.
+    if (l.className === 'BatchNormalization' && l.config.scale === false) {
+      throw new UserError(`--finetune: layer ${l.name} is a batch normalization without a scale (as in InceptionV3), and tfjs' gradient fails on those; compress without --finetune`);
+    }
   }
 }
 
+/** What of tfjs' engine `bufferPeak` watches: its map of tensor buffers, and the two calls that change it. */
+interface EngineBuffers {
+  state: { tensorInfo: WeakMap<object, { bytes: number }> };
+  trackTensor(t: tf.Tensor, backend: unknown): void;
+  disposeTensor(t: tf.Tensor): void;
+}
+
 /**
- * One training step of `model` on `images` images (one by default), measured: the bytes of tensors
- * resident before it and at its peak (tfjs' profile), training the weights of `layers` (names) or
- * every trainable weight. For the heap plan of reconstruct/budget.ts (`planFinetuneHeap`): the original model in
- * place of the compressed one, whose factor layers replace the same layers at fewer values.
+ * The bytes of distinct tensor buffers before `run` and at their peak while it runs. tfjs' own
+ * count (`tf.memory().numBytes`, and `tf.profile`'s peak) adds a buffer again for every tensor
+ * that shares it (a reshape, wasm's shared Identity), and its profile mode failed on InceptionV3's
+ * batch norms; this watches the engine's map of buffers instead.
+ */
+async function bufferPeak(run: () => void): Promise<{ resident: number; peak: number }> {
+  const engine = tf.engine() as unknown as EngineBuffers;
+  const buffers = engine.state.tensorInfo;
+  // Before: the model's weights, which share no buffers.
+  const resident = tf.memory().numBytes;
+  let current = resident;
+  let peak = current;
+  const { trackTensor, disposeTensor } = engine;
+  engine.trackTensor = function (t, backend) {
+    const known = buffers.has(t.dataId);
+    trackTensor.call(this, t, backend);
+    if (!known && buffers.has(t.dataId)) peak = Math.max(peak, (current += buffers.get(t.dataId)!.bytes));
+  };
+  engine.disposeTensor = function (t) {
+    const info = buffers.get(t.dataId);
+    disposeTensor.call(this, t);
+    if (info && !buffers.has(t.dataId)) current -= info.bytes;
+  };
+  try {
+    run();
+  } finally {
+    engine.trackTensor = trackTensor;
+    engine.disposeTensor = disposeTensor;
+  }
+  return { resident, peak };
+}
+
+/**
+ * One training step of `model` on `images` images (one by default), measured: the bytes of tensor
+ * buffers resident before it and at its peak (`bufferPeak`), training the weights of `layers`
+ * (names) or every trainable weight. For the heap plan of reconstruct/budget.ts
+ * (`planFinetuneHeap`): the original model in place of the compressed one, whose factor layers
+ * replace the same layers at fewer values.
  */
 export async function measureStep(model: tf.LayersModel, layers: string[] | 'all', images = 1): Promise<{ resident: number; peak: number }> {
   if (tf.getBackend() === 'wasm') registerWasmGradients();
@@ -206,13 +251,14 @@ export async function measureStep(model: tf.LayersModel, layers: string[] | 'all
   const logits = logitsOf(model).fn;
   const [, height, width, channels] = model.inputs[0].shape;
   const x = tf.zeros([images, height ?? 1, width ?? 1, channels ?? 1]) as tf.Tensor4D;
-  const resident = tf.memory().numBytes;
-  const profile = await tf.profile(() => {
-    const { value, grads } = tf.variableGrads(() => logits(x).square().mean() as tf.Scalar, trained);
-    tf.dispose([value, ...Object.values(grads)]);
-  });
-  x.dispose();
-  return { resident, peak: profile.peakBytes };
+  try {
+    return await bufferPeak(() => {
+      const { value, grads } = tf.variableGrads(() => logits(x).square().mean() as tf.Scalar, trained);
+      tf.dispose([value, ...Object.values(grads)]);
+    });
+  } finally {
+    x.dispose();
+  }
 }
 
 type Logits = (x: tf.Tensor4D) => tf.Tensor2D;

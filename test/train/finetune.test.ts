@@ -15,7 +15,7 @@ import { compressModel } from '../../src/commands/compress.js';
 import { factorize } from '../../src/plan/plan.js';
 import { planCompression } from '../../src/plan/choose.js';
 import { DEFAULT_PIXELS } from '../../src/data/images.js';
-import { loadModel } from '../../src/model/io.js';
+import { loadModel, saveModel } from '../../src/model/io.js';
 import { dataReconstruction } from '../../src/reconstruct/report.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
 import { loadImages, planImages, type ImagePlan, type ImageStores } from '../../src/data/plan.js';
@@ -192,5 +192,33 @@ describe('fine-tuning by distillation', () => {
     assert.equal(badEpochs.code, 1);
     assert.match(errorLine(badEpochs), /--epochs 0: give a whole number ≥ 1/);
     assert.ok(!fs.existsSync(out), 'nothing written');
+  });
+
+  test('a batch normalization without a scale (as in InceptionV3) is refused before any work: tfjs\' gradient fails on it', async () => {
+    for (const scale of [false, true]) {
+      const model = tf.sequential({
+        layers: [
+          tf.layers.conv2d({ name: 'conv', inputShape: [24, 24, 1], filters: 8, kernelSize: 3, useBias: false }),
+          tf.layers.batchNormalization({ name: 'bn', scale }),
+          tf.layers.reLU(),
+          tf.layers.conv2d({ name: 'mix', filters: 8, kernelSize: 3 }),
+          tf.layers.globalAveragePooling2d({}),
+          tf.layers.dense({ name: 'head', units: 10, activation: 'softmax' }),
+        ],
+      });
+      const dir = path.join(tempDir(), 'model');
+      await saveModel(model, dir);
+      model.dispose();
+      const out = path.join(tempDir(), 'out');
+      const run = await cli(['compress', path.join(dir, 'model.json'), '--scheme', '2', '--layers', 'mix', '--rank', '2', '--data', imageSubset(FASHION_TRAIN, 2), '--iterations', '0', '--finetune', '--epochs', '1', '--out', out]);
+      if (scale) {
+        // With a scale the same model fine-tunes.
+        assert.equal(run.code, 0, run.stderr);
+        continue;
+      }
+      assert.equal(run.code, 1, run.stderr);
+      assert.equal(errorLine(run), 'lowrank: --finetune: layer bn is a batch normalization without a scale (as in InceptionV3), and tfjs\' gradient fails on those; compress without --finetune');
+      assert.ok(!fs.existsSync(out), 'nothing written');
+    }
   });
 });
