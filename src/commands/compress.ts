@@ -17,7 +17,7 @@ import { withReplacementRecords } from '../model/records.js';
 import { buildCompressed } from '../model/rewrite.js';
 import type { ModelSource, ModelTopology } from '../model/topology.js';
 import { chooseRanks, planCompression, type RankDecision } from '../plan/choose.js';
-import { SEARCH_SCORE_IMAGES } from '../plan/joint-search.js';
+import { searchScoreImages } from '../plan/joint-search.js';
 import { DEFAULT_PROBES, type MaxLossReport, type MaxLossSearch } from '../plan/maxloss.js';
 import { DEFAULT_TIMING_BATCH, checkMeasuredTarget, measureTimeTable, type MeasuredChoice, type TimeTable } from '../plan/measured.js';
 import { factorize, type AllocationBasis, type CompressOptions, type CompressPlan } from '../plan/plan.js';
@@ -258,8 +258,6 @@ async function save(
   return { saved, encoding };
 }
 
-/** Fitting images set aside to score the joint rank search's fits on (as sensitivity.ts takes them). */
-const scoreImages = (fit: number) => Math.max(1, Math.min(SEARCH_SCORE_IMAGES, Math.floor(fit / 5)));
 
 /** Multiply-accumulates a second the fits reach relative to the model's own forward pass (small ops, copies, exact solves). */
 const FIT_PACE = 0.35;
@@ -293,7 +291,7 @@ function planDataWork(
   // How the joint search goes about this many layers, if affordable (budget.ts). The response spectra
   // are measured when every layer is closed-form and the search compares allocations or is skipped.
   const mode = searchMode(costs.length);
-  const count = { fit: n, holdout: images.holdout.length, score: scoreImages(n), responses: search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0 };
+  const count = { fit: n, holdout: images.holdout.length, score: searchScoreImages(n, mode), responses: search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0 };
   let work = estimateWork(model, costs, count, steps, batch, search ? SEARCH_FITS[mode] : 0);
   const why = search ? searchUnaffordable(work.search, SEARCH_FITS[mode]) : null;
   const spectra = count.responses ? 'response spectra on the fitting images' : 'filter spectra';
