@@ -21,14 +21,14 @@ before(async () => {
 });
 
 /**
- * 512×512 images widened to 64 channels by a 1×1 conv, then a 3×3 conv to 8: one image's exact
- * solve of the 3×3 conv takes ~130 MB of the heap (its 16.8 M input values and the design matrix),
- * so the default 32 images a batch would need ~4 GB.
+ * `size`×`size` images widened to 64 channels by a 1×1 conv, then a 3×3 conv to 8. At 512: one
+ * image's exact solve of the 3×3 conv takes ~130 MB of the heap (its 16.8 M input values and the
+ * design matrix), so the default 32 images a batch would need ~4 GB.
  */
-async function wideModel(): Promise<string> {
+async function wideModel(size = 512): Promise<string> {
   const model = tf.sequential({
     layers: [
-      tf.layers.conv2d({ name: 'widen', inputShape: [512, 512, 3], filters: 64, kernelSize: 1, activation: 'relu' }),
+      tf.layers.conv2d({ name: 'widen', inputShape: [size, size, 3], filters: 64, kernelSize: 1, activation: 'relu' }),
       tf.layers.conv2d({ name: 'wide3x3', filters: 8, kernelSize: 3, padding: 'same', activation: 'relu' }),
       tf.layers.globalAveragePooling2d({}),
       tf.layers.dense({ name: 'head', units: 10, activation: 'softmax' }),
@@ -55,7 +55,8 @@ test('a data fit whose solve batch does not fit the wasm heap is refused up fron
 });
 
 test('fine-tuning whose training step does not fit the wasm heap is refused up front with a --batch that fits', async () => {
-  const model = await wideModel();
+  // A step on one image holds ~145 MB at 320 px: 32 images a step would not fit.
+  const model = await wideModel(320);
   const images = imageSubset(FASHION_TRAIN, 4);
   dirs.push(images);
   const out = path.join(path.dirname(model), 'out');
