@@ -27,6 +27,7 @@ import { RESPONSE_IMAGES, planByResponses, responseCandidates, responseSpectraAp
 import { measureSensitivity, sensitivityCandidates } from './sensitivity.js';
 import { spectrumRanks } from './spectrum.js';
 import type { DataContext } from '../data/plan.js';
+import type { ImageStore } from '../data/store.js';
 import type { SearchMode } from '../reconstruct/budget.js';
 
 /** Stages 1 and 2 up to the starting ranks, with every check that does not need the factors. */
@@ -79,9 +80,9 @@ export interface RankDecision {
 }
 
 /** `base` with ranks for `target`× from the layers' response spectra on the fitting images, said in the log. */
-async function planFromResponses(base: CompressPlan, target: number, { source, data, log, reporter }: RankContext): Promise<CompressPlan> {
-  const images = Math.min(RESPONSE_IMAGES, data!.stores.fit.count);
-  const plan = planByResponses(base, await responseCandidates(source, base, data!.stores.fit, reporter), target, images);
+async function planFromResponses(base: CompressPlan, target: number, fit: ImageStore, { source, log, reporter }: RankContext): Promise<CompressPlan> {
+  const images = Math.min(RESPONSE_IMAGES, fit.count);
+  const plan = planByResponses(base, await responseCandidates(source, base, fit, reporter), target, images);
   log(`ranks for ≥ ${target}× from the layers' response spectra on ${images} fitting images: ${formatRanks(planRanks(plan))}`);
   return plan;
 }
@@ -107,14 +108,14 @@ export async function chooseRanks(base: CompressPlan, options: CompressOptions, 
   }
   if (options.speedup !== undefined && data && ctx.jointSearch) {
     // Comparing allocations, the spectra's is the response spectra's when they apply.
-    const spectral = ctx.jointSearch === 'compare' && responseSpectraApply(base) ? await planFromResponses(base, options.speedup, ctx) : base;
+    const spectral = ctx.jointSearch === 'compare' && responseSpectraApply(base) ? await planFromResponses(base, options.speedup, data.stores.fit, ctx) : base;
     const search = await planByJointSearch(source, spectral, data.stores.fit, data.options, options.speedup, ctx.jointSearch, ctx.reporter);
     const which = ctx.jointSearch === 'compare' ? `, ${search.chosen.allocation} the closest to the original` : '';
     log(`ranks for ≥ ${options.speedup}× chosen by joint fits of ${search.evaluated.length} allocations${which}: ${formatRanks(search.chosen.ranks)} (equal fractions: ${formatRanks(search.equal.ranks)})`);
     return { plan: search.plan, maxLoss: null, measured: null };
   }
   if (options.speedup !== undefined && data && responseSpectraApply(base)) {
-    return { plan: await planFromResponses(base, options.speedup, ctx), maxLoss: null, measured: null };
+    return { plan: await planFromResponses(base, options.speedup, data.stores.fit, ctx), maxLoss: null, measured: null };
   }
   return { plan: base, maxLoss: null, measured: null };
 }

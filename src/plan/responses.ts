@@ -1,13 +1,14 @@
 /**
- * `compress --speedup X --data …` when the joint rank search is not affordable (joint-search.ts,
- * reconstruct/budget.ts): ranks from the spectra of the layers' responses on the fitting images
- * instead of their kernels'. A layer's best rank-K reconstruction of its response reaches the
+ * `compress --speedup X --data …` on more layers than rank moves suit (one of the allocations the
+ * joint search compares, joint-search.ts), or when that search is not affordable (reconstruct/
+ * budget.ts): ranks from the spectra of the layers' responses on the fitting images instead of
+ * their kernels'. A layer's best rank-K reconstruction of its response reaches the
  * relative error √(Σ_{i>K} λᵢ / Σλᵢ), λ the eigenvalues of the response covariance (the rank
  * selection of Zhang, Zou, He & Sun, TPAMI 2016); the allocation of ranks.ts then meets the target
  * with the least summed loss. The kernels' spectra of MobileNet's 1×1 convs are flat (rank 1 of 8
  * loses 90 % of a kernel) while a few directions carry most of their responses: on a Teachable
  * Machine model (MobileNetV2 0.35) at 2×, ranks from response spectra agreed with the original on
- * 86.0 % of 1,000 other photos, from filter spectra on 77.9 %.
+ * 85.1 % of 1,000 other photos, from filter spectra on 77.9 %.
  *
  * Only when every candidate's scheme has such a curve (`Scheme.responseSpectrum`: the channel
  * scheme, whose data fit is closed-form): other schemes have none, and a response error beside a

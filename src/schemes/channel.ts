@@ -102,6 +102,15 @@ function inputRows(x: tf.Tensor4D, g: ConvGeometry): tf.Tensor2D {
   });
 }
 
+/** Adds each of `parts` into the float64 sum beside it (the streamed statistics below), and disposes them. */
+function addInto(sums: Float64Array[], parts: tf.Tensor[]): void {
+  parts.forEach((t, k) => {
+    const values = t.dataSync();
+    for (let i = 0; i < values.length; i++) sums[k][i] += values[i];
+  });
+  tf.dispose(parts);
+}
+
 class ChannelForm implements FactoredForm {
   g: ConvGeometry;
   last = 1;
@@ -196,12 +205,9 @@ class ResponseCovariance implements ResponseSpectrum {
 
   add(x: tf.Tensor4D): void {
     const rows = inputRows(x, this.g);
-    const parts = tf.tidy(() => [matMulT(rows, rows), rows.sum(0)]);
-    const [xx, xs] = parts.map((t) => t.dataSync());
     this.rows += rows.shape[0];
-    tf.dispose([rows, ...parts]);
-    for (let i = 0; i < xx.length; i++) this.xx[i] += xx[i];
-    for (let i = 0; i < xs.length; i++) this.xSum[i] += xs[i];
+    addInto([this.xx, this.xSum], tf.tidy(() => [matMulT(rows, rows), rows.sum(0)]));
+    rows.dispose();
   }
 
   errorCurve(): Float64Array {
@@ -249,12 +255,7 @@ class ChannelStatistics implements ClosedFormFit {
       const rows = inputRows(x, this.g);
       return [matMulT(rows, rows), matMulT(rows, y), rows.sum(0), y.sum(0)];
     });
-    const [xx, xy, xs, ys] = parts.map((t) => t.dataSync());
-    tf.dispose(parts);
-    for (let i = 0; i < xx.length; i++) this.xx[i] += xx[i];
-    for (let i = 0; i < xy.length; i++) this.xy[i] += xy[i];
-    for (let i = 0; i < xs.length; i++) this.xSum[i] += xs[i];
-    for (let i = 0; i < ys.length; i++) this.ySum[i] += ys[i];
+    addInto([this.xx, this.xy, this.xSum, this.ySum], parts);
     this.rows += y.shape[0];
   }
 

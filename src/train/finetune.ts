@@ -206,10 +206,9 @@ interface EngineBuffers {
 /**
  * The bytes of distinct tensor buffers before `run` and at their peak while it runs. tfjs' own
  * count (`tf.memory().numBytes`, and `tf.profile`'s peak) adds a buffer again for every tensor
- * that shares it (a reshape, wasm's shared Identity), and its profile mode failed on InceptionV3's
- * batch norms; this watches the engine's map of buffers instead.
+ * that shares it (a reshape, wasm's shared Identity); this watches the engine's map of buffers.
  */
-async function bufferPeak(run: () => void): Promise<{ resident: number; peak: number }> {
+function bufferPeak(run: () => void): { resident: number; peak: number } {
   const engine = tf.engine() as unknown as EngineBuffers;
   const buffers = engine.state.tensorInfo;
   // Before: the model's weights, which share no buffers.
@@ -252,7 +251,7 @@ export async function measureStep(model: tf.LayersModel, layers: string[] | 'all
   const [, height, width, channels] = model.inputs[0].shape;
   const x = tf.zeros([images, height ?? 1, width ?? 1, channels ?? 1]) as tf.Tensor4D;
   try {
-    return await bufferPeak(() => {
+    return bufferPeak(() => {
       const { value, grads } = tf.variableGrads(() => logits(x).square().mean() as tf.Scalar, trained);
       tf.dispose([value, ...Object.values(grads)]);
     });
