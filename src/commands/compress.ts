@@ -290,17 +290,19 @@ function planDataWork(
   };
   // How the joint search goes about this many layers, if affordable (budget.ts). The response spectra
   // are measured when every layer is closed-form and the search compares allocations or is skipped.
-  const mode = searchMode(costs.length);
-  const count = { fit: n, holdout: images.holdout.length, score: searchScoreImages(n, mode), responses: search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0 };
-  let work = estimateWork(model, costs, count, steps, batch, search ? SEARCH_FITS[mode] : 0);
-  const why = search ? searchUnaffordable(work.search, SEARCH_FITS[mode]) : null;
+  const way = searchMode(costs);
+  const mode = way === 'moves' || way === 'compare' ? way : null;
+  const fits = search && mode ? SEARCH_FITS[mode] : 0;
+  const count = { fit: n, holdout: images.holdout.length, score: searchScoreImages(n, mode ?? 'moves'), responses: search && responseSpectraApply(plan) ? Math.min(RESPONSE_IMAGES, n) : 0 };
+  let work = estimateWork(model, costs, count, steps, batch, fits);
+  const why = !search ? null : mode ? searchUnaffordable(work.search, fits) : way;
   const spectra = count.responses ? 'response spectra on the fitting images' : 'filter spectra';
   if (why) {
     log(`rank search by joint fits skipped (${why}); ranks from the layers' ${spectra}`);
     search = false;
     work = { ...work, search: 0 };
   } else if (search && mode === 'compare') {
-    log(`rank search by joint fits: ${costs.length} layers are too many for moves of rank between pairs; it compares ${SEARCH_FITS[mode]} allocations of them all (equal fractions of each layer's rank, the layers' ${spectra}, equal fractions over the layers those keep)`);
+    log(`rank search by joint fits: ${costs.length} layers are too many for moves of rank between pairs; it compares ${fits} allocations of them all (equal fractions of each layer's rank, the layers' ${spectra}, equal fractions over the layers those keep)`);
   } else work = { ...work, responses: 0 };
   planHeap(model, costs, { batch, heldImages: search ? count.score : 0, forwardBatch: imageBatchSize(model), networks: 3, adam: (l) => steps(l) > 0 });
   if (pace) {

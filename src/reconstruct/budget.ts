@@ -186,16 +186,22 @@ export function layerStepBudget(layers: number, perLayer: number): number {
  * the one whose fitted model is closest to the original on fitting images set aside. With up to
  * SEARCH_MAX_LAYERS layers it moves rank between pairs of them ('moves'); with more, a handful of
  * moves means nothing, and it compares allocations of every layer ('compare': equal fractions, the
- * spectra's, equal fractions over the layers the spectra keep). SEARCH_FITS bounds the fits of
- * each. It runs when they stay within SEARCH_MACS; otherwise the ranks come from the spectra.
+ * spectra's, equal fractions over the layers the spectra keep), when every layer is fitted in
+ * closed form (1×1 convs and Dense layers: a MobileNet's), whose fits are cheap. SEARCH_FITS bounds
+ * the fits of each. It runs when they stay within SEARCH_MACS; otherwise the ranks come from the
+ * spectra.
  */
 export type SearchMode = 'moves' | 'compare';
 export const SEARCH_FITS: Record<SearchMode, number> = { moves: 5, compare: 3 };
 export const SEARCH_MACS = 3e12;
 export const SEARCH_MAX_LAYERS = 12;
 
-/** How the joint search goes about `layers` layers. */
-export const searchMode = (layers: number): SearchMode => (layers > SEARCH_MAX_LAYERS ? 'compare' : 'moves');
+/** How the joint search goes about `layers`, or why it does not. */
+export function searchMode(layers: LayerCost[]): SearchMode | string {
+  if (layers.length <= SEARCH_MAX_LAYERS) return 'moves';
+  if (layers.every((l) => l.closedForm)) return 'compare';
+  return `${layers.length} layers are too many for moves of rank between pairs, and not all are fitted in closed form for a comparison of whole allocations`;
+}
 
 /** Multiply-accumulates of the stages of one compress --data run (see `estimateWork`). */
 export interface Work {

@@ -12,6 +12,7 @@ import { chooseRanks, planCompression } from '../../src/plan/choose.js';
 import { DEFAULT_PIXELS } from '../../src/data/images.js';
 import { loadImages, planImages } from '../../src/data/plan.js';
 import { silentReporter, type ReconstructOptions } from '../../src/reconstruct/index.js';
+import { layerCosts, searchMode } from '../../src/reconstruct/budget.js';
 import { responseSpectraApply } from '../../src/plan/responses.js';
 import { makeTap } from '../../src/reconstruct/taps.js';
 import { channel, targetLayer } from '../../src/schemes/index.js';
@@ -21,11 +22,11 @@ before(async () => {
   await useBackend('wasm');
 });
 
-/** A 32×32×3 network of `count` 1×1 convs between a 3×3 stem and a Dense head: more layers than the joint rank search takes. */
-function pointwiseStack(count: number): tf.LayersModel {
+/** A 32×32×3 network of `count` 1×1 (or `kernelSize`) convs between a 3×3 stem and a Dense head: more layers than rank moves suit. */
+function pointwiseStack(count: number, kernelSize = 1): tf.LayersModel {
   const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotNormal({ seed }), biasInitializer: tf.initializers.randomNormal({ seed: seed + 1, stddev: 0.1 }) });
   const layers: tf.layers.Layer[] = [tf.layers.conv2d({ inputShape: [32, 32, 3], name: 'stem', filters: 16, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', ...init(1) })];
-  for (let i = 0; i < count; i++) layers.push(tf.layers.conv2d({ name: `pw${i}`, filters: 16, kernelSize: 1, activation: 'relu', ...init(10 + 2 * i) }));
+  for (let i = 0; i < count; i++) layers.push(tf.layers.conv2d({ name: `pw${i}`, filters: 16, kernelSize, padding: 'same', activation: 'relu', ...init(10 + 2 * i) }));
   layers.push(tf.layers.globalAveragePooling2d({}), tf.layers.dense({ name: 'out', units: 10, activation: 'softmax', ...init(99) }));
   return tf.sequential({ layers });
 }
@@ -98,6 +99,22 @@ describe('ranks from the layers\' response spectra', () => {
     assert.equal(report.rankSelection.basis, 'measured');
     assert.ok(report.theoreticalSpeedup >= 2);
     assert.equal(report.layers.map((l: { name: string; rank: number }) => `${l.name}=${l.rank}`).join(','), ranks);
+  });
+
+  test('whole allocations are compared only where every layer is fitted in closed form; rank moves up to 12 layers', () => {
+    const modeOf = (model: tf.LayersModel, layers: string[]) => {
+      const topology = modelTopology(model);
+      const plan = planCompression(model, { scheme: '2', basis: 'per-channel', separable: false, rank: 2, layers }, topology);
+      assert.equal(plan.ranked.length, layers.length);
+      return searchMode(layerCosts(plan.ranked, topology));
+    };
+    const pointwise = pointwiseStack(13);
+    assert.equal(modeOf(pointwise, Array.from({ length: 13 }, (_, i) => `pw${i}`)), 'compare');
+    assert.equal(modeOf(pointwise, Array.from({ length: 12 }, (_, i) => `pw${i}`)), 'moves');
+    const spatial = pointwiseStack(13, 3);
+    assert.match(String(modeOf(spatial, Array.from({ length: 13 }, (_, i) => `pw${i}`))), /^13 layers are too many for moves of rank between pairs, and not all are fitted in closed form/);
+    pointwise.dispose();
+    spatial.dispose();
   });
 
   test('with the joint search not affordable, --speedup --data takes the response spectra\'s allocation', async () => {
